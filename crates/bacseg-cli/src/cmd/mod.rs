@@ -1,0 +1,5 @@
+//! One module per subcommand: its validated arguments and its `run`.
+
+pub mod convert;
+pub mod info;
+pub mod preprocess;

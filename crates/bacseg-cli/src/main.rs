@@ -1,0 +1,36 @@
+//! `bacseg`: find and measure breast arterial calcifications on mammograms.
+//!
+//! Thin binary: parse and validate arguments, call bacseg-core, print. Exit codes: 0 success,
+//! 1 failure of the work itself, 2 bad input (unreadable file, invalid option).
+
+mod cmd;
+mod exit;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "bacseg", version, about = "Find and measure breast arterial calcifications (BAC) on full-field digital mammograms")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Describe a mammogram file (DICOM, PNG, TIFF) without patient identifiers.
+    Info(cmd::info::Args),
+    /// Decode a mammogram to a 16-bit grey PNG or TIFF (optionally preprocessed).
+    Convert(cmd::convert::Args),
+    /// Preprocess a mammogram: denoise, normalise, breast mask; optional overlay and timings.
+    Preprocess(cmd::preprocess::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(a) => cmd::info::run(a),
+        Command::Convert(a) => cmd::convert::run(a),
+        Command::Preprocess(a) => cmd::preprocess::run(a),
+    };
+    exit::report(result)
+}

@@ -1,0 +1,313 @@
+//! DICOM mammograms through dicom-rs: pixel data in any transfer syntax the registry
+//! decodes (native, RLE, JPEG baseline/lossless, JPEG 2000 via OpenJPEG), the Modality LUT
+//! (Rescale Slope/Intercept or a Modality LUT Sequence), MONOCHROME1 / Presentation LUT
+//! Shape INVERSE inversion, and pixel spacing with its provenance.
+//!
+//! Only acquisition attributes are read. Patient, study and institution attributes are
+//! never copied out of the data set.
+
+use std::path::Path;
+
+use dicom_dictionary_std::tags;
+use dicom_object::{DefaultDicomObject, OpenFileOptions, Tag};
+use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use dicom_transfer_syntax_registry::TransferSyntaxIndex;
+
+use super::{FileFormat, ImageInfo, IoError, TransferSyntaxInfo};
+use crate::mammogram::{Laterality, Mammogram, PixelSpacing, SpacingSource, View};
+use crate::raster::Raster;
+
+const FORMAT: &str = "DICOM";
+
+/// The whole chain of an error, outermost first (dicom-rs nests the useful part).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let msg = inner.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        src = inner.source();
+    }
+    s
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> IoError {
+    IoError::Corrupt { path: path.into(), format: FORMAT, reason: reason.into() }
+}
+
+fn unsupported(path: &Path, reason: impl Into<String>) -> IoError {
+    IoError::Unsupported { path: path.into(), format: FORMAT, reason: reason.into() }
+}
+
+fn open(path: &Path, with_pixels: bool) -> Result<DefaultDicomObject, IoError> {
+    let mut options = OpenFileOptions::new();
+    if !with_pixels {
+        options = options.read_until(tags::PIXEL_DATA);
+    }
+    options.open_file(path).map_err(|e| corrupt(path, chain(&e)))
+}
+
+fn text(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
+    let e = obj.element_opt(tag).ok()??;
+    let s = e.to_str().ok()?;
+    let s = s.trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+fn floats(obj: &DefaultDicomObject, tag: Tag) -> Option<Vec<f64>> {
+    let e = obj.element_opt(tag).ok()??;
+    e.to_multi_float64().ok().filter(|v| !v.is_empty())
+}
+
+fn float(obj: &DefaultDicomObject, tag: Tag) -> Option<f64> {
+    floats(obj, tag).and_then(|v| v.first().copied())
+}
+
+fn int(obj: &DefaultDicomObject, tag: Tag) -> Option<i64> {
+    let e = obj.element_opt(tag).ok()??;
+    e.to_int::<i64>().ok()
+}
+
+fn spacing_pair(v: &[f64]) -> Option<(f64, f64)> {
+    match v {
+        [r, c, ..] if *r > 0.0 && *c > 0.0 && r.is_finite() && c.is_finite() => Some((*r, *c)),
+        [s] if *s > 0.0 && s.is_finite() => Some((*s, *s)),
+        _ => None,
+    }
+}
+
+/// Pixel spacing in the breast plane where the file allows it: Pixel Spacing first (the
+/// modality calibrated it), then Imager Pixel Spacing corrected by the Estimated
+/// Radiographic Magnification Factor, then plain Imager Pixel Spacing, then the nominal
+/// spacing of a film scanner.
+fn pixel_spacing(obj: &DefaultDicomObject) -> Option<PixelSpacing> {
+    let make = |(row_mm, col_mm), source| PixelSpacing { row_mm, col_mm, source };
+    if let Some(p) = floats(obj, tags::PIXEL_SPACING).as_deref().and_then(spacing_pair) {
+        return Some(make(p, SpacingSource::PixelSpacing));
+    }
+    if let Some((r, c)) = floats(obj, tags::IMAGER_PIXEL_SPACING).as_deref().and_then(spacing_pair) {
+        let mag = float(obj, tags::ESTIMATED_RADIOGRAPHIC_MAGNIFICATION_FACTOR)
+            .filter(|m| *m > 0.0 && m.is_finite());
+        return Some(match mag {
+            Some(m) => make((r / m, c / m), SpacingSource::ImagerPixelSpacingMagnificationCorrected),
+            None => make((r, c), SpacingSource::ImagerPixelSpacing),
+        });
+    }
+    floats(obj, tags::NOMINAL_SCANNED_PIXEL_SPACING)
+        .as_deref()
+        .and_then(spacing_pair)
+        .map(|p| make(p, SpacingSource::NominalScannedPixelSpacing))
+}
+
+fn laterality(obj: &DefaultDicomObject) -> Option<Laterality> {
+    text(obj, tags::IMAGE_LATERALITY)
+        .and_then(|s| Laterality::from_dicom(&s))
+        .or_else(|| text(obj, tags::LATERALITY).and_then(|s| Laterality::from_dicom(&s)))
+}
+
+/// A tabular Modality LUT (Modality LUT Sequence, first item).
+#[derive(Debug)]
+struct ModalityLut {
+    first_mapped: i64,
+    data: Vec<f32>,
+    bits: u16,
+}
+
+impl ModalityLut {
+    fn apply(&self, v: f32) -> f32 {
+        let last = self.data.len() as i64 - 1;
+        let i = (v as i64 - self.first_mapped).clamp(0, last);
+        self.data[i as usize]
+    }
+}
+
+fn modality_lut(path: &Path, obj: &DefaultDicomObject) -> Result<Option<ModalityLut>, IoError> {
+    let Some(seq) = obj.element_opt(tags::MODALITY_LUT_SEQUENCE).ok().flatten() else {
+        return Ok(None);
+    };
+    let Some(item) = seq.items().and_then(|items| items.first()) else {
+        return Ok(None);
+    };
+    let bad = |what: &str| corrupt(path, format!("Modality LUT Sequence (0028,3000): {what}"));
+    let desc = item
+        .element_opt(tags::LUT_DESCRIPTOR)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_multi_int::<i64>().ok())
+        .ok_or_else(|| bad("missing or unreadable LUT Descriptor"))?;
+    let [n, first, bits, ..] = desc[..] else {
+        return Err(bad("LUT Descriptor needs 3 values"));
+    };
+    let n = if n == 0 { 65536 } else { n.rem_euclid(65536).max(1) } as usize;
+    // First Mapped is US or SS depending on Pixel Representation; dicom-rs may give either.
+    let first = if first > 32767 && int(obj, tags::PIXEL_REPRESENTATION) == Some(1) {
+        first - 65536
+    } else {
+        first
+    };
+    let raw = item
+        .element_opt(tags::LUT_DATA)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_multi_int::<u32>().ok())
+        .ok_or_else(|| bad("missing or unreadable LUT Data"))?;
+    let data: Vec<f32> = if raw.len() == n {
+        raw.iter().map(|&v| v as f32).collect()
+    } else if raw.len() == 2 * n {
+        // LUT Data read as bytes: little-endian 16-bit words.
+        raw.chunks_exact(2).map(|p| (p[0] | (p[1] << 8)) as f32).collect()
+    } else {
+        return Err(bad(&format!("LUT Data has {} entries, descriptor says {n}", raw.len())));
+    };
+    Ok(Some(ModalityLut { first_mapped: first, data, bits: bits.clamp(1, 16) as u16 }))
+}
+
+fn transfer_syntax(obj: &DefaultDicomObject) -> TransferSyntaxInfo {
+    let uid = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
+    let name = TransferSyntaxRegistry
+        .get(&uid)
+        .map(|ts| ts.name().to_string())
+        .unwrap_or_else(|| "unknown transfer syntax".to_string());
+    TransferSyntaxInfo { uid, name }
+}
+
+fn frames(obj: &DefaultDicomObject) -> u32 {
+    int(obj, tags::NUMBER_OF_FRAMES).and_then(|n| u32::try_from(n).ok()).unwrap_or(1).max(1)
+}
+
+pub(super) fn info(path: &Path) -> Result<ImageInfo, IoError> {
+    let obj = open(path, false)?;
+    let width = int(&obj, tags::COLUMNS).unwrap_or(0).max(0) as usize;
+    let height = int(&obj, tags::ROWS).unwrap_or(0).max(0) as usize;
+    if width == 0 || height == 0 {
+        return Err(corrupt(path, "no Rows/Columns: not an image"));
+    }
+    let lut = modality_lut(path, &obj)?;
+    Ok(ImageInfo {
+        format: FileFormat::Dicom,
+        width,
+        height,
+        bits_stored: int(&obj, tags::BITS_STORED).unwrap_or(0).clamp(0, 64) as u16,
+        photometric_interpretation: text(&obj, tags::PHOTOMETRIC_INTERPRETATION)
+            .unwrap_or_else(|| "unknown".into()),
+        transfer_syntax: Some(transfer_syntax(&obj)),
+        pixel_spacing_mm: pixel_spacing(&obj),
+        laterality: laterality(&obj),
+        view_position: text(&obj, tags::VIEW_POSITION).and_then(|s| View::from_dicom(&s)),
+        modality: text(&obj, tags::MODALITY),
+        manufacturer: text(&obj, tags::MANUFACTURER),
+        manufacturer_model: text(&obj, tags::MANUFACTURER_MODEL_NAME),
+        presentation_lut_shape: text(&obj, tags::PRESENTATION_LUT_SHAPE),
+        rescale_slope: float(&obj, tags::RESCALE_SLOPE),
+        rescale_intercept: float(&obj, tags::RESCALE_INTERCEPT),
+        has_modality_lut: lut.is_some(),
+        number_of_frames: frames(&obj),
+    })
+}
+
+pub(super) fn load(path: &Path) -> Result<Mammogram, IoError> {
+    // dicom-rs and its codecs are meant to return errors on bad data; a panic deep inside
+    // one must still become an error that names the file, not a crash of a whole batch.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_inner(path))) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "decoder failed".into());
+            Err(corrupt(path, format!("pixel data decoder failed: {msg}")))
+        }
+    }
+}
+
+fn load_inner(path: &Path) -> Result<Mammogram, IoError> {
+    let obj = open(path, true)?;
+    let ts = transfer_syntax(&obj);
+    let n_frames = frames(&obj);
+    if n_frames > 1 {
+        return Err(unsupported(
+            path,
+            format!("multi-frame image ({n_frames} frames, e.g. tomosynthesis): bacseg reads single-frame 2-D mammograms"),
+        ));
+    }
+    let photometric = text(&obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
+    let samples = int(&obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    if samples != 1 || !photometric.starts_with("MONOCHROME") {
+        return Err(unsupported(
+            path,
+            format!("{photometric} with {samples} samples per pixel: bacseg reads grey (MONOCHROME1/2) images"),
+        ));
+    }
+    if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+        return Err(corrupt(path, "no Pixel Data (7FE0,0010)"));
+    }
+    let decoded = obj.decode_pixel_data().map_err(|e| {
+        corrupt(path, format!("cannot decode pixel data ({}): {}", ts.name, chain(&e)))
+    })?;
+    let (width, height) = (decoded.columns() as usize, decoded.rows() as usize);
+    let bits_stored = decoded.bits_stored();
+    let signed = int(&obj, tags::PIXEL_REPRESENTATION) == Some(1);
+    let stored: Vec<f32> = decoded
+        .to_vec_frame_with_options(0, &ConvertOptions::new().with_modality_lut(ModalityLutOption::None))
+        .map_err(|e| corrupt(path, format!("cannot convert pixel data: {}", chain(&e))))?;
+    if stored.len() != width * height {
+        return Err(corrupt(
+            path,
+            format!("pixel data holds {} samples, {width}x{height} needs {}", stored.len(), width * height),
+        ));
+    }
+
+    // Range of stored values, mapped through the Modality LUT: the basis for inversion.
+    let bits = bits_stored.clamp(1, 32) as i32;
+    let (smin, smax) = if signed {
+        (-(2f64.powi(bits - 1)), 2f64.powi(bits - 1) - 1.0)
+    } else {
+        (0.0, 2f64.powi(bits) - 1.0)
+    };
+    let mut notes = Vec::new();
+    let (mut pixels, lo, hi): (Vec<f32>, f32, f32) = match modality_lut(path, &obj)? {
+        Some(lut) => {
+            notes.push(format!("Modality LUT Sequence applied ({} entries)", lut.data.len()));
+            let px = stored.iter().map(|&v| lut.apply(v)).collect();
+            (px, 0.0, (2f64.powi(i32::from(lut.bits)) - 1.0) as f32)
+        }
+        None => {
+            let slope = float(&obj, tags::RESCALE_SLOPE).filter(|s| *s != 0.0 && s.is_finite()).unwrap_or(1.0);
+            let intercept = float(&obj, tags::RESCALE_INTERCEPT).filter(|s| s.is_finite()).unwrap_or(0.0);
+            let (a, b) = (smin * slope + intercept, smax * slope + intercept);
+            let px = if slope == 1.0 && intercept == 0.0 {
+                stored
+            } else {
+                stored.iter().map(|&v| (f64::from(v) * slope + intercept) as f32).collect()
+            };
+            (px, a.min(b) as f32, a.max(b) as f32)
+        }
+    };
+    let pls = text(&obj, tags::PRESENTATION_LUT_SHAPE).unwrap_or_default();
+    // MONOCHROME1 comes with Presentation LUT Shape INVERSE in conforming files: both say
+    // the same inversion, applied once so that calcium is bright.
+    if photometric == "MONOCHROME1" || pls.eq_ignore_ascii_case("INVERSE") {
+        for v in &mut pixels {
+            *v = lo + hi - *v;
+        }
+        notes.push(format!(
+            "inverted ({}) so that dense tissue and calcium are bright",
+            if photometric == "MONOCHROME1" { "MONOCHROME1" } else { "Presentation LUT Shape INVERSE" }
+        ));
+    }
+    let pixels = Raster::from_vec(width, height, pixels).map_err(|e| corrupt(path, e.to_string()))?;
+    Ok(Mammogram {
+        pixels,
+        spacing: pixel_spacing(&obj),
+        laterality: laterality(&obj),
+        view: text(&obj, tags::VIEW_POSITION).and_then(|s| View::from_dicom(&s)),
+        bits_stored,
+        value_range: (lo, hi),
+        notes,
+    })
+}

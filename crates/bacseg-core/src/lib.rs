@@ -1,0 +1,19 @@
+//! bacseg-core: everything in bacseg that is not a neural network.
+//!
+//! Mammogram I/O (DICOM, PNG, TIFF), preprocessing (denoise, normalisation, breast mask),
+//! patch grids and stitching, metrics, post-processing, BAC quantification and synthetic
+//! mammograms, on the raster types defined here.
+
+pub mod io;
+pub mod mammogram;
+pub mod metrics;
+pub mod patch;
+pub mod postprocess;
+pub mod preprocess;
+pub mod quantify;
+pub mod raster;
+pub mod stitch;
+pub mod synth;
+
+pub use mammogram::{Laterality, Mammogram, PixelSpacing, SpacingSource, View};
+pub use raster::{Mask, ProbMap, Raster, Size};
