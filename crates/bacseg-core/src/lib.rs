@@ -7,6 +7,7 @@
 pub mod io;
 pub mod mammogram;
 pub mod metrics;
+pub mod overlay;
 pub mod patch;
 pub mod postprocess;
 pub mod preprocess;
