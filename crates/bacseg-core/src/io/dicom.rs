@@ -10,7 +10,7 @@ use std::path::Path;
 
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, OpenFileOptions, Tag};
-use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
+use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_transfer_syntax_registry::TransferSyntaxIndex;
 
@@ -166,6 +166,25 @@ fn modality_lut(path: &Path, obj: &DefaultDicomObject) -> Result<Option<Modality
     Ok(Some(ModalityLut { first_mapped: first, data, bits: bits.clamp(1, 16) as u16 }))
 }
 
+/// Stored values of one decoded frame (native-endian samples of `bits_allocated` bits):
+/// bits above Bits Stored masked off and, for signed data, the sign bit extended, as the
+/// standard defines (PS3.5 8.1.1); dicom-rs leaves both to the caller.
+fn stored_values(frame: &[u8], bits_allocated: u16, bits_stored: u16, signed: bool) -> Result<Vec<f32>, String> {
+    let bits = u32::from(bits_stored.clamp(1, bits_allocated.max(1)));
+    let mask: u32 = if bits >= 32 { u32::MAX } else { (1u32 << bits) - 1 };
+    let sign_bit = 1u32 << (bits - 1);
+    let convert = |v: u32| -> f32 {
+        let v = v & mask;
+        if signed && v & sign_bit != 0 { (f64::from(v) - f64::from(mask) - 1.0) as f32 } else { v as f32 }
+    };
+    match bits_allocated {
+        8 => Ok(frame.iter().map(|&b| convert(u32::from(b))).collect()),
+        16 => Ok(frame.chunks_exact(2).map(|c| convert(u32::from(u16::from_ne_bytes([c[0], c[1]])))).collect()),
+        32 => Ok(frame.chunks_exact(4).map(|c| convert(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))).collect()),
+        other => Err(format!("{other} bits allocated per sample (8, 16 or 32 supported)")),
+    }
+}
+
 fn transfer_syntax(obj: &DefaultDicomObject) -> TransferSyntaxInfo {
     let uid = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
     let name = TransferSyntaxRegistry
@@ -252,9 +271,11 @@ fn load_inner(path: &Path) -> Result<Mammogram, IoError> {
     let (width, height) = (decoded.columns() as usize, decoded.rows() as usize);
     let bits_stored = decoded.bits_stored();
     let signed = int(&obj, tags::PIXEL_REPRESENTATION) == Some(1);
-    let stored: Vec<f32> = decoded
-        .to_vec_frame_with_options(0, &ConvertOptions::new().with_modality_lut(ModalityLutOption::None))
-        .map_err(|e| corrupt(path, format!("cannot convert pixel data: {}", chain(&e))))?;
+    let frame = decoded
+        .frame_data(0)
+        .map_err(|e| corrupt(path, format!("cannot read decoded frame: {}", chain(&e))))?;
+    let stored = stored_values(frame, decoded.bits_allocated(), bits_stored, signed)
+        .map_err(|reason| unsupported(path, reason))?;
     if stored.len() != width * height {
         return Err(corrupt(
             path,
