@@ -184,7 +184,8 @@ impl Levels {
 /// few histogram updates plus a short walk from the previous median, skipping empty coarse
 /// bins.
 struct MedianHistogram {
-    fine: Vec<u16>,
+    /// A fixed-size array indexed by a `u16`: no bounds checks in the hot loop.
+    fine: Box<[u16; 65536]>,
     coarse: [u32; 256],
     /// Current median candidate and the number of samples strictly below it.
     median: u16,
@@ -193,7 +194,16 @@ struct MedianHistogram {
 
 impl MedianHistogram {
     fn new() -> Self {
-        Self { fine: vec![0; 65536], coarse: [0; 256], median: 0, below: 0 }
+        Self { fine: Box::new([0; 65536]), coarse: [0; 256], median: 0, below: 0 }
+    }
+
+    /// Replace one sample by another (a no-op when equal, as in flat background).
+    #[inline]
+    fn replace(&mut self, old: u16, new: u16) {
+        if old != new {
+            self.remove(old);
+            self.add(new);
+        }
     }
 
     #[inline]
@@ -306,8 +316,7 @@ pub fn median_filter(img: &Raster<f32>, radius: usize) -> Raster<f32> {
                     let (xl, xe) = (clampx(leaving), clampx(entering));
                     for dy in -r..=r {
                         let row = clampy(y + dy) * w;
-                        hist.remove(src[row + xl]);
-                        hist.add(src[row + xe]);
+                        hist.replace(src[row + xl], src[row + xe]);
                     }
                 }
                 line[x as usize] = hist.settle(rank);
@@ -318,8 +327,7 @@ pub fn median_filter(img: &Raster<f32>, radius: usize) -> Raster<f32> {
                 let (top, bottom) = (clampy(y - r) * w, clampy(y + r + 1) * w);
                 for dx in -r..=r {
                     let xx = clampx(x + dx);
-                    hist.remove(src[top + xx]);
-                    hist.add(src[bottom + xx]);
+                    hist.replace(src[top + xx], src[bottom + xx]);
                 }
             }
         }
