@@ -23,6 +23,10 @@ enum Command {
     Convert(cmd::convert::Args),
     /// Preprocess a mammogram: denoise, normalise, breast mask; optional overlay and timings.
     Preprocess(cmd::preprocess::Args),
+    /// Compare predicted BAC masks with ground truth: patch and whole-image metrics.
+    Evaluate(cmd::evaluate::Args),
+    /// Measure the BAC burden of masks: area, vessel length, segments, grade.
+    Quantify(cmd::quantify::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,6 +35,8 @@ fn main() -> std::process::ExitCode {
         Command::Info(a) => cmd::info::run(a),
         Command::Convert(a) => cmd::convert::run(a),
         Command::Preprocess(a) => cmd::preprocess::run(a),
+        Command::Evaluate(a) => cmd::evaluate::run(a),
+        Command::Quantify(a) => cmd::quantify::run(a),
     };
     exit::report(result)
 }

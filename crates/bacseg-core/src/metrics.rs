@@ -154,6 +154,12 @@ impl EmptyPolicy {
     }
 }
 
+impl std::fmt::Display for EmptyPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl FromStr for EmptyPolicy {
     type Err = MetricsError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -269,6 +275,12 @@ impl PatchSet {
             Self::Positive => "positive",
             Self::All => "all",
         }
+    }
+}
+
+impl std::fmt::Display for PatchSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -246,23 +246,28 @@ impl Blender {
     /// The blended map; uncovered pixels are 0.
     pub fn finish(self) -> ProbMap {
         let Size { width, height } = self.image;
-        let data = match self.mode {
-            BlendMode::Gaussian | BlendMode::Mean => self
-                .value
-                .into_par_iter()
-                .zip(self.aux.into_par_iter())
-                .map(|(v, s)| if s > 0.0 { v / s } else { 0.0 })
-                .collect(),
-            BlendMode::Max => self
-                .value
-                .into_par_iter()
-                .map(|v| if v == f32::NEG_INFINITY { 0.0 } else { v })
-                .collect(),
-            BlendMode::Crop => self.value,
-        };
+        let mut value = self.value;
+        // In place: a second full-size buffer would cost as much as the blending itself.
+        match self.mode {
+            BlendMode::Gaussian | BlendMode::Mean => {
+                value
+                    .par_iter_mut()
+                    .zip(self.aux.par_iter())
+                    .for_each(|(v, &s)| {
+                        *v = if s > 0.0 { *v / s } else { 0.0 };
+                    });
+            }
+            BlendMode::Max => value.par_iter_mut().for_each(|v| {
+                if *v == f32::NEG_INFINITY {
+                    *v = 0.0;
+                }
+            }),
+            BlendMode::Crop => {}
+        }
         // The buffers were allocated as width x height and never resized, so this cannot fail;
         // the fallback only avoids a panic path.
-        Raster::from_vec(width, height, data).unwrap_or_else(|_| Raster::filled(width, height, 0.0))
+        Raster::from_vec(width, height, value)
+            .unwrap_or_else(|_| Raster::filled(width, height, 0.0))
     }
 }
 

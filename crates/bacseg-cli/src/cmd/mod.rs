@@ -1,5 +1,7 @@
 //! One module per subcommand: its validated arguments and its `run`.
 
 pub mod convert;
+pub mod evaluate;
 pub mod info;
 pub mod preprocess;
+pub mod quantify;
