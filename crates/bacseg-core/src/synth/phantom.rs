@@ -1,0 +1,536 @@
+//! The breast phantom and image formation: outline against the chest wall (CC, or MLO with
+//! pectoral muscle), compressed thickness with a rounded edge and skin, fibroglandular
+//! density from a 1/f^beta field, strand networks, detector blur, Poisson and electronic
+//! noise, and a "for presentation" mapping to 12-14 bits.
+//!
+//! Geometry is built in a canonical frame with the chest wall at x = 0; right breasts are
+//! mirrored when the image is written, so that the chest wall is on the image's left for a
+//! left breast and on its right for a right breast (the usual back-to-back hanging).
+
+use rand::Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::distractors::{self, DistractorCounts};
+use super::stroke::StrokeCanvas;
+use super::texture::{self, Grid, Tap};
+use super::vessels::{self, MASK_LEVEL_MM, smoothstep};
+use super::{Severity, Stream, SynthConfig, SynthParams, SynthSample, labels, stream_rng};
+use crate::mammogram::{Laterality, View};
+use crate::raster::{Mask, Raster};
+
+/// Linear attenuation coefficients at a typical mammographic effective energy (about
+/// 20 keV), per mm. Only differences matter for contrast; their ratios are what makes fat
+/// dark, glandular tissue grey and calcium white.
+pub(crate) const MU_FAT: f32 = 0.046;
+pub(crate) const MU_GLAND: f32 = 0.080;
+/// Soft tissue (vessel, duct, ligament, muscle) displacing fat.
+pub(crate) const MU_SOFT_EXCESS: f32 = MU_GLAND - MU_FAT;
+pub(crate) const MU_SKIN: f32 = 0.080;
+/// Hydroxyapatite displacing soft tissue.
+pub(crate) const MU_CALCIUM: f32 = 2.4;
+
+/// BI-RADS breast composition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Density {
+    /// Almost entirely fatty.
+    A,
+    /// Scattered fibroglandular density.
+    B,
+    /// Heterogeneously dense.
+    C,
+    /// Extremely dense.
+    D,
+}
+
+/// What the manifest records about the phantom of one image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhantomParams {
+    /// Chest wall to nipple, mm.
+    pub breast_depth_mm: f64,
+    /// Compressed thickness, mm.
+    pub thickness_mm: f64,
+    /// Width of the uncompressed rim where the thickness falls to 0, mm.
+    pub edge_radius_mm: f64,
+    pub skin_mm: f64,
+    pub density: Density,
+    /// Exponent of the parenchymal power spectrum 1/f^beta.
+    pub parenchyma_beta: f64,
+    /// Typical spacing of the strand network (Cooper's ligaments, trabeculae), mm.
+    pub strand_wavelength_mm: f64,
+    /// Nipple position, output pixel coordinates.
+    pub nipple_px: [f64; 2],
+    pub pectoral_muscle: bool,
+    pub distractors: DistractorCounts,
+    /// Unattenuated quanta per pixel (sets the Poisson noise).
+    pub quanta_per_pixel: f64,
+    /// Electronic noise, quanta per pixel (standard deviation).
+    pub electronic_noise: f64,
+    /// Fraction of the thickness fall-off removed by the "for presentation" processing.
+    pub periphery_equalisation: f64,
+    /// Burned-in label text, if any.
+    pub label: Option<String>,
+}
+
+/// The pectoral muscle of an MLO view: the region left of a slightly convex line from
+/// `(x_top, 0)` to `(0, y_left)`.
+#[derive(Debug, Clone, Copy)]
+struct Pectoral {
+    x_top: f32,
+    y_left: f32,
+    bulge: f32,
+    /// Muscle thickness (mm) reached `ramp_px` inside its border.
+    thickness_mm: f32,
+    ramp_px: f32,
+}
+
+impl Pectoral {
+    /// x of the muscle border at row `y` (0 below the muscle).
+    fn border(&self, y: f32) -> f32 {
+        if y >= self.y_left {
+            return 0.0;
+        }
+        let t = y / self.y_left;
+        self.x_top * (1.0 - t) + self.bulge * (std::f32::consts::PI * t).sin()
+    }
+}
+
+/// Breast outline, thickness and landmarks in the canonical frame (chest wall at x = 0).
+#[derive(Debug, Clone)]
+pub(crate) struct Geometry {
+    pub width: usize,
+    pub height: usize,
+    pub mm_per_px: f64,
+    /// Per row: x of the skin (0 where the row has no breast) and the cosine of the outline's
+    /// slope, which turns horizontal distance into distance normal to the skin.
+    edge: Vec<f32>,
+    cosf: Vec<f32>,
+    pub nipple: [f32; 2],
+    pub thickness_mm: f32,
+    pub edge_radius_mm: f32,
+    pub skin_mm: f32,
+    pectoral: Option<Pectoral>,
+    depth_px: f32,
+}
+
+impl Geometry {
+    fn random(rng: &mut impl Rng, width: usize, height: usize, mm: f64, view: &View) -> Self {
+        let (w, h) = (width as f32, height as f32);
+        let mmf = mm as f32;
+        // Depth and extent in mm, limited by the field of view.
+        let depth_mm = rng.random_range(70.0..150.0f32).min(w * mmf * 0.88);
+        let depth = depth_mm / mmf;
+        let p: f32 = rng.random_range(1.8..2.6);
+        let superellipse = |u: f32| if u.abs() >= 1.0 { 0.0 } else { (1.0 - u.abs().powf(p)).powf(1.0 / p) };
+        let (ny, ry_top, ry_bot, pectoral) = match view {
+            View::Mlo => {
+                let ny = h * rng.random_range(0.52..0.66);
+                let ry_top = ny * rng.random_range(1.15..1.6);
+                let ry_bot = ((h - ny) * rng.random_range(0.7..0.97)).max(h * 0.1);
+                let top_edge = depth * superellipse(ny / ry_top);
+                let x_top = top_edge * rng.random_range(0.45..0.8);
+                let pect = Pectoral {
+                    x_top,
+                    y_left: h * rng.random_range(0.4..0.75),
+                    bulge: x_top * rng.random_range(0.0..0.18),
+                    thickness_mm: rng.random_range(12.0..30.0),
+                    ramp_px: rng.random_range(10.0..25.0) / mmf,
+                };
+                (ny, ry_top, ry_bot, Some(pect))
+            }
+            _ => {
+                let ny = h * rng.random_range(0.44..0.56);
+                let room = ny.min(h - ny) * 0.95;
+                let ry = (rng.random_range(0.55..0.9f32) * depth).max(h * 0.22).min(room);
+                let skew = rng.random_range(0.85..1.15f32);
+                (ny, (ry * skew).min(room), (ry / skew).min(room), None)
+            }
+        };
+        // Low-frequency wobble so that outlines are not perfect superellipses.
+        let wob: Vec<(f32, f32, f32)> = (0..3)
+            .map(|k| (rng.random_range(0.0..0.025), (k + 1) as f32, rng.random_range(0.0..std::f32::consts::TAU)))
+            .collect();
+        let edge: Vec<f32> = (0..height)
+            .map(|y| {
+                let yc = y as f32 + 0.5;
+                let u = if yc < ny { (ny - yc) / ry_top } else { (yc - ny) / ry_bot };
+                let e = depth * superellipse(u);
+                let phase = yc / h * std::f32::consts::PI;
+                let wobble: f32 = wob.iter().map(|&(a, k, ph)| a * (k * phase + ph).sin()).sum();
+                (e * (1.0 + wobble)).max(0.0)
+            })
+            .collect();
+        let cosf = (0..height)
+            .map(|y| {
+                let a = edge[y.saturating_sub(1)];
+                let b = edge[(y + 1).min(height - 1)];
+                let slope = (b - a) / 2.0;
+                1.0 / (1.0 + slope * slope).sqrt()
+            })
+            .collect();
+        let thickness_mm = rng.random_range(35.0..70.0);
+        let nipple_row = (ny as usize).min(height - 1);
+        Self {
+            width,
+            height,
+            mm_per_px: mm,
+            nipple: [edge[nipple_row], ny],
+            edge,
+            cosf,
+            thickness_mm,
+            edge_radius_mm: thickness_mm * 0.5 * rng.random_range(0.8..1.6),
+            skin_mm: rng.random_range(1.2..2.2),
+            pectoral,
+            depth_px: depth,
+        }
+    }
+
+    /// Distance (mm) from the point to the skin, positive inside the breast. Outside the
+    /// image it is negative.
+    #[inline]
+    pub fn dist_mm(&self, x: f32, y: f32) -> f32 {
+        if !(x >= 0.0 && y >= 0.0 && x < self.width as f32 && y < self.height as f32) {
+            return -1.0;
+        }
+        let row = y as usize;
+        (self.edge[row] - x) * self.cosf[row] * self.mm_per_px as f32
+    }
+
+    pub fn has_pectoral(&self) -> bool {
+        self.pectoral.is_some()
+    }
+
+    /// x of the pectoral muscle's border at row `y` (0 without a muscle).
+    pub fn pectoral_border(&self, y: f32) -> f32 {
+        self.pectoral.map_or(0.0, |p| p.border(y))
+    }
+
+    pub fn in_pectoral(&self, x: f32, y: f32) -> bool {
+        self.pectoral.is_some_and(|p| x < p.border(y))
+    }
+
+    /// Direction from `p` to the nipple, radians (x right, y down).
+    pub fn heading_to_nipple(&self, p: [f32; 2]) -> f64 {
+        f64::from(self.nipple[1] - p[1]).atan2(f64::from(self.nipple[0] - p[0]))
+    }
+
+    /// A random point at least `min_depth_mm` inside the skin, outside the pectoral muscle,
+    /// whose x lies in the given fraction range of the breast depth.
+    pub fn random_interior_point(&self, rng: &mut impl Rng, min_depth_mm: f32, xfrac: (f32, f32)) -> Option<[f32; 2]> {
+        for _ in 0..200 {
+            let x = self.depth_px * rng.random_range(xfrac.0..xfrac.1);
+            let y = rng.random_range(0.0..self.height as f32);
+            if self.dist_mm(x, y) >= min_depth_mm && !self.in_pectoral(x, y) {
+                return Some([x, y]);
+            }
+        }
+        None
+    }
+
+    /// Projected path lengths (mm) through the skin and through the tissue inside it at
+    /// distance `d` (mm) from the skin: the compressed breast's rim is modelled as a half
+    /// ellipse of semi-axes (`edge_radius`, thickness / 2), its skin as a shell of constant
+    /// thickness. Returns (skin, tissue, total).
+    #[inline]
+    fn paths(&self, d: f32) -> (f32, f32, f32) {
+        let (t, re, s) = (self.thickness_mm, self.edge_radius_mm, self.skin_mm);
+        let outer = |d: f32, t: f32, re: f32| {
+            if d <= 0.0 {
+                0.0
+            } else if d >= re {
+                t
+            } else {
+                let u = 1.0 - d / re;
+                t * (1.0 - u * u).sqrt()
+            }
+        };
+        let total = outer(d, t, re);
+        let inner = outer(d - s, t - 2.0 * s, re - s);
+        (total - inner, inner, total)
+    }
+}
+
+/// The coarse-grid fields sampled per pixel: parenchyma, its modulation, two strand
+/// networks (value and gradient) and the fibroglandular envelope.
+struct Fields {
+    grid: Grid<9>,
+    taps_x: Vec<Tap>,
+    taps_y: Vec<Tap>,
+    cell_px: f32,
+}
+
+const CH_DENSITY: usize = 0;
+const CH_MOD: usize = 1;
+const CH_NET_A: usize = 2;
+const CH_NET_B: usize = 5;
+const CH_ENV: usize = 8;
+
+fn build_fields(rng: &mut impl Rng, geom: &Geometry, beta: f64, strand_mm: f64, density: Density) -> Fields {
+    let (n, cell) = texture::grid_geometry(geom.width, geom.height);
+    let cell_mm = cell as f64 * geom.mm_per_px;
+    // Parenchyma and the strands are elongated towards the nipple.
+    let axis = f64::from(geom.nipple[1] - geom.height as f32 * 0.5)
+        .atan2(f64::from(geom.nipple[0]))
+        * 0.6;
+    let f0 = 1.0 / 40.0;
+    let aniso = rng.random_range(1.2..1.8);
+    let [dens, modu] = texture::field_pair(rng, n, cell_mm, |fx, fy| {
+        let f = texture::anisotropic(fx, fy, axis, aniso);
+        (f * f + f0 * f0).powf(-beta / 4.0)
+    });
+    let fc = 1.0 / strand_mm;
+    let ratio = rng.random_range(2.0..4.0);
+    let [net_a, net_b] = texture::field_pair(rng, n, cell_mm, |fx, fy| {
+        let f = texture::anisotropic(fx, fy, axis, ratio).max(1e-9);
+        let l = (f / fc).ln();
+        (-l * l / (2.0 * 0.45 * 0.45)).exp()
+    });
+    let (ax, ay) = texture::gradient(&net_a, n);
+    let (bx, by) = texture::gradient(&net_b, n);
+    // Fibroglandular envelope: a rounded blob behind the nipple, larger when denser.
+    let (spread_x, spread_y) = match density {
+        Density::A => (0.35, 0.35),
+        Density::B => (0.45, 0.45),
+        Density::C => (0.55, 0.55),
+        Density::D => (0.7, 0.65),
+    };
+    let cx = geom.nipple[0] * rng.random_range(0.45..0.65);
+    let cy = geom.nipple[1] + geom.depth_px * rng.random_range(-0.15..0.1);
+    let sx = geom.depth_px * spread_x * rng.random_range(0.85..1.15);
+    let sy = geom.depth_px * spread_y * rng.random_range(0.85..1.3);
+    let tilt = axis as f32 + rng.random_range(-0.3..0.3);
+    let q = rng.random_range(2.0..3.5f32);
+    let env: Vec<f32> = (0..n * n)
+        .map(|i| {
+            let (gx, gy) = ((i % n) as f32 + 0.5, (i / n) as f32 + 0.5);
+            let (x, y) = (gx * cell as f32 - cx, gy * cell as f32 - cy);
+            let (s, c) = tilt.sin_cos();
+            let (a, b) = ((x * c + y * s) / sx, (-x * s + y * c) / sy);
+            (-(a * a + b * b).powf(q / 2.0)).exp()
+        })
+        .collect();
+    let grid = Grid::new(n, cell, [&dens, &modu, &net_a, &ax, &ay, &net_b, &bx, &by, &env]);
+    let taps_x = grid.taps(geom.width);
+    let taps_y = grid.taps(geom.height);
+    Fields { grid, taps_x, taps_y, cell_px: cell as f32 }
+}
+
+/// Separable [1 2 1]/4 blur along rows, in place: the detector's unsharpness (focal spot and
+/// scintillator spread) of about 0.7 px sigma.
+fn blur_rows(buf: &mut [f32], width: usize) {
+    buf.par_chunks_mut(width).for_each(|row| {
+        let mut prev = row[0];
+        for x in 0..width {
+            let cur = row[x];
+            let next = row[(x + 1).min(width - 1)];
+            row[x] = 0.25 * prev + 0.5 * cur + 0.25 * next;
+            prev = cur;
+        }
+    });
+}
+
+/// Approximately standard normal from a counter: the sum of four 16-bit uniforms
+/// (Irwin-Hall), scaled to unit variance. Its tails stop at 3.5 sigma, which detector noise
+/// never needs, and it is an order of magnitude cheaper than Box-Muller per pixel.
+#[inline]
+fn hash_normal(seed: u64, i: u64) -> f32 {
+    let h = super::mix64(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let s = (h & 0xFFFF) + ((h >> 16) & 0xFFFF) + ((h >> 32) & 0xFFFF) + (h >> 48);
+    (s as f32 / 65535.0 - 2.0) * 1.732_050_8
+}
+
+/// Generate one image (see [`super::generate`]); `severity` is `None` for a BAC-free image.
+pub(crate) fn generate(config: &SynthConfig, index: u64, severity: Option<Severity>) -> SynthSample {
+    let (width, height) = (config.size.width, config.size.height);
+    let mm = config.spacing_mm;
+    let mut rng = stream_rng(config.seed, index, Stream::Geometry);
+    let view = match config.view {
+        super::ViewChoice::Cc => View::Cc,
+        super::ViewChoice::Mlo => View::Mlo,
+        super::ViewChoice::Mixed => {
+            if rng.random_bool(0.5) {
+                View::Cc
+            } else {
+                View::Mlo
+            }
+        }
+    };
+    let laterality = if rng.random_bool(0.5) { Laterality::Left } else { Laterality::Right };
+    let bits = config.bits.unwrap_or(if rng.random_bool(0.5) { 12 } else { 14 });
+    let geom = Geometry::random(&mut rng, width, height, mm, &view);
+    let density = match rng.random_range(0..10) {
+        0 => Density::A,
+        1..=4 => Density::B,
+        5..=8 => Density::C,
+        _ => Density::D,
+    };
+    let beta = rng.random_range(2.7..3.3);
+    let strand_mm = rng.random_range(5.0..10.0);
+    let quanta = rng.random_range(6000.0..20000.0f64);
+    let electronic = rng.random_range(1.0..4.0f64);
+    let equalisation = rng.random_range(0.72..0.88f64);
+    let fat_level = rng.random_range(0.18..0.3f32);
+    let strand_contrast = rng.random_range(0.08..0.2f32);
+    let strand_width_mm = rng.random_range(0.09..0.16f32);
+    let density_bias = match density {
+        Density::A => rng.random_range(0.9..1.4),
+        Density::B => rng.random_range(0.3..0.8),
+        Density::C => rng.random_range(-0.3..0.2),
+        Density::D => rng.random_range(-1.0..-0.5),
+    };
+    let t0 = std::time::Instant::now();
+    let fields = build_fields(&mut stream_rng(config.seed, index, Stream::Texture), &geom, beta, strand_mm, density);
+
+    eprintln!("TIMING fields {:?}", t0.elapsed());
+    let n = width * height;
+    let mut soft = vec![0.0f32; n];
+    let mut calcium = vec![0.0f32; n];
+    let mut canvas = StrokeCanvas::new(width, height);
+    let counts = distractors::render(
+        &mut stream_rng(config.seed, index, Stream::Distractors),
+        &geom,
+        &mut canvas,
+        &mut soft,
+    );
+    let mut vrng = stream_rng(config.seed, index, Stream::Vessels);
+    let trees = severity.map(|s| vessels::plan(&mut vrng, &geom, s)).unwrap_or_default();
+    let grain_seed = vrng.random();
+    let calcified_vessels = vessels::render(&trees, &geom, &mut canvas, &mut calcium, &mut soft, grain_seed);
+    drop(canvas);
+    eprintln!("TIMING strokes {:?}", t0.elapsed());
+
+    // The mask is taken here, before blur and noise, from the same numbers as the image.
+    let flip = laterality == Laterality::Right;
+    let out_x = |x: usize| if flip { width - 1 - x } else { x };
+    let mut mask = Mask::filled(width, height, false);
+    for (y, row) in calcium.chunks(width).enumerate() {
+        let mrow = mask.row_mut(y);
+        for (x, &c) in row.iter().enumerate() {
+            if c >= MASK_LEVEL_MM {
+                mrow[out_x(x)] = true;
+            }
+        }
+    }
+    for (s, c) in soft.iter_mut().zip(&calcium) {
+        *s += MU_CALCIUM * c;
+    }
+    drop(calcium);
+    blur_rows(&mut soft, width);
+
+    let maxv = f32::from((1u16 << bits) - 1);
+    let noise_seed: u64 = stream_rng(config.seed, index, Stream::Noise).random();
+    let t_mm = geom.thickness_mm;
+    let eq = equalisation as f32;
+    let d_fat = (1.0 - eq) * MU_FAT * t_mm;
+    let gain = -(1.0 - fat_level).ln() / d_fat;
+    let cell = fields.cell_px;
+    let mmf = mm as f32;
+    let q0 = quanta as f32;
+    let e_noise = electronic as f32;
+    let mut image = Raster::filled(width, height, 0u16);
+    let mut breast = Mask::filled(width, height, false);
+    image
+        .data_mut()
+        .par_chunks_mut(width)
+        .zip(breast.data_mut().par_chunks_mut(width))
+        .enumerate()
+        .for_each(|(y, (out, brow))| {
+            let yc = y as f32 + 0.5;
+            let up = &soft[y.saturating_sub(1) * width..][..width];
+            let mid = &soft[y * width..][..width];
+            let down = &soft[(y + 1).min(height - 1) * width..][..width];
+            let ty = fields.taps_y[y];
+            let pect = geom.pectoral;
+            let pect_x = pect.map_or(0.0, |p| p.border(yc));
+            for x in 0..width {
+                let xc = x as f32 + 0.5;
+                let mut l = 0.25 * up[x] + 0.5 * mid[x] + 0.25 * down[x];
+                let d = geom.dist_mm(xc, yc);
+                let mut flat = 0.0;
+                if d > 0.0 {
+                    brow[out_x(x)] = true;
+                    let (skin, tissue, total) = geom.paths(d);
+                    let f = fields.grid.sample(fields.taps_x[x], ty);
+                    // Subcutaneous and retromammary fat carry no glandular tissue.
+                    let fat_rims = smoothstep(2.0, 14.0, d) * smoothstep(2.0, 18.0, xc * mmf);
+                    let z = (f[CH_DENSITY] - density_bias) / 0.45;
+                    let sig = 0.5 + 0.5 * z / (1.0 + z.abs());
+                    let g = (f[CH_ENV] * fat_rims * sig * 1.15).min(1.0);
+                    // Strands: distance (mm) to the zero set of each network.
+                    let strand = |c: usize| {
+                        let grad = (f[c + 1] * f[c + 1] + f[c + 2] * f[c + 2]).sqrt().max(1e-4);
+                        let dist = f[c].abs() / grad * cell * mmf;
+                        let u = dist / strand_width_mm;
+                        (-u * u).exp()
+                    };
+                    let vis = smoothstep(-1.2, 1.2, f[CH_MOD]);
+                    let strands = strand_contrast
+                        * (strand(CH_NET_A) * (0.4 + 0.6 * vis) + 0.6 * strand(CH_NET_B) * vis)
+                        * (1.0 - 0.6 * g)
+                        * (tissue / t_mm).min(1.0);
+                    l += MU_FAT * tissue + (MU_GLAND - MU_FAT) * g * tissue + MU_SKIN * skin + strands;
+                    if xc < pect_x {
+                        if let Some(p) = pect {
+                            let inside = ((pect_x - xc) / p.ramp_px).min(1.0).sqrt();
+                            l += MU_SOFT_EXCESS * p.thickness_mm * inside * (0.9 + 0.1 * f[CH_MOD]);
+                        }
+                    }
+                    flat = eq * MU_FAT * total;
+                }
+                // Quanta reaching the detector: Poisson (as its Gaussian limit) plus
+                // electronic noise, then back to the log domain.
+                let q = q0 * (-l).exp();
+                let var = q + e_noise * e_noise;
+                let sigma = (var.sqrt() / q.max(1.0)).min(0.5);
+                let i = (y * width + x) as u64;
+                let noisy = l + sigma * hash_normal(noise_seed, i);
+                let v = 1.0 - (-gain * (noisy - flat).max(0.0)).exp();
+                out[out_x(x)] = (v * maxv).round().clamp(0.0, maxv) as u16;
+            }
+        });
+    drop(soft);
+    eprintln!("TIMING final {:?}", t0.elapsed());
+    let mut lrng = stream_rng(config.seed, index, Stream::Labels);
+    let label = labels::draw(&mut lrng, &mut image, &breast, &laterality, &view, maxv as u16, mm);
+    let to_out = |p: [f32; 2]| {
+        let x = f64::from(p[0]) - 0.5;
+        [if flip { width as f64 - 1.0 - x } else { x }, f64::from(p[1]) - 0.5]
+    };
+    let mut vessel_params: Vec<_> = trees.iter().map(|t| t.params.clone()).collect();
+    for v in &mut vessel_params {
+        let [x, y] = v.start_px;
+        v.start_px = to_out([(x + 0.5) as f32, (y + 0.5) as f32]);
+    }
+    let phantom = PhantomParams {
+        breast_depth_mm: f64::from(geom.depth_px) * mm,
+        thickness_mm: f64::from(geom.thickness_mm),
+        edge_radius_mm: f64::from(geom.edge_radius_mm),
+        skin_mm: f64::from(geom.skin_mm),
+        density,
+        parenchyma_beta: beta,
+        strand_wavelength_mm: strand_mm,
+        nipple_px: to_out(geom.nipple),
+        pectoral_muscle: geom.pectoral.is_some(),
+        distractors: counts,
+        quanta_per_pixel: quanta,
+        electronic_noise: electronic,
+        periphery_equalisation: equalisation,
+        label,
+    };
+    SynthSample {
+        image,
+        mask,
+        breast,
+        params: SynthParams {
+            view,
+            laterality,
+            bits_stored: bits,
+            requested_severity: severity,
+            phantom,
+            vessels: vessel_params,
+        },
+        spacing_mm: mm,
+        calcified_vessels,
+    }
+}
