@@ -1,0 +1,56 @@
+//! What every segmentation network here offers: a forward pass from a batch of images to
+//! full-resolution logits, its input requirements, and its cost.
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+
+use crate::cost::{Hw, trainable_parameters};
+use crate::error::NnError;
+
+/// A network mapping `[batch, in_channels, height, width]` images to
+/// `[batch, 1, height, width]` BAC logits (apply a sigmoid for probabilities).
+pub trait SegmentationModel: Module {
+    /// Command-line name of the architecture (`dt-unet`, `unet`, ...).
+    const NAME: &'static str;
+
+    /// Logits for a batch. BatchNorm uses batch statistics on an autodiff device for a module in
+    /// training mode, running statistics otherwise (see `Module::valid`).
+    fn forward(&self, x: Tensor<4>) -> Tensor<4>;
+
+    /// Number of image channels the network expects.
+    fn in_channels(&self) -> usize;
+
+    /// Height and width must be multiples of this (one factor 2 per pooling).
+    fn input_multiple(&self) -> usize;
+
+    /// Forward FLOPs for one image of spatial size `hw` (see [`crate::cost`]).
+    fn forward_flops(&self, hw: Hw) -> u64;
+
+    /// Trainable parameters (BatchNorm running statistics excluded).
+    fn trainable_parameters(&self) -> usize {
+        trainable_parameters(self)
+    }
+
+    /// Reject a batch shape the network cannot process, before any computation.
+    fn check_input(&self, shape: [usize; 4]) -> Result<(), NnError> {
+        let [batch, channels, height, width] = shape;
+        let fail = |reason: String| {
+            Err(NnError::InputShape {
+                model: Self::NAME,
+                shape,
+                reason,
+            })
+        };
+        let m = self.input_multiple();
+        if batch == 0 || height == 0 || width == 0 {
+            return fail("empty batch or image".into());
+        }
+        if channels != self.in_channels() {
+            return fail(format!("expected {} channel(s)", self.in_channels()));
+        }
+        if height % m != 0 || width % m != 0 {
+            return fail(format!("height and width must be multiples of {m}"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,483 @@
+#!/usr/bin/env python3
+"""PyTorch twins of bacseg's networks: parity fixtures, the weight round trip, timings.
+
+bacseg-nn (Rust, burn) and this file build DT-UNet, UNet, SegNet and ContextNet with the same
+layers under the same names, so a PyTorch ``state_dict`` saved as safetensors loads into bacseg
+and a bacseg weight file loads into PyTorch with ``load_state_dict(strict=True)``.
+
+Needs PyTorch (CPU is enough) and safetensors; never run by CI:
+
+    python3 -m venv /tmp/torchvenv
+    /tmp/torchvenv/bin/pip install torch safetensors numpy
+
+Commands (run from the repository root):
+
+``fixtures``
+    Writes ``crates/bacseg-nn/tests/fixtures/``: for each architecture at a small width, the
+    seeded random weights (``<name>.safetensors``, the PyTorch state_dict with randomised
+    BatchNorm statistics) and ``<name>_io.safetensors`` holding ``input``, ``eval_output``
+    (running statistics) and ``train_output`` (batch statistics, ``model.train()``). The full
+    reference DT-UNet (31 MB of weights) is not stored: both sides fill it with the same
+    counter-based values (:func:`deterministic_state`), and only its 1x1x64x64 input and eval
+    output are (``dt_unet_reference_io.safetensors``). The Rust test ``tests/parity.rs`` loads
+    these and asserts max |difference| < 1e-4.
+
+``roundtrip DIR``
+    Checks weights written by bacseg: ``cargo test -p bacseg-nn --test parity -- --ignored
+    export_for_pytorch`` with ``BACSEG_EXPORT_DIR=DIR`` saves, for each architecture, burn's own
+    randomly initialised weights (``DIR/<name>.safetensors``) and burn's eval output on a fixed
+    input (``DIR/<name>_io.safetensors``). This loads every weight file into the PyTorch twin
+    with ``strict=True`` and compares outputs (max |difference| < 1e-4).
+
+``bench``
+    Times the reference DT-UNet forward on 1x1x512x512 in eval mode (median of repeats), for
+    the comparison table in README.md (burn's side: ``cargo bench -p bacseg-nn``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+FIXTURES = Path(__file__).resolve().parent.parent / "crates" / "bacseg-nn" / "tests" / "fixtures"
+TOLERANCE = 1e-4
+
+
+# ----------------------------------------------------------------------------------------------
+# The networks. Attribute names are the tensor names bacseg-nn uses; keep them in step.
+
+
+class DoubleConv(nn.Module):
+    def __init__(self, cin: int, cout: int, bias: bool):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=bias)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=bias)
+        self.bn2 = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(x)))
+
+
+class ConvBn(nn.Module):
+    """Convolution, BatchNorm, ReLU unless ``relu`` is False; padding dilation*(k-1)/2."""
+
+    def __init__(self, cin, cout, kernel=3, stride=1, dilation=1, groups=1, bias=False, relu=True):
+        super().__init__()
+        pad = dilation * (kernel - 1) // 2
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, pad, dilation, groups, bias=bias)
+        self.bn = nn.BatchNorm2d(cout)
+        self.relu = relu
+
+    def forward(self, x):
+        x = self.bn(self.conv(x))
+        return F.relu(x) if self.relu else x
+
+
+class UpBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
+        self.conv = DoubleConv(2 * cout, cout, bias=False)
+
+
+class DtUnet(nn.Module):
+    def __init__(self, in_channels=1, widths=(8, 16, 32, 64, 128, 256, 512)):
+        super().__init__()
+        w = list(widths)
+        cins = [in_channels] + w[:-1]
+        self.down = nn.ModuleList(DoubleConv(ci, co, bias=False) for ci, co in zip(cins, w))
+        self.up = nn.ModuleList(UpBlock(w[i], w[i - 1]) for i in range(len(w) - 1, 0, -1))
+        self.head = nn.Conv2d(w[0], 1, 1)
+
+    def forward(self, x):
+        skips = []
+        for i, level in enumerate(self.down):
+            if i > 0:
+                x = F.max_pool2d(x, 2)
+            x = level(x)
+            skips.append(x)
+        skips.pop()
+        for block in self.up:
+            up = block.up(x)
+            x = block.conv(torch.cat([skips.pop(), up], 1))
+        return self.head(x)
+
+
+class Unet(nn.Module):
+    def __init__(self, in_channels=3, widths=(64, 128, 256, 512)):
+        super().__init__()
+        w = list(widths)
+        levels = w + [w[-1]]  # the bottleneck keeps the deepest width
+        cins = [in_channels] + levels[:-1]
+        self.down = nn.ModuleList(DoubleConv(ci, co, bias=True) for ci, co in zip(cins, levels))
+        ups, prev = [], levels[-1]
+        for j in range(len(w) - 1, -1, -1):
+            out = w[j - 1] if j > 0 else w[0]
+            ups.append(DoubleConv(prev + w[j], out, bias=True))
+            prev = out
+        self.up = nn.ModuleList(ups)
+        self.head = nn.Conv2d(w[0], 1, 1)
+
+    def forward(self, x):
+        skips = []
+        for i, level in enumerate(self.down):
+            if i > 0:
+                x = F.max_pool2d(x, 2)
+            x = level(x)
+            skips.append(x)
+        skips.pop()
+        for block in self.up:
+            skip = skips.pop()
+            up = F.interpolate(x, size=skip.shape[2:], mode="bilinear", align_corners=True)
+            x = block(torch.cat([skip, up], 1))
+        return self.head(x)
+
+
+class Stage(nn.Module):
+    def __init__(self, layers):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class SegNet(nn.Module):
+    def __init__(self, in_channels=1, widths=(64, 128, 256, 512, 512), convs=(2, 2, 3, 3, 3)):
+        super().__init__()
+        w, n = list(widths), list(convs)
+        enc, cin = [], in_channels
+        for width, count in zip(w, n):
+            enc.append(Stage([ConvBn(cin if k == 0 else width, width) for k in range(count)]))
+            cin = width
+        self.enc = nn.ModuleList(enc)
+        dec = []
+        for s in range(len(w) - 1, -1, -1):
+            count = n[s] if s > 0 else n[s] - 1
+            out_last = w[s - 1] if s > 0 else w[0]
+            dec.append(Stage([ConvBn(w[s], out_last if k == count - 1 else w[s]) for k in range(count)]))
+        self.dec = nn.ModuleList(dec)
+        self.head = nn.Conv2d(w[0], 1, 3, padding=1)
+
+    def forward(self, x):
+        pools = []
+        for stage in self.enc:
+            x = stage(x)
+            size = x.shape[2:]
+            x, idx = F.max_pool2d(x, 2, return_indices=True)
+            pools.append((idx, size))
+        for stage in self.dec:
+            idx, size = pools.pop()
+            x = stage(F.max_unpool2d(x, idx, 2, output_size=size))
+        return self.head(x)
+
+
+class DsConv(nn.Module):
+    """Depthwise-separable convolution: 3x3 depthwise (stride s), then 1x1 pointwise."""
+
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.dw = ConvBn(cin, cin, 3, stride=stride, groups=cin)
+        self.pw = ConvBn(cin, cout, 1)
+
+    def forward(self, x):
+        return self.pw(self.dw(x))
+
+
+class Bottleneck(nn.Module):
+    """MobileNetV2 inverted residual (expand 1x1, depthwise 3x3, linear 1x1 projection)."""
+
+    def __init__(self, cin, cout, expansion, stride):
+        super().__init__()
+        hidden = cin * expansion
+        self.expand = ConvBn(cin, hidden, 1) if expansion != 1 else None
+        self.dw = ConvBn(hidden, hidden, 3, stride=stride, groups=hidden)
+        self.project = ConvBn(hidden, cout, 1, relu=False)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.expand(x) if self.expand is not None else x
+        y = self.project(self.dw(y))
+        return x + y if self.residual else y
+
+
+def contextnet_bottlenecks(base):
+    """(expansion t, channels c, repeats n, stride s) of Poudel et al. 2018, Table 1, for base 32."""
+    return [(1, base, 1, 1), (6, base, 1, 1), (6, base * 3 // 2, 3, 2), (6, base * 2, 3, 2),
+            (6, base * 3, 2, 1), (6, base * 4, 2, 1)]
+
+
+class ShallowBranch(nn.Module):
+    def __init__(self, cin, b):
+        super().__init__()
+        self.conv = ConvBn(cin, b, 3, stride=2)
+        self.ds1 = DsConv(b, 2 * b, stride=2)
+        self.ds2 = DsConv(2 * b, 4 * b, stride=2)
+        self.ds3 = DsConv(4 * b, 4 * b, stride=1)
+
+    def forward(self, x):
+        return self.ds3(self.ds2(self.ds1(self.conv(x))))
+
+
+class DeepBranch(nn.Module):
+    def __init__(self, cin, b, expansion):
+        super().__init__()
+        self.stem = ConvBn(cin, b, 3, stride=2)
+        blocks, c = [], b
+        for t, cout, n, s in contextnet_bottlenecks(b):
+            t = 1 if t == 1 else expansion
+            for k in range(n):
+                blocks.append(Bottleneck(c, cout, t, s if k == 0 else 1))
+                c = cout
+        self.blocks = nn.ModuleList(blocks)
+        self.conv = ConvBn(c, 4 * b, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.conv(x)
+
+
+class Fusion(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.dw = ConvBn(c, c, 3, dilation=4, groups=c)
+        self.deep_proj = ConvBn(c, c, 1, bias=True, relu=False)
+        self.shallow_proj = ConvBn(c, c, 1, bias=True, relu=False)
+
+    def forward(self, shallow, deep):
+        deep = F.interpolate(deep, size=shallow.shape[2:], mode="bilinear", align_corners=False)
+        deep = self.deep_proj(self.dw(deep))
+        return F.relu(deep + self.shallow_proj(shallow))
+
+
+class Classifier(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.ds1 = DsConv(c, c)
+        self.ds2 = DsConv(c, c)
+        self.head = nn.Conv2d(c, 1, 1)
+
+    def forward(self, x):
+        return self.head(self.ds2(self.ds1(x)))
+
+
+class ContextNet(nn.Module):
+    def __init__(self, in_channels=1, base_width=32, expansion=6):
+        super().__init__()
+        b = base_width
+        self.shallow = ShallowBranch(in_channels, b)
+        self.deep = DeepBranch(in_channels, b, expansion)
+        self.fusion = Fusion(4 * b)
+        self.classifier = Classifier(4 * b)
+
+    def forward(self, x):
+        h, w = x.shape[2:]
+        small = F.interpolate(x, size=(h // 4, w // 4), mode="bilinear", align_corners=False)
+        fused = self.fusion(self.shallow(x), self.deep(small))
+        return F.interpolate(self.classifier(fused), size=(h, w), mode="bilinear", align_corners=False)
+
+
+# Small configurations of the fixtures. tests/parity.rs builds the same ones.
+SMALL = {
+    "dt_unet": (lambda: DtUnet(1, (4, 8, 16, 32)), (2, 1, 32, 32)),
+    "unet": (lambda: Unet(3, (4, 8, 16, 32)), (2, 3, 32, 32)),
+    "segnet": (lambda: SegNet(1, (4, 8, 16, 32, 32), (2, 2, 3, 3, 3)), (2, 1, 32, 32)),
+    "contextnet": (lambda: ContextNet(1, 8, 6), (2, 1, 128, 128)),
+}
+REFERENCE_DT_UNET_INPUT = (1, 1, 64, 64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights
+
+
+def randomise_batchnorm(model: nn.Module, gen: torch.Generator) -> None:
+    """Non-trivial BatchNorm affine and running statistics, so eval mode tests their mapping."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            with torch.no_grad():
+                m.weight.copy_(1 + 0.2 * (torch.rand(n, generator=gen) * 2 - 1))
+                m.bias.copy_(0.1 * (torch.rand(n, generator=gen) * 2 - 1))
+                m.running_mean.copy_(0.2 * (torch.rand(n, generator=gen) * 2 - 1))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+
+
+MASK64 = (1 << 64) - 1
+
+
+def fnv1a64(text: str) -> int:
+    h = 0xCBF29CE484222325
+    for byte in text.encode():
+        h = ((h ^ byte) * 0x100000001B3) & MASK64
+    return h
+
+
+def unit_values(name: str, count: int) -> np.ndarray:
+    """count values in [0, 1) with 24 random bits each: splitmix64(fnv1a64(name) + i) >> 40."""
+    with np.errstate(over="ignore"):
+        z = np.arange(count, dtype=np.uint64) + np.uint64(fnv1a64(name))
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(40)).astype(np.float64) / float(1 << 24)
+
+
+def deterministic_tensor(name: str, shape) -> torch.Tensor:
+    """The value bacseg's test gives tensor `name`: computed in f64, rounded once to f32.
+
+    4-D weights: uniform(-a, a) with a = sqrt(6 / fan), fan = numel / shape[0]; 1-D `.weight`
+    (BatchNorm): 1 + 0.2(2u-1); `.bias`: 0.1(2u-1); running_mean 0.2(2u-1); running_var 0.5+u.
+    """
+    count = math.prod(shape)
+    u = unit_values(name, count)
+    v = 2.0 * u - 1.0
+    if name.endswith("running_var"):
+        out = 0.5 + u
+    elif name.endswith("running_mean"):
+        out = 0.2 * v
+    elif len(shape) == 1 and name.endswith(".weight"):
+        out = 1.0 + 0.2 * v
+    elif len(shape) == 1:
+        out = 0.1 * v
+    else:
+        out = v * math.sqrt(6.0 / (count // shape[0]))
+    return torch.from_numpy(out.astype(np.float32)).reshape(shape)
+
+
+def deterministic_state(model: nn.Module) -> dict:
+    return {
+        name: deterministic_tensor(name, tuple(t.shape))
+        for name, t in model.state_dict().items()
+        if not name.endswith("num_batches_tracked")
+    }
+
+
+def fixed_input(shape, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=gen)
+
+
+def outputs(model: nn.Module, x: torch.Tensor):
+    model.eval()
+    with torch.no_grad():
+        eval_out = model(x)
+    model.train()
+    with torch.no_grad():
+        train_out = model(x)
+    model.eval()
+    return eval_out, train_out
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_fixtures(_args) -> int:
+    torch.set_num_threads(2)
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    for seed, (name, (build, shape)) in enumerate(SMALL.items()):
+        torch.manual_seed(1000 + seed)
+        model = build()
+        randomise_batchnorm(model, torch.Generator().manual_seed(2000 + seed))
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(state, FIXTURES / f"{name}.safetensors")
+        x = fixed_input(shape, 3000 + seed)
+        eval_out, train_out = outputs(model, x)
+        save_file({"input": x, "eval_output": eval_out, "train_output": train_out},
+                  FIXTURES / f"{name}_io.safetensors")
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{name}: {params} trainable parameters, input {tuple(shape)}, "
+              f"max|eval| {eval_out.abs().max():.3g}, max|train| {train_out.abs().max():.3g}")
+
+    reference = DtUnet()
+    reference.load_state_dict(deterministic_state(reference), strict=True)
+    x = fixed_input(REFERENCE_DT_UNET_INPUT, 4000)
+    reference.eval()
+    with torch.no_grad():
+        out = reference(x)
+    save_file({"input": x, "eval_output": out}, FIXTURES / "dt_unet_reference_io.safetensors")
+    params = sum(p.numel() for p in reference.parameters())
+    print(f"dt_unet reference: {params} trainable parameters, max|eval| {out.abs().max():.3g}")
+    total = sum(f.stat().st_size for f in FIXTURES.glob("*.safetensors"))
+    print(f"fixtures: {total / 1e6:.2f} MB in {FIXTURES}")
+    return 0
+
+
+def cmd_roundtrip(args) -> int:
+    directory = Path(args.dir)
+    failures = 0
+    for name, (build, _) in SMALL.items():
+        weights = directory / f"{name}.safetensors"
+        io = directory / f"{name}_io.safetensors"
+        if not weights.exists():
+            print(f"{name}: {weights} missing (run the export test first)")
+            failures += 1
+            continue
+        model = build()
+        # strict: every PyTorch tensor must be in the file and every file tensor in the model.
+        model.load_state_dict(load_file(weights), strict=True)
+        model.eval()
+        data = load_file(io)
+        with torch.no_grad():
+            out = model(data["input"])
+        diff = (out - data["eval_output"]).abs().max().item()
+        ok = diff < TOLERANCE
+        failures += not ok
+        print(f"{name}: bacseg weights load in PyTorch (strict); max|diff| {diff:.2e} "
+              f"{'ok' if ok else 'FAIL'}")
+    return 1 if failures else 0
+
+
+def cmd_bench(args) -> int:
+    torch.set_num_threads(args.threads)
+    model = DtUnet().eval()
+    x = torch.rand(1, 1, 512, 512)
+    times = []
+    with torch.no_grad():
+        model(x)
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    gflop = 8.900313088
+    print(f"pytorch {torch.__version__} eager, {args.threads} threads: reference DT-UNet forward "
+          f"1x1x512x512 median {median:.3f} s over {args.repeats} ({gflop / median:.1f} GFLOP/s)")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("fixtures", help="write the parity fixtures").set_defaults(run=cmd_fixtures)
+    rt = sub.add_parser("roundtrip", help="load bacseg-saved weights in PyTorch and compare")
+    rt.add_argument("dir")
+    rt.set_defaults(run=cmd_roundtrip)
+    bench = sub.add_parser("bench", help="time the reference DT-UNet forward")
+    bench.add_argument("--threads", type=int, default=2)
+    bench.add_argument("--repeats", type=int, default=10)
+    bench.set_defaults(run=cmd_bench)
+    args = parser.parse_args()
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
