@@ -2,6 +2,9 @@
 //! identical masks score 1, a shifted prediction scores what an independent count in this
 //! file predicts, bad input exits with code 2.
 
+// A test that cannot set up its data should stop right there, loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -309,9 +309,8 @@ fn ring_groups(bits: u8) -> u32 {
         let mut stack = vec![start];
         seen |= 1 << start;
         while let Some(a) = stack.pop() {
-            for b in 0..8 {
-                let (ax, ay) = RING[a];
-                let (bx, by) = RING[b];
+            let (ax, ay) = RING[a];
+            for (b, &(bx, by)) in RING.iter().enumerate() {
                 let adjacent = (ax - bx).abs() <= 1 && (ay - by).abs() <= 1;
                 if adjacent && bits & (1 << b) != 0 && seen & (1 << b) == 0 {
                     seen |= 1 << b;
@@ -342,10 +341,11 @@ pub fn skeletonize(mask: &Mask) -> Mask {
                 // A: 0 -> 1 transitions around the ring P2, P3, ..., P9, P2.
                 let a = (0..8).filter(|&k| !bit(k) && bit((k + 1) % 8)).count();
                 let (n, e, s, wst) = (bit(0), bit(2), bit(4), bit(6));
+                // Step 1: P2.P4.P6 = 0 and P4.P6.P8 = 0; step 2: P2.P4.P8 = 0 and P2.P6.P8 = 0.
                 let cond = if step == 0 {
-                    !(n && e && s) && !(e && s && wst)
+                    !(e && s && (n || wst))
                 } else {
-                    !(n && e && wst) && !(n && s && wst)
+                    !(n && wst && (e || s))
                 };
                 if (2..=6).contains(&b) && a == 1 && cond {
                     remove.push(i);
