@@ -27,6 +27,8 @@ enum Command {
     Evaluate(cmd::evaluate::Args),
     /// Measure the BAC burden of masks: area, vessel length, segments, grade.
     Quantify(cmd::quantify::Args),
+    /// List the segmentation architectures: parameters, GFLOP per 512x512 patch, configuration.
+    Models(cmd::models::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +39,7 @@ fn main() -> std::process::ExitCode {
         Command::Preprocess(a) => cmd::preprocess::run(a),
         Command::Evaluate(a) => cmd::evaluate::run(a),
         Command::Quantify(a) => cmd::quantify::run(a),
+        Command::Models(a) => cmd::models::run(a),
     };
     exit::report(result)
 }

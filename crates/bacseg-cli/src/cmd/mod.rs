@@ -3,5 +3,6 @@
 pub mod convert;
 pub mod evaluate;
 pub mod info;
+pub mod models;
 pub mod preprocess;
 pub mod quantify;
