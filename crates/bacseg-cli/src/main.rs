@@ -29,6 +29,8 @@ enum Command {
     Quantify(cmd::quantify::Args),
     /// List the segmentation architectures: parameters, GFLOP per 512x512 patch, configuration.
     Models(cmd::models::Args),
+    /// Write synthetic mammograms with exact BAC masks (or insert BAC into real images).
+    Synth(cmd::synth::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +42,7 @@ fn main() -> std::process::ExitCode {
         Command::Evaluate(a) => cmd::evaluate::run(a),
         Command::Quantify(a) => cmd::quantify::run(a),
         Command::Models(a) => cmd::models::run(a),
+        Command::Synth(a) => cmd::synth::run(a),
     };
     exit::report(result)
 }

@@ -6,3 +6,4 @@ pub mod info;
 pub mod models;
 pub mod preprocess;
 pub mod quantify;
+pub mod synth;

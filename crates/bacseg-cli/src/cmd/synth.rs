@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use bacseg_core::Size;
-use bacseg_core::synth::{self, DatasetError, Progress, SeverityMix, SynthConfig, ViewChoice, WriteOptions};
+use bacseg_core::synth::{
+    self, DatasetError, Progress, SeverityMix, SynthConfig, ViewChoice, WriteOptions,
+};
 
 use crate::exit::InputError;
 
@@ -61,14 +63,22 @@ enum ViewArg {
 }
 
 fn parse_size(s: &str) -> Result<Size, String> {
-    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| format!("expected WIDTHxHEIGHT, got {s:?}"))?;
-    let parse = |v: &str| v.trim().parse::<usize>().map_err(|_| format!("expected WIDTHxHEIGHT, got {s:?}"));
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("expected WIDTHxHEIGHT, got {s:?}"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("expected WIDTHxHEIGHT, got {s:?}"))
+    };
     Ok(Size::new(parse(w)?, parse(h)?))
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let severity_mix: SeverityMix =
-        args.severity_mix.parse().map_err(|e| InputError(format!("--severity-mix: {e}")))?;
+    let severity_mix: SeverityMix = args
+        .severity_mix
+        .parse()
+        .map_err(|e| InputError(format!("--severity-mix: {e}")))?;
     let config = SynthConfig {
         count: args.count,
         seed: args.seed,
@@ -88,13 +98,19 @@ pub fn run(args: Args) -> Result<()> {
         Some(dir) => synth::load_backgrounds(dir).map_err(|e| InputError(e.to_string()))?,
         None => Vec::new(),
     };
-    let options = WriteOptions { overwrite: args.overwrite, preview: args.preview, background };
+    let options = WriteOptions {
+        overwrite: args.overwrite,
+        preview: args.preview,
+        background,
+    };
 
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(config.count as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} images  {elapsed} (eta {eta})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} images  {elapsed} (eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
     });
@@ -104,12 +120,13 @@ pub fn run(args: Args) -> Result<()> {
         (None, Progress::Wrote { done, total, stem }) => eprintln!("synth: {done}/{total} {stem}"),
         (_, Progress::Started { .. } | Progress::Preview { .. }) => {}
     };
-    let summary = synth::write_dataset(&args.out, &config, &options, &report).map_err(|e| match e {
-        DatasetError::DifferentDataset { .. } | DatasetError::Config(_) | DatasetError::Background(_) => {
-            anyhow::Error::new(InputError(e.to_string()))
-        }
-        other => anyhow::Error::new(other),
-    });
+    let summary =
+        synth::write_dataset(&args.out, &config, &options, &report).map_err(|e| match e {
+            DatasetError::DifferentDataset { .. }
+            | DatasetError::Config(_)
+            | DatasetError::Background(_) => anyhow::Error::new(InputError(e.to_string())),
+            other => anyhow::Error::new(other),
+        });
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }

@@ -88,7 +88,10 @@ pub enum DatasetError {
 }
 
 fn fs_err(path: &Path) -> impl FnOnce(std::io::Error) -> DatasetError + '_ {
-    move |source| DatasetError::Fs { path: path.to_path_buf(), source }
+    move |source| DatasetError::Fs {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// How to write.
@@ -105,9 +108,17 @@ pub struct WriteOptions {
 /// Progress reports, in completion order (which varies between runs; the files do not).
 #[derive(Debug, Clone)]
 pub enum Progress {
-    Started { total: usize },
-    Wrote { done: usize, total: usize, stem: String },
-    Preview { path: PathBuf },
+    Started {
+        total: usize,
+    },
+    Wrote {
+        done: usize,
+        total: usize,
+        stem: String,
+    },
+    Preview {
+        path: PathBuf,
+    },
 }
 
 /// What was written.
@@ -161,19 +172,28 @@ pub fn write_dataset(
     let total = config.count;
     progress(Progress::Started { total });
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<Result<(ManifestImage, Option<PreviewTile>), DatasetError>> = (0..total as u64)
+    let results: Vec<Result<(ManifestImage, Option<PreviewTile>), DatasetError>> = (0..total
+        as u64)
         .into_par_iter()
         .map(|index| {
             let (sample, bg_name) = if options.background.is_empty() {
                 (super::generate(config, index), None)
             } else {
                 let bg = &options.background[index as usize % options.background.len()];
-                (super::insert_into_background(bg, config, index)?, Some(bg.name.clone()))
+                (
+                    super::insert_into_background(bg, config, index)?,
+                    Some(bg.name.clone()),
+                )
             };
             let entry = write_sample(dir, config, index, &sample, bg_name, &grading)?;
-            let tile = (options.preview && (index as usize) < PREVIEW_IMAGES).then(|| PreviewTile::new(&sample));
+            let tile = (options.preview && (index as usize) < PREVIEW_IMAGES)
+                .then(|| PreviewTile::new(&sample));
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            progress(Progress::Wrote { done: n, total, stem: entry.stem.clone() });
+            progress(Progress::Wrote {
+                done: n,
+                total,
+                stem: entry.stem.clone(),
+            });
             Ok((entry, tile))
         })
         .collect();
@@ -185,8 +205,11 @@ pub fn write_dataset(
     }
     // Files of a replaced dataset that this one does not rewrite.
     if let Some(old) = previous {
-        let keep: std::collections::HashSet<&str> =
-            manifest.images.iter().flat_map(|i| [i.image.as_str(), i.mask.as_str()]).collect();
+        let keep: std::collections::HashSet<&str> = manifest
+            .images
+            .iter()
+            .flat_map(|i| [i.image.as_str(), i.mask.as_str()])
+            .collect();
         for img in &old.images {
             for rel in [&img.image, &img.mask] {
                 if !keep.contains(rel.as_str()) && is_plain_relative(rel) {
@@ -222,13 +245,19 @@ pub fn write_dataset(
 /// A path from an old manifest that stays inside the dataset directory.
 fn is_plain_relative(rel: &str) -> bool {
     let p = Path::new(rel);
-    p.is_relative() && p.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+    p.is_relative()
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 /// Refuse a non-empty directory unless it holds the same dataset (same format, version and
 /// configuration: regenerating it rewrites identical files) or `overwrite` is set. Returns
 /// the old manifest when one was found, so that its stale files can be removed.
-fn check_destination(dir: &Path, new: &Manifest, overwrite: bool) -> Result<Option<Manifest>, DatasetError> {
+fn check_destination(
+    dir: &Path,
+    new: &Manifest,
+    overwrite: bool,
+) -> Result<Option<Manifest>, DatasetError> {
     if !dir.exists() {
         std::fs::create_dir_all(dir).map_err(fs_err(dir))?;
         return Ok(None);
@@ -238,10 +267,14 @@ fn check_destination(dir: &Path, new: &Manifest, overwrite: bool) -> Result<Opti
         return Ok(None);
     }
     let path = dir.join("manifest.json");
-    let old: Option<Manifest> =
-        std::fs::read(&path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let old: Option<Manifest> = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     let same = old.as_ref().is_some_and(|o| {
-        o.format == new.format && o.version == new.version && o.config == new.config && o.background == new.background
+        o.format == new.format
+            && o.version == new.version
+            && o.config == new.config
+            && o.background == new.background
     });
     if same || overwrite {
         return Ok(old);
@@ -251,7 +284,10 @@ fn check_destination(dir: &Path, new: &Manifest, overwrite: bool) -> Result<Opti
         None if path.exists() => "a manifest.json that is not a bacseg synth manifest".to_string(),
         None => "files that are not a bacseg synth dataset".to_string(),
     };
-    Err(DatasetError::DifferentDataset { dir: dir.to_path_buf(), what })
+    Err(DatasetError::DifferentDataset {
+        dir: dir.to_path_buf(),
+        what,
+    })
 }
 
 fn write_manifest(path: &Path, manifest: &Manifest) -> Result<(), DatasetError> {
@@ -279,12 +315,9 @@ fn write_sample(
     let image_rel = format!("images/{stem}.png");
     let mask_rel = format!("masks/{stem}.png");
     let (w, h) = (sample.image.width(), sample.image.height());
-    let t0 = std::time::Instant::now();
     io::write_png_gray16(&dir.join(&image_rel), w, h, sample.image.data())?;
     io::write_mask_png(&dir.join(&mask_rel), &sample.mask)?;
-    eprintln!("TIMING write {:?}", t0.elapsed());
     let burden = measure(sample, config, grading);
-    eprintln!("TIMING measure {:?}", t0.elapsed());
     Ok(ManifestImage {
         index,
         stem,
@@ -308,7 +341,13 @@ pub fn measure(sample: &SynthSample, config: &SynthConfig, grading: &Grading) ->
     let mut spacing = config.pixel_spacing();
     spacing.row_mm = sample.spacing_mm;
     spacing.col_mm = sample.spacing_mm;
-    quantify::measure(&sample.mask, None, Some(spacing), Some(&sample.breast), grading)
+    quantify::measure(
+        &sample.mask,
+        None,
+        Some(spacing),
+        Some(&sample.breast),
+        grading,
+    )
 }
 
 /// A downscaled image, the same with the mask in red, and a 1:1 crop where the mask is
@@ -329,7 +368,11 @@ impl PreviewTile {
         let img = &sample.image;
         let maxv = ((1u32 << sample.params.bits_stored) - 1) as f32;
         let grey = |v: u16| (f32::from(v) / maxv * 255.0).round().clamp(0.0, 255.0) as u8;
-        let f = img.height().div_ceil(TILE).max(img.width().div_ceil(TILE)).max(1);
+        let f = img
+            .height()
+            .div_ceil(TILE)
+            .max(img.width().div_ceil(TILE))
+            .max(1);
         let (sw, sh) = (img.width().div_ceil(f), img.height().div_ceil(f));
         let mut small = Raster::filled(sw, sh, 0u8);
         let mut small_mask = Raster::filled(sw, sh, 0u8);
@@ -349,11 +392,20 @@ impl PreviewTile {
             }
         }
         let (cx, cy) = densest_block(&sample.mask).unwrap_or_else(|| centroid(&sample.breast));
-        let x0 = cx.saturating_sub(TILE / 2).min(img.width().saturating_sub(TILE));
-        let y0 = cy.saturating_sub(TILE / 2).min(img.height().saturating_sub(TILE));
+        let x0 = cx
+            .saturating_sub(TILE / 2)
+            .min(img.width().saturating_sub(TILE));
+        let y0 = cy
+            .saturating_sub(TILE / 2)
+            .min(img.height().saturating_sub(TILE));
         let crop = img.crop(x0, y0, TILE, TILE, 0).map(|&v| grey(v));
         let crop_mask = sample.mask.crop(x0, y0, TILE, TILE, false);
-        Self { small, small_mask, crop, crop_mask }
+        Self {
+            small,
+            small_mask,
+            crop,
+            crop_mask,
+        }
     }
 }
 
@@ -368,7 +420,10 @@ fn densest_block(mask: &Mask) -> Option<(usize, usize)> {
             }
         }
     }
-    let (i, &c) = counts.iter().enumerate().max_by_key(|&(i, &c)| (c, std::cmp::Reverse(i)))?;
+    let (i, &c) = counts
+        .iter()
+        .enumerate()
+        .max_by_key(|&(i, &c)| (c, std::cmp::Reverse(i)))?;
     (c > 0).then_some(((i % bw) * b + b / 2, (i / bw) * b + b / 2))
 }
 
@@ -383,7 +438,10 @@ fn centroid(mask: &Mask) -> (usize, usize) {
             }
         }
     }
-    if n == 0 { (mask.width() / 2, mask.height() / 2) } else { (sx / n, sy / n) }
+    match (sx.checked_div(n), sy.checked_div(n)) {
+        (Some(x), Some(y)) => (x, y),
+        _ => (mask.width() / 2, mask.height() / 2),
+    }
 }
 
 /// Lay the tiles out one image per row: [image | image with mask in red | 1:1 crop | crop
@@ -407,7 +465,11 @@ pub fn render_preview(tiles: &[PreviewTile]) -> (usize, usize, Vec<u8>) {
                 let g = *t.small.get(x, y);
                 put(cols[0] + x, y0 + y, [g; 3]);
                 let red = *t.small_mask.get(x, y) > 0;
-                put(cols[1] + x, y0 + y, if red { [255, 40, 40] } else { [g; 3] });
+                put(
+                    cols[1] + x,
+                    y0 + y,
+                    if red { [255, 40, 40] } else { [g; 3] },
+                );
             }
         }
         for y in 0..TILE {
@@ -416,15 +478,21 @@ pub fn render_preview(tiles: &[PreviewTile]) -> (usize, usize, Vec<u8>) {
                 put(cols[2] + x, y0 + y, [g; 3]);
                 let m = *t.crop_mask.get(x, y);
                 let edge = m
-                    && [(0i64, 1i64), (1, 0), (0, -1), (-1, 0)].iter().any(|&(dx, dy)| {
-                        let (nx, ny) = (x as i64 + dx, y as i64 + dy);
-                        nx < 0
-                            || ny < 0
-                            || nx >= TILE as i64
-                            || ny >= TILE as i64
-                            || !*t.crop_mask.get(nx as usize, ny as usize)
-                    });
-                put(cols[3] + x, y0 + y, if edge { [255, 40, 40] } else { [g; 3] });
+                    && [(0i64, 1i64), (1, 0), (0, -1), (-1, 0)]
+                        .iter()
+                        .any(|&(dx, dy)| {
+                            let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+                            nx < 0
+                                || ny < 0
+                                || nx >= TILE as i64
+                                || ny >= TILE as i64
+                                || !*t.crop_mask.get(nx as usize, ny as usize)
+                        });
+                put(
+                    cols[3] + x,
+                    y0 + y,
+                    if edge { [255, 40, 40] } else { [g; 3] },
+                );
             }
         }
     }

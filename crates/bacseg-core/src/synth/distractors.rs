@@ -58,7 +58,9 @@ pub(crate) fn render(
 
     counts.noncalcified_vessels = rng.random_range(2..=8);
     for _ in 0..counts.noncalcified_vessels {
-        let Some(start) = geom.random_interior_point(rng, 6.0, (0.0, 0.6)) else { continue };
+        let Some(start) = geom.random_interior_point(rng, 6.0, (0.0, 0.6)) else {
+            continue;
+        };
         let to_nipple = geom.heading_to_nipple(start);
         let style = WalkStyle {
             step_px: 2.0,
@@ -74,7 +76,14 @@ pub(crate) fn render(
         let length = rng.random_range(40.0..160.0);
         let line = walk(rng, geom, start, heading, length, &style);
         let r = rng.random_range(0.4..1.4) / mmf;
-        tube(canvas, soft, &line, r, rng.random_range(0.0..0.5), rng.random_range(0.8..1.6));
+        tube(
+            canvas,
+            soft,
+            &line,
+            r,
+            rng.random_range(0.0..0.5),
+            rng.random_range(0.8..1.6),
+        );
     }
 
     counts.ducts = rng.random_range(4..=12);
@@ -105,7 +114,9 @@ pub(crate) fn render(
     // Cooper's ligaments: thin sheets seen edge-on as fine curved lines near the skin.
     counts.cooper_ligaments = rng.random_range(15..=50);
     for _ in 0..counts.cooper_ligaments {
-        let Some(start) = geom.random_interior_point(rng, 4.0, (0.2, 1.0)) else { continue };
+        let Some(start) = geom.random_interior_point(rng, 4.0, (0.2, 1.0)) else {
+            continue;
+        };
         if geom.dist_mm(start[0], start[1]) > 30.0 {
             continue;
         }
@@ -144,11 +155,16 @@ pub(crate) fn render(
         counts.microcalcification_clusters = if rng.random_bool(0.25) { 2 } else { 1 };
     }
     for _ in 0..counts.microcalcification_clusters {
-        let Some(c) = geom.random_interior_point(rng, 10.0, (0.1, 0.9)) else { continue };
+        let Some(c) = geom.random_interior_point(rng, 10.0, (0.1, 0.9)) else {
+            continue;
+        };
         let n = rng.random_range(5..=25);
         let spread = rng.random_range(1.5..4.0) / mmf;
         for _ in 0..n {
-            let (dx, dy) = (super::normal(rng) as f32 * spread, super::normal(rng) as f32 * spread);
+            let (dx, dy) = (
+                super::normal(rng) as f32 * spread,
+                super::normal(rng) as f32 * spread,
+            );
             let (x, y) = (c[0] + dx, c[1] + dy);
             if geom.dist_mm(x, y) < 3.0 {
                 continue;
@@ -160,21 +176,39 @@ pub(crate) fn render(
             let sigma_px = (r_mm / mmf * 0.6).max(0.6);
             let sigma_mm = sigma_px * mmf;
             let amp = MU_CALCIUM * volume / (std::f32::consts::TAU * sigma_mm * sigma_mm);
-            splat(soft, geom, x, y, sigma_px * 3.5, |rho| amp * (-0.5 * (rho / sigma_px).powi(2)).exp());
+            splat(soft, geom, x, y, sigma_px * 3.5, |rho| {
+                amp * (-0.5 * (rho / sigma_px).powi(2)).exp()
+            });
             counts.microcalcifications += 1;
         }
     }
 
     // Benign punctate and rim ("eggshell") calcifications: round, dense, isolated.
-    let benign = if rng.random_bool(0.6) { rng.random_range(1..=12) } else { 0 };
+    let benign = if rng.random_bool(0.6) {
+        rng.random_range(1..=12)
+    } else {
+        0
+    };
     for _ in 0..benign {
-        let Some(c) = geom.random_interior_point(rng, 5.0, (0.05, 1.0)) else { continue };
+        let Some(c) = geom.random_interior_point(rng, 5.0, (0.05, 1.0)) else {
+            continue;
+        };
         let r = rng.random_range(0.3..1.2) / mmf;
         let rim = rng.random_bool(0.3);
-        let inner = if rim { r * rng.random_range(0.6..0.8) } else { 0.0 };
+        let inner = if rim {
+            r * rng.random_range(0.6..0.8)
+        } else {
+            0.0
+        };
         let k = rng.random_range(0.3..0.9) * MU_CALCIUM * mmf;
         splat(soft, geom, c[0], c[1], r + 1.0, |rho| {
-            let chord = |a: f32| if rho < a { 2.0 * (a * a - rho * rho).sqrt() } else { 0.0 };
+            let chord = |a: f32| {
+                if rho < a {
+                    2.0 * (a * a - rho * rho).sqrt()
+                } else {
+                    0.0
+                }
+            };
             k * (chord(r) - chord(inner))
         });
         counts.benign_calcifications += 1;
@@ -191,13 +225,17 @@ pub(crate) fn render(
             let hilum = [x + a * 0.5, y];
             let (ha, hb) = (a * 0.35, b * 0.35);
             for py in (y - b - 1.0).max(0.0) as usize..((y + b + 1.0) as usize).min(geom.height) {
-                for px in (x - a - 1.0).max(0.0) as usize..((x + a + 1.0) as usize).min(geom.width) {
+                for px in (x - a - 1.0).max(0.0) as usize..((x + a + 1.0) as usize).min(geom.width)
+                {
                     let (u, v) = ((px as f32 + 0.5 - x) / a, (py as f32 + 0.5 - y) / b);
                     let rr = u * u + v * v;
                     if rr >= 1.0 {
                         continue;
                     }
-                    let (hu, hv) = ((px as f32 + 0.5 - hilum[0]) / ha, (py as f32 + 0.5 - hilum[1]) / hb);
+                    let (hu, hv) = (
+                        (px as f32 + 0.5 - hilum[0]) / ha,
+                        (py as f32 + 0.5 - hilum[1]) / hb,
+                    );
                     let fat = (1.0 - (hu * hu + hv * hv)).max(0.0).sqrt();
                     let t = depth_mm * ((1.0 - rr).sqrt() - 0.6 * fat).max(0.0);
                     soft[py * geom.width + px] += MU_SOFT_EXCESS * 1.3 * t;

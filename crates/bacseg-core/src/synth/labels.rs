@@ -48,10 +48,24 @@ pub(crate) fn draw(
         Laterality::Right => margin,
     };
     let top_first = rng.random_bool(0.7);
-    let ys = if top_first { [margin, h - margin - th] } else { [h - margin - th, margin] };
-    let value = if rng.random_bool(0.85) { maxv } else { (f32::from(maxv) * 0.75) as u16 };
+    let ys = if top_first {
+        [margin, h - margin - th]
+    } else {
+        [h - margin - th, margin]
+    };
+    let value = if rng.random_bool(0.85) {
+        maxv
+    } else {
+        (f32::from(maxv) * 0.75) as u16
+    };
     for y in ys {
-        if clear_of_breast(breast, x.saturating_sub(margin), y.saturating_sub(margin), tw + 2 * margin, th + 2 * margin) {
+        if clear_of_breast(
+            breast,
+            x.saturating_sub(margin),
+            y.saturating_sub(margin),
+            tw + 2 * margin,
+            th + 2 * margin,
+        ) {
             for (i, c) in text.chars().enumerate() {
                 let rows = glyph(c);
                 for (gy, bits) in rows.iter().enumerate() {
@@ -77,7 +91,9 @@ pub(crate) fn draw(
 fn clear_of_breast(breast: &Mask, x0: usize, y0: usize, w: usize, h: usize) -> bool {
     (y0..(y0 + h).min(breast.height())).all(|y| {
         let row = breast.row(y);
-        row[x0.min(row.len())..(x0 + w).min(row.len())].iter().all(|&b| !b)
+        row[x0.min(row.len())..(x0 + w).min(row.len())]
+            .iter()
+            .all(|&b| !b)
     })
 }
 
@@ -94,7 +110,17 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let mut drawn = 0;
         for _ in 0..20 {
-            if draw(&mut rng, &mut img, &breast, &Laterality::Left, &View::Cc, 4095, 0.5).is_some() {
+            if draw(
+                &mut rng,
+                &mut img,
+                &breast,
+                &Laterality::Left,
+                &View::Cc,
+                4095,
+                0.5,
+            )
+            .is_some()
+            {
                 drawn += 1;
             }
         }

@@ -15,7 +15,10 @@ use super::distractors::{self, DistractorCounts};
 use super::stroke::StrokeCanvas;
 use super::texture::{self, Grid, Tap};
 use super::vessels::{self, MASK_LEVEL_MM, smoothstep};
-use super::{Severity, Stream, SynthConfig, SynthParams, SynthSample, labels, stream_rng};
+use super::{
+    Severity, Stream, SynthConfig, SynthParams, SynthSample, fast_exp, hash_normal, labels,
+    stream_rng,
+};
 use crate::mammogram::{Laterality, View};
 use crate::raster::{Mask, Raster};
 
@@ -122,7 +125,13 @@ impl Geometry {
         let depth_mm = rng.random_range(70.0..150.0f32).min(w * mmf * 0.88);
         let depth = depth_mm / mmf;
         let p: f32 = rng.random_range(1.8..2.6);
-        let superellipse = |u: f32| if u.abs() >= 1.0 { 0.0 } else { (1.0 - u.abs().powf(p)).powf(1.0 / p) };
+        let superellipse = |u: f32| {
+            if u.abs() >= 1.0 {
+                0.0
+            } else {
+                (1.0 - u.abs().powf(p)).powf(1.0 / p)
+            }
+        };
         let (ny, ry_top, ry_bot, pectoral) = match view {
             View::Mlo => {
                 let ny = h * rng.random_range(0.52..0.66);
@@ -134,7 +143,7 @@ impl Geometry {
                     x_top,
                     y_left: h * rng.random_range(0.4..0.75),
                     bulge: x_top * rng.random_range(0.0..0.18),
-                    thickness_mm: rng.random_range(12.0..30.0),
+                    thickness_mm: rng.random_range(25.0..45.0),
                     ramp_px: rng.random_range(10.0..25.0) / mmf,
                 };
                 (ny, ry_top, ry_bot, Some(pect))
@@ -142,22 +151,37 @@ impl Geometry {
             _ => {
                 let ny = h * rng.random_range(0.44..0.56);
                 let room = ny.min(h - ny) * 0.95;
-                let ry = (rng.random_range(0.55..0.9f32) * depth).max(h * 0.22).min(room);
+                let ry = (rng.random_range(0.55..0.9f32) * depth)
+                    .max(h * 0.22)
+                    .min(room);
                 let skew = rng.random_range(0.85..1.15f32);
                 (ny, (ry * skew).min(room), (ry / skew).min(room), None)
             }
         };
         // Low-frequency wobble so that outlines are not perfect superellipses.
         let wob: Vec<(f32, f32, f32)> = (0..3)
-            .map(|k| (rng.random_range(0.0..0.025), (k + 1) as f32, rng.random_range(0.0..std::f32::consts::TAU)))
+            .map(|k| {
+                (
+                    rng.random_range(0.0..0.025),
+                    (k + 1) as f32,
+                    rng.random_range(0.0..std::f32::consts::TAU),
+                )
+            })
             .collect();
         let edge: Vec<f32> = (0..height)
             .map(|y| {
                 let yc = y as f32 + 0.5;
-                let u = if yc < ny { (ny - yc) / ry_top } else { (yc - ny) / ry_bot };
+                let u = if yc < ny {
+                    (ny - yc) / ry_top
+                } else {
+                    (yc - ny) / ry_bot
+                };
                 let e = depth * superellipse(u);
                 let phase = yc / h * std::f32::consts::PI;
-                let wobble: f32 = wob.iter().map(|&(a, k, ph)| a * (k * phase + ph).sin()).sum();
+                let wobble: f32 = wob
+                    .iter()
+                    .map(|&(a, k, ph)| a * (k * phase + ph).sin())
+                    .sum();
                 (e * (1.0 + wobble)).max(0.0)
             })
             .collect();
@@ -182,6 +206,51 @@ impl Geometry {
             edge_radius_mm: thickness_mm * 0.5 * rng.random_range(0.8..1.6),
             skin_mm: rng.random_range(1.2..2.2),
             pectoral,
+            depth_px: depth,
+        }
+    }
+
+    /// The geometry of a real breast mask (`flip`: chest wall on the right). Each row's
+    /// breast is the run of mask pixels that starts at the chest wall; thickness, skin and
+    /// muscle are unknown and get typical values (only distances are used on real images).
+    pub fn from_mask(mask: &Mask, mm: f64, flip: bool) -> Self {
+        let (width, height) = (mask.width(), mask.height());
+        let edge: Vec<f32> = (0..height)
+            .map(|y| {
+                let row = mask.row(y);
+                let run = if flip {
+                    row.iter().rev().take_while(|&&b| b).count()
+                } else {
+                    row.iter().take_while(|&&b| b).count()
+                };
+                run as f32
+            })
+            .collect();
+        // Smooth the slope estimate over a few mm: mask edges are jagged at pixel scale.
+        let k = ((3.0 / mm) as usize).max(1);
+        let cosf = (0..height)
+            .map(|y| {
+                let (a, b) = (y.saturating_sub(k), (y + k).min(height - 1));
+                let slope = (edge[b] - edge[a]) / (b - a).max(1) as f32;
+                1.0 / (1.0 + slope * slope).sqrt()
+            })
+            .collect();
+        let (ny, depth) =
+            edge.iter().enumerate().fold(
+                (0, 0.0f32),
+                |(by, bd), (y, &e)| if e > bd { (y, e) } else { (by, bd) },
+            );
+        Self {
+            width,
+            height,
+            mm_per_px: mm,
+            nipple: [depth, ny as f32 + 0.5],
+            edge,
+            cosf,
+            thickness_mm: 50.0,
+            edge_radius_mm: 30.0,
+            skin_mm: 1.5,
+            pectoral: None,
             depth_px: depth,
         }
     }
@@ -217,7 +286,12 @@ impl Geometry {
 
     /// A random point at least `min_depth_mm` inside the skin, outside the pectoral muscle,
     /// whose x lies in the given fraction range of the breast depth.
-    pub fn random_interior_point(&self, rng: &mut impl Rng, min_depth_mm: f32, xfrac: (f32, f32)) -> Option<[f32; 2]> {
+    pub fn random_interior_point(
+        &self,
+        rng: &mut impl Rng,
+        min_depth_mm: f32,
+        xfrac: (f32, f32),
+    ) -> Option<[f32; 2]> {
         for _ in 0..200 {
             let x = self.depth_px * rng.random_range(xfrac.0..xfrac.1);
             let y = rng.random_range(0.0..self.height as f32);
@@ -254,66 +328,100 @@ impl Geometry {
 /// The coarse-grid fields sampled per pixel: parenchyma, its modulation, two strand
 /// networks (value and gradient) and the fibroglandular envelope.
 struct Fields {
-    grid: Grid<9>,
+    grid: Grid<5>,
     taps_x: Vec<Tap>,
     taps_y: Vec<Tap>,
-    cell_px: f32,
 }
 
 const CH_DENSITY: usize = 0;
 const CH_MOD: usize = 1;
-const CH_NET_A: usize = 2;
-const CH_NET_B: usize = 5;
-const CH_ENV: usize = 8;
+const CH_FIBRE_A: usize = 2;
+const CH_FIBRE_B: usize = 3;
+const CH_ENV: usize = 4;
 
-fn build_fields(rng: &mut impl Rng, geom: &Geometry, beta: f64, strand_mm: f64, density: Density) -> Fields {
+fn build_fields(
+    rng: &mut impl Rng,
+    geom: &Geometry,
+    beta: f64,
+    strand_mm: f64,
+    density: Density,
+) -> Fields {
     let (n, cell) = texture::grid_geometry(geom.width, geom.height);
     let cell_mm = cell as f64 * geom.mm_per_px;
-    // Parenchyma and the strands are elongated towards the nipple.
-    let axis = f64::from(geom.nipple[1] - geom.height as f32 * 0.5)
-        .atan2(f64::from(geom.nipple[0]))
-        * 0.6;
+    // Parenchyma is mildly elongated along the chest wall-nipple axis.
+    let axis =
+        f64::from(geom.nipple[1] - geom.height as f32 * 0.5).atan2(f64::from(geom.nipple[0])) * 0.6;
     let f0 = 1.0 / 40.0;
     let aniso = rng.random_range(1.2..1.8);
     let [dens, modu] = texture::field_pair(rng, n, cell_mm, |fx, fy| {
         let f = texture::anisotropic(fx, fy, axis, aniso);
         (f * f + f0 * f0).powf(-beta / 4.0)
     });
+    // Fibres (trabeculae, ligaments, ducts) converge on the nipple: synthesise a strongly
+    // anisotropic band-pass field in (radius, arc) coordinates around the nipple, elongated
+    // along the radius, then resample it onto the image grid. Its positive lobes are long,
+    // roughly radial streaks of varying width and contrast that fade out at their ends.
     let fc = 1.0 / strand_mm;
-    let ratio = rng.random_range(2.0..4.0);
-    let [net_a, net_b] = texture::field_pair(rng, n, cell_mm, |fx, fy| {
-        let f = texture::anisotropic(fx, fy, axis, ratio).max(1e-9);
+    let ratio = rng.random_range(14.0..24.0);
+    let [polar_a, polar_b] = texture::field_pair(rng, n, cell_mm, |fx, fy| {
+        let f = texture::anisotropic(fx, fy, 0.0, ratio).max(1e-9);
         let l = (f / fc).ln();
-        (-l * l / (2.0 * 0.45 * 0.45)).exp()
+        (-l * l / (2.0 * 0.5 * 0.5)).exp()
     });
-    let (ax, ay) = texture::gradient(&net_a, n);
-    let (bx, by) = texture::gradient(&net_b, n);
+    let r_ref = f64::from(geom.depth_px) * 0.6;
+    let fine = rng.random_range(0.4..0.6f32);
+    let mut net_a = vec![0.0f32; n * n];
+    let mut net_b = vec![0.0f32; n * n];
+    for gy in 0..n {
+        for gx in 0..n {
+            let (x, y) = (
+                (gx as f32 + 0.5) * cell as f32,
+                (gy as f32 + 0.5) * cell as f32,
+            );
+            let (dx, dy) = (f64::from(geom.nipple[0] - x), f64::from(y - geom.nipple[1]));
+            let r = (dx * dx + dy * dy).sqrt();
+            let theta = dy.atan2(dx);
+            let (u, v) = (
+                (r / cell as f64) as f32,
+                (theta * r_ref / cell as f64) as f32,
+            );
+            net_a[gy * n + gx] = texture::sample_periodic(&polar_a, n, u, v);
+            // The fine family is narrower but about as long.
+            net_b[gy * n + gx] =
+                texture::sample_periodic(&polar_b, n, u * 0.8, v / fine + 0.5 * n as f32);
+        }
+    }
     // Fibroglandular envelope: a rounded blob behind the nipple, larger when denser.
-    let (spread_x, spread_y) = match density {
-        Density::A => (0.35, 0.35),
-        Density::B => (0.45, 0.45),
-        Density::C => (0.55, 0.55),
-        Density::D => (0.7, 0.65),
+    let spread = match density {
+        Density::A => 0.25,
+        Density::B => 0.33,
+        Density::C => 0.45,
+        Density::D => 0.6,
     };
-    let cx = geom.nipple[0] * rng.random_range(0.45..0.65);
+    let cx = geom.nipple[0] * rng.random_range(0.45..0.7);
     let cy = geom.nipple[1] + geom.depth_px * rng.random_range(-0.15..0.1);
-    let sx = geom.depth_px * spread_x * rng.random_range(0.85..1.15);
-    let sy = geom.depth_px * spread_y * rng.random_range(0.85..1.3);
+    let sx = geom.depth_px * spread * rng.random_range(0.85..1.15);
+    let sy = geom.depth_px * spread * rng.random_range(0.9..1.4);
     let tilt = axis as f32 + rng.random_range(-0.3..0.3);
-    let q = rng.random_range(2.0..3.5f32);
+    let flat = rng.random_range(0.0..0.6f32);
+    let (sin, cos) = tilt.sin_cos();
     let env: Vec<f32> = (0..n * n)
         .map(|i| {
             let (gx, gy) = ((i % n) as f32 + 0.5, (i / n) as f32 + 0.5);
             let (x, y) = (gx * cell as f32 - cx, gy * cell as f32 - cy);
-            let (s, c) = tilt.sin_cos();
-            let (a, b) = ((x * c + y * s) / sx, (-x * s + y * c) / sy);
-            (-(a * a + b * b).powf(q / 2.0)).exp()
+            let (a, b) = ((x * cos + y * sin) / sx, (-x * sin + y * cos) / sy);
+            let r2 = a * a + b * b;
+            super::fast_exp(-r2 * (1.0 + flat * r2))
         })
         .collect();
-    let grid = Grid::new(n, cell, [&dens, &modu, &net_a, &ax, &ay, &net_b, &bx, &by, &env]);
+    let grid = Grid::new(n, cell, [&dens, &modu, &net_a, &net_b, &env]);
     let taps_x = grid.taps(geom.width);
     let taps_y = grid.taps(geom.height);
-    Fields { grid, taps_x, taps_y, cell_px: cell as f32 }
+    Fields {
+        grid,
+        taps_x,
+        taps_y,
+    }
 }
 
 /// Separable [1 2 1]/4 blur along rows, in place: the detector's unsharpness (focal spot and
@@ -330,18 +438,12 @@ fn blur_rows(buf: &mut [f32], width: usize) {
     });
 }
 
-/// Approximately standard normal from a counter: the sum of four 16-bit uniforms
-/// (Irwin-Hall), scaled to unit variance. Its tails stop at 3.5 sigma, which detector noise
-/// never needs, and it is an order of magnitude cheaper than Box-Muller per pixel.
-#[inline]
-fn hash_normal(seed: u64, i: u64) -> f32 {
-    let h = super::mix64(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let s = (h & 0xFFFF) + ((h >> 16) & 0xFFFF) + ((h >> 32) & 0xFFFF) + (h >> 48);
-    (s as f32 / 65535.0 - 2.0) * 1.732_050_8
-}
-
 /// Generate one image (see [`super::generate`]); `severity` is `None` for a BAC-free image.
-pub(crate) fn generate(config: &SynthConfig, index: u64, severity: Option<Severity>) -> SynthSample {
+pub(crate) fn generate(
+    config: &SynthConfig,
+    index: u64,
+    severity: Option<Severity>,
+) -> SynthSample {
     let (width, height) = (config.size.width, config.size.height);
     let mm = config.spacing_mm;
     let mut rng = stream_rng(config.seed, index, Stream::Geometry);
@@ -356,33 +458,41 @@ pub(crate) fn generate(config: &SynthConfig, index: u64, severity: Option<Severi
             }
         }
     };
-    let laterality = if rng.random_bool(0.5) { Laterality::Left } else { Laterality::Right };
-    let bits = config.bits.unwrap_or(if rng.random_bool(0.5) { 12 } else { 14 });
+    let laterality = if rng.random_bool(0.5) {
+        Laterality::Left
+    } else {
+        Laterality::Right
+    };
+    let bits = config
+        .bits
+        .unwrap_or(if rng.random_bool(0.5) { 12 } else { 14 });
     let geom = Geometry::random(&mut rng, width, height, mm, &view);
-    let density = match rng.random_range(0..10) {
-        0 => Density::A,
-        1..=4 => Density::B,
-        5..=8 => Density::C,
+    let density = match rng.random_range(0..20) {
+        0..=2 => Density::A,
+        3..=10 => Density::B,
+        11..=17 => Density::C,
         _ => Density::D,
     };
     let beta = rng.random_range(2.7..3.3);
-    let strand_mm = rng.random_range(5.0..10.0);
+    let strand_mm = rng.random_range(2.5..5.0);
     let quanta = rng.random_range(6000.0..20000.0f64);
     let electronic = rng.random_range(1.0..4.0f64);
-    let equalisation = rng.random_range(0.72..0.88f64);
-    let fat_level = rng.random_range(0.18..0.3f32);
-    let strand_contrast = rng.random_range(0.08..0.2f32);
-    let strand_width_mm = rng.random_range(0.09..0.16f32);
+    let equalisation = rng.random_range(0.8..0.92f64);
+    let fat_level = rng.random_range(0.12..0.22f32);
+    let strand_contrast = rng.random_range(0.1..0.2f32);
     let density_bias = match density {
-        Density::A => rng.random_range(0.9..1.4),
-        Density::B => rng.random_range(0.3..0.8),
-        Density::C => rng.random_range(-0.3..0.2),
-        Density::D => rng.random_range(-1.0..-0.5),
+        Density::A => rng.random_range(1.3..1.8),
+        Density::B => rng.random_range(0.7..1.2),
+        Density::C => rng.random_range(0.0..0.5),
+        Density::D => rng.random_range(-0.8..-0.3),
     };
-    let t0 = std::time::Instant::now();
-    let fields = build_fields(&mut stream_rng(config.seed, index, Stream::Texture), &geom, beta, strand_mm, density);
-
-    eprintln!("TIMING fields {:?}", t0.elapsed());
+    let fields = build_fields(
+        &mut stream_rng(config.seed, index, Stream::Texture),
+        &geom,
+        beta,
+        strand_mm,
+        density,
+    );
     let n = width * height;
     let mut soft = vec![0.0f32; n];
     let mut calcium = vec![0.0f32; n];
@@ -394,11 +504,19 @@ pub(crate) fn generate(config: &SynthConfig, index: u64, severity: Option<Severi
         &mut soft,
     );
     let mut vrng = stream_rng(config.seed, index, Stream::Vessels);
-    let trees = severity.map(|s| vessels::plan(&mut vrng, &geom, s)).unwrap_or_default();
+    let trees = severity
+        .map(|s| vessels::plan(&mut vrng, &geom, s))
+        .unwrap_or_default();
     let grain_seed = vrng.random();
-    let calcified_vessels = vessels::render(&trees, &geom, &mut canvas, &mut calcium, &mut soft, grain_seed);
+    let calcified_vessels = vessels::render(
+        &trees,
+        &geom,
+        &mut canvas,
+        &mut calcium,
+        &mut soft,
+        grain_seed,
+    );
     drop(canvas);
-    eprintln!("TIMING strokes {:?}", t0.elapsed());
 
     // The mask is taken here, before blur and noise, from the same numbers as the image.
     let flip = laterality == Laterality::Right;
@@ -422,9 +540,20 @@ pub(crate) fn generate(config: &SynthConfig, index: u64, severity: Option<Severi
     let noise_seed: u64 = stream_rng(config.seed, index, Stream::Noise).random();
     let t_mm = geom.thickness_mm;
     let eq = equalisation as f32;
+    // "For presentation" curve: a linear toe up to the fat level (so that the thinning rim
+    // fades smoothly to the black background), then a shoulder that keeps dense tissue and
+    // calcium apart instead of clipping them.
     let d_fat = (1.0 - eq) * MU_FAT * t_mm;
-    let gain = -(1.0 - fat_level).ln() / d_fat;
-    let cell = fields.cell_px;
+    let d_dense = (MU_GLAND - MU_FAT) * t_mm * 0.7;
+    let dense_level = rng.random_range(0.68..0.8f32);
+    let shoulder = d_dense / -((1.0 - (dense_level - fat_level) / (1.0 - fat_level)).ln());
+    let present = move |dd: f32| {
+        if dd <= d_fat {
+            fat_level * dd.max(0.0) / d_fat
+        } else {
+            fat_level + (1.0 - fat_level) * (1.0 - fast_exp(-(dd - d_fat) / shoulder))
+        }
+    };
     let mmf = mm as f32;
     let q0 = quanta as f32;
     let e_noise = electronic as f32;
@@ -443,10 +572,18 @@ pub(crate) fn generate(config: &SynthConfig, index: u64, severity: Option<Severi
             let ty = fields.taps_y[y];
             let pect = geom.pectoral;
             let pect_x = pect.map_or(0.0, |p| p.border(yc));
+            // Noise of pixels that see no tissue: the direct beam.
+            let sigma_air = ((q0 + e_noise * e_noise).sqrt() / q0).min(0.5);
             for x in 0..width {
                 let xc = x as f32 + 0.5;
                 let mut l = 0.25 * up[x] + 0.5 * mid[x] + 0.25 * down[x];
                 let d = geom.dist_mm(xc, yc);
+                let i = (y * width + x) as u64;
+                if d <= 0.0 && l == 0.0 {
+                    let v = present(sigma_air * hash_normal(noise_seed, i));
+                    out[out_x(x)] = (v * maxv).round().clamp(0.0, maxv) as u16;
+                    continue;
+                }
                 let mut flat = 0.0;
                 if d > 0.0 {
                     brow[out_x(x)] = true;
@@ -454,22 +591,21 @@ pub(crate) fn generate(config: &SynthConfig, index: u64, severity: Option<Severi
                     let f = fields.grid.sample(fields.taps_x[x], ty);
                     // Subcutaneous and retromammary fat carry no glandular tissue.
                     let fat_rims = smoothstep(2.0, 14.0, d) * smoothstep(2.0, 18.0, xc * mmf);
-                    let z = (f[CH_DENSITY] - density_bias) / 0.45;
+                    let fa = (f[CH_FIBRE_A] - 0.6).max(0.0);
+                    let fb = (f[CH_FIBRE_B] - 0.8).max(0.0);
+                    // Glandular tissue follows the fibres, so dense areas are streaky too.
+                    let z = (f[CH_DENSITY] + 0.35 * f[CH_FIBRE_A] - density_bias) / 1.2;
                     let sig = 0.5 + 0.5 * z / (1.0 + z.abs());
-                    let g = (f[CH_ENV] * fat_rims * sig * 1.15).min(1.0);
-                    // Strands: distance (mm) to the zero set of each network.
-                    let strand = |c: usize| {
-                        let grad = (f[c + 1] * f[c + 1] + f[c + 2] * f[c + 2]).sqrt().max(1e-4);
-                        let dist = f[c].abs() / grad * cell * mmf;
-                        let u = dist / strand_width_mm;
-                        (-u * u).exp()
-                    };
-                    let vis = smoothstep(-1.2, 1.2, f[CH_MOD]);
+                    let g = (f[CH_ENV] * fat_rims * sig * 1.3).min(1.0);
+                    let vis = smoothstep(-1.5, 1.0, f[CH_MOD]);
                     let strands = strand_contrast
-                        * (strand(CH_NET_A) * (0.4 + 0.6 * vis) + 0.6 * strand(CH_NET_B) * vis)
-                        * (1.0 - 0.6 * g)
+                        * (fa * fa * (0.3 + 0.7 * vis) + 0.8 * fb * fb)
+                        * (1.0 - 0.4 * g)
                         * (tissue / t_mm).min(1.0);
-                    l += MU_FAT * tissue + (MU_GLAND - MU_FAT) * g * tissue + MU_SKIN * skin + strands;
+                    l += MU_FAT * tissue
+                        + (MU_GLAND - MU_FAT) * g * tissue
+                        + MU_SKIN * skin
+                        + strands;
                     if xc < pect_x {
                         if let Some(p) = pect {
                             let inside = ((pect_x - xc) / p.ramp_px).min(1.0).sqrt();
@@ -480,22 +616,31 @@ pub(crate) fn generate(config: &SynthConfig, index: u64, severity: Option<Severi
                 }
                 // Quanta reaching the detector: Poisson (as its Gaussian limit) plus
                 // electronic noise, then back to the log domain.
-                let q = q0 * (-l).exp();
+                let q = q0 * fast_exp(-l);
                 let var = q + e_noise * e_noise;
                 let sigma = (var.sqrt() / q.max(1.0)).min(0.5);
-                let i = (y * width + x) as u64;
                 let noisy = l + sigma * hash_normal(noise_seed, i);
-                let v = 1.0 - (-gain * (noisy - flat).max(0.0)).exp();
+                let v = present(noisy - flat);
                 out[out_x(x)] = (v * maxv).round().clamp(0.0, maxv) as u16;
             }
         });
     drop(soft);
-    eprintln!("TIMING final {:?}", t0.elapsed());
     let mut lrng = stream_rng(config.seed, index, Stream::Labels);
-    let label = labels::draw(&mut lrng, &mut image, &breast, &laterality, &view, maxv as u16, mm);
+    let label = labels::draw(
+        &mut lrng,
+        &mut image,
+        &breast,
+        &laterality,
+        &view,
+        maxv as u16,
+        mm,
+    );
     let to_out = |p: [f32; 2]| {
         let x = f64::from(p[0]) - 0.5;
-        [if flip { width as f64 - 1.0 - x } else { x }, f64::from(p[1]) - 0.5]
+        [
+            if flip { width as f64 - 1.0 - x } else { x },
+            f64::from(p[1]) - 0.5,
+        ]
     };
     let mut vessel_params: Vec<_> = trees.iter().map(|t| t.params.clone()).collect();
     for v in &mut vessel_params {
@@ -527,7 +672,7 @@ pub(crate) fn generate(config: &SynthConfig, index: u64, severity: Option<Severi
             laterality,
             bits_stored: bits,
             requested_severity: severity,
-            phantom,
+            phantom: Some(phantom),
             vessels: vessel_params,
         },
         spacing_mm: mm,

@@ -4,23 +4,40 @@ use super::*;
 use crate::quantify::{self, Grade, Grading};
 
 fn small(seed: u64) -> SynthConfig {
-    SynthConfig { count: 8, seed, size: Size::new(256, 320), spacing_mm: 0.7, ..SynthConfig::default() }
+    SynthConfig {
+        count: 8,
+        seed,
+        size: Size::new(256, 320),
+        spacing_mm: 0.7,
+        ..SynthConfig::default()
+    }
 }
 
 fn only(severity: Severity, seed: u64) -> SynthConfig {
-    let mut mix = SeverityMix { mild: 0.0, moderate: 0.0, severe: 0.0 };
+    let mut mix = SeverityMix {
+        mild: 0.0,
+        moderate: 0.0,
+        severe: 0.0,
+    };
     match severity {
         Severity::Mild => mix.mild = 1.0,
         Severity::Moderate => mix.moderate = 1.0,
         Severity::Severe => mix.severe = 1.0,
     }
-    SynthConfig { negative_fraction: 0.0, severity_mix: mix, ..small(seed) }
+    SynthConfig {
+        negative_fraction: 0.0,
+        severity_mix: mix,
+        ..small(seed)
+    }
 }
 
 #[test]
 fn masks_lie_inside_the_breast_and_positives_have_bac() {
     for view in [ViewChoice::Cc, ViewChoice::Mlo] {
-        let cfg = SynthConfig { view, ..only(Severity::Moderate, 11) };
+        let cfg = SynthConfig {
+            view,
+            ..only(Severity::Moderate, 11)
+        };
         for i in 0..4 {
             let s = generate(&cfg, i);
             assert!(s.mask.count() > 0, "{view:?} image {i} has no BAC");
@@ -28,26 +45,41 @@ fn masks_lie_inside_the_breast_and_positives_have_bac() {
                 assert!(!m || *b, "{view:?} image {i}: BAC outside the breast");
             }
             assert!(s.calcified_vessels >= 1);
-            assert_eq!(s.calcified_vessels, s.params.vessels.len().min(s.calcified_vessels));
+            assert_eq!(
+                s.calcified_vessels,
+                s.params.vessels.len().min(s.calcified_vessels)
+            );
         }
     }
 }
 
 #[test]
 fn negatives_have_empty_masks_and_the_requested_fraction() {
-    let cfg = SynthConfig { negative_fraction: 0.3, ..small(5) };
+    let cfg = SynthConfig {
+        negative_fraction: 0.3,
+        ..small(5)
+    };
     let plans: Vec<_> = (0..100).map(|i| cfg.plan(i)).collect();
     let negatives = plans.iter().filter(|p| p.is_none()).count();
-    assert!((29..=31).contains(&negatives), "{negatives} negatives of 100 at 0.3");
+    assert!(
+        (29..=31).contains(&negatives),
+        "{negatives} negatives of 100 at 0.3"
+    );
     let neg = (0..20).find(|&i| cfg.plan(i).is_none()).unwrap_or(0);
     let s = generate(&cfg, neg);
     assert_eq!(s.mask.count(), 0);
     assert!(s.params.vessels.is_empty());
     assert_eq!(s.calcified_vessels, 0);
     // Fraction 0 and 1 are exact.
-    let none = SynthConfig { negative_fraction: 0.0, ..small(5) };
+    let none = SynthConfig {
+        negative_fraction: 0.0,
+        ..small(5)
+    };
     assert!((0..50).all(|i| none.plan(i).is_some()));
-    let all = SynthConfig { negative_fraction: 1.0, ..small(5) };
+    let all = SynthConfig {
+        negative_fraction: 1.0,
+        ..small(5)
+    };
     assert!((0..50).all(|i| all.plan(i).is_none()));
 }
 
@@ -55,7 +87,13 @@ fn negatives_have_empty_masks_and_the_requested_fraction() {
 fn same_seed_same_pixels_and_image_does_not_depend_on_count() {
     let cfg = small(42);
     let a = generate(&cfg, 3);
-    let b = generate(&SynthConfig { count: 99, ..cfg.clone() }, 3);
+    let b = generate(
+        &SynthConfig {
+            count: 99,
+            ..cfg.clone()
+        },
+        3,
+    );
     assert_eq!(a.image, b.image);
     assert_eq!(a.mask, b.mask);
     assert_eq!(a.params, b.params);
@@ -68,7 +106,10 @@ fn same_seed_same_pixels_and_image_does_not_depend_on_count() {
 #[test]
 fn values_stay_in_the_stored_bit_range() {
     for bits in [12u8, 14] {
-        let cfg = SynthConfig { bits: Some(bits), ..small(9) };
+        let cfg = SynthConfig {
+            bits: Some(bits),
+            ..small(9)
+        };
         let s = generate(&cfg, 0);
         let max = (1u16 << bits) - 1;
         assert!(s.image.data().iter().all(|&v| v <= max));
@@ -76,12 +117,15 @@ fn values_stay_in_the_stored_bit_range() {
         let mean_in = mean_where(&s.image, &s.breast, true);
         let mean_out = mean_where(&s.image, &s.breast, false);
         assert!(mean_in > 0.1 * f64::from(max), "breast mean {mean_in}");
-        assert!(mean_out < 0.05 * f64::from(max), "background mean {mean_out}");
+        assert!(
+            mean_out < 0.05 * f64::from(max),
+            "background mean {mean_out}"
+        );
     }
 }
 
 fn mean_where(img: &Raster<u16>, mask: &Mask, inside: bool) -> f64 {
-    let (mut s, mut n) = (0.0, 0.0);
+    let (mut s, mut n) = (0.0f64, 0.0f64);
     for (&v, &m) in img.data().iter().zip(mask.data()) {
         if m == inside {
             s += f64::from(v);
@@ -96,7 +140,9 @@ fn calcified_vessels_are_brighter_than_their_surroundings() {
     let cfg = only(Severity::Severe, 21);
     let s = generate(&cfg, 0);
     let bac = mean_where(&s.image, &s.mask, true);
-    let breast_only = Mask::from_fn(s.mask.width(), s.mask.height(), |x, y| *s.breast.get(x, y) && !*s.mask.get(x, y));
+    let breast_only = Mask::from_fn(s.mask.width(), s.mask.height(), |x, y| {
+        *s.breast.get(x, y) && !*s.mask.get(x, y)
+    });
     let tissue = mean_where(&s.image, &breast_only, true);
     assert!(bac > tissue * 1.2, "BAC mean {bac} vs tissue {tissue}");
 }
@@ -109,7 +155,9 @@ fn severe_images_have_more_calcified_length_than_mild_ones() {
         (0..6)
             .map(|i| {
                 let s = generate(&cfg, i);
-                dataset::measure(&s, &cfg, &grading).length_mm.unwrap_or(0.0)
+                dataset::measure(&s, &cfg, &grading)
+                    .length_mm
+                    .unwrap_or(0.0)
             })
             .collect()
     };
@@ -128,19 +176,33 @@ fn read_dir_sorted(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
             .unwrap_or_default();
         names.sort();
         for p in names {
-            out.push((p.display().to_string(), std::fs::read(&p).unwrap_or_default()));
+            out.push((
+                p.display().to_string(),
+                std::fs::read(&p).unwrap_or_default(),
+            ));
         }
     }
-    out.push(("manifest".into(), std::fs::read(dir.join("manifest.json")).unwrap_or_default()));
+    out.push((
+        "manifest".into(),
+        std::fs::read(dir.join("manifest.json")).unwrap_or_default(),
+    ));
     out
 }
 
 #[test]
-fn dataset_files_are_byte_identical_and_burden_matches_the_written_masks() -> Result<(), Box<dyn std::error::Error>> {
-    let cfg = SynthConfig { count: 5, negative_fraction: 0.2, ..small(1234) };
+fn dataset_files_are_byte_identical_and_burden_matches_the_written_masks()
+-> Result<(), Box<dyn std::error::Error>> {
+    let cfg = SynthConfig {
+        count: 5,
+        negative_fraction: 0.2,
+        ..small(1234)
+    };
     let tmp = tempfile::tempdir()?;
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let opts = WriteOptions { preview: true, ..WriteOptions::default() };
+    let opts = WriteOptions {
+        preview: true,
+        ..WriteOptions::default()
+    };
     let sa = write_dataset(&a, &cfg, &opts, &|_| {})?;
     write_dataset(&b, &cfg, &opts, &|_| {})?;
     let (fa, fb) = (read_dir_sorted(&a), read_dir_sorted(&b));
@@ -160,8 +222,17 @@ fn dataset_files_are_byte_identical_and_burden_matches_the_written_masks() -> Re
         let spacing = cfg.pixel_spacing();
         let measured = quantify::measure(&mask, None, Some(spacing), None, &Grading::default());
         assert_eq!(measured.area_px, entry.burden.area_px);
-        assert_eq!(measured.length_mm, entry.burden.length_mm);
-        assert_eq!(measured.area_mm2, entry.burden.area_mm2);
+        // serde_json parses floats to within an ulp, not bit-exactly.
+        let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(1.0),
+            _ => false,
+        };
+        assert!(
+            close(measured.length_mm, entry.burden.length_mm),
+            "{measured:?} vs {:?}",
+            entry.burden
+        );
+        assert!(close(measured.area_mm2, entry.burden.area_mm2));
         assert_eq!(measured.segments, entry.burden.segments);
         assert_eq!(measured.grade, Some(entry.severity));
         assert_eq!(entry.negative, entry.severity == Grade::None);
@@ -176,14 +247,24 @@ fn dataset_files_are_byte_identical_and_burden_matches_the_written_masks() -> Re
 fn refuses_another_dataset_unless_overwrite() -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("d");
-    let cfg = SynthConfig { count: 3, ..small(1) };
+    let cfg = SynthConfig {
+        count: 3,
+        ..small(1)
+    };
     write_dataset(&dir, &cfg, &WriteOptions::default(), &|_| {})?;
     // The same dataset again is fine.
     write_dataset(&dir, &cfg, &WriteOptions::default(), &|_| {})?;
-    let other = SynthConfig { count: 2, seed: 2, ..cfg.clone() };
+    let other = SynthConfig {
+        count: 2,
+        seed: 2,
+        ..cfg.clone()
+    };
     let err = write_dataset(&dir, &other, &WriteOptions::default(), &|_| {});
     assert!(matches!(err, Err(DatasetError::DifferentDataset { .. })));
-    let ow = WriteOptions { overwrite: true, ..WriteOptions::default() };
+    let ow = WriteOptions {
+        overwrite: true,
+        ..WriteOptions::default()
+    };
     write_dataset(&dir, &other, &ow, &|_| {})?;
     // The third image of the old dataset is gone; two remain.
     assert!(!dir.join("images").join(format!("{}.png", stem(2))).exists());
@@ -200,14 +281,37 @@ fn refuses_another_dataset_unless_overwrite() -> Result<(), Box<dyn std::error::
 #[test]
 fn config_validation_and_severity_mix_parsing() {
     assert!(SynthConfig::default().validate().is_ok());
-    let bad = SynthConfig { negative_fraction: 1.5, ..SynthConfig::default() };
-    assert!(matches!(bad.validate(), Err(SynthError::NegativeFraction(_))));
-    let tiny = SynthConfig { size: Size::new(256, 320), spacing_mm: 0.07, ..SynthConfig::default() };
-    assert!(matches!(tiny.validate(), Err(SynthError::FieldTooSmall { .. })));
-    let bits = SynthConfig { bits: Some(16), ..SynthConfig::default() };
+    let bad = SynthConfig {
+        negative_fraction: 1.5,
+        ..SynthConfig::default()
+    };
+    assert!(matches!(
+        bad.validate(),
+        Err(SynthError::NegativeFraction(_))
+    ));
+    let tiny = SynthConfig {
+        size: Size::new(256, 320),
+        spacing_mm: 0.07,
+        ..SynthConfig::default()
+    };
+    assert!(matches!(
+        tiny.validate(),
+        Err(SynthError::FieldTooSmall { .. })
+    ));
+    let bits = SynthConfig {
+        bits: Some(16),
+        ..SynthConfig::default()
+    };
     assert!(matches!(bits.validate(), Err(SynthError::Bits(16))));
     let mix: SeverityMix = "mild=1, severe=3".parse().unwrap_or_default();
-    assert_eq!(mix, SeverityMix { mild: 1.0, moderate: 0.0, severe: 3.0 });
+    assert_eq!(
+        mix,
+        SeverityMix {
+            mild: 1.0,
+            moderate: 0.0,
+            severe: 3.0
+        }
+    );
     assert!("mild=-1".parse::<SeverityMix>().is_err());
     assert!("awful=1".parse::<SeverityMix>().is_err());
     assert!("mild=0".parse::<SeverityMix>().is_err());

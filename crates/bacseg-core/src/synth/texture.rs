@@ -7,7 +7,7 @@ use rand::Rng;
 use rustfft::FftPlanner;
 use rustfft::num_complex::Complex32;
 
-use super::normal;
+use super::hash_normal;
 
 /// Side of the square FFT grid for an image of `width x height` and the pixels per cell.
 pub(crate) fn grid_geometry(width: usize, height: usize) -> (usize, usize) {
@@ -27,16 +27,28 @@ pub(crate) fn field_pair(
     amp: impl Fn(f64, f64) -> f64,
 ) -> [Vec<f32>; 2] {
     let freq = |k: usize| {
-        let k = if k < n / 2 { k as f64 } else { k as f64 - n as f64 };
+        let k = if k < n / 2 {
+            k as f64
+        } else {
+            k as f64 - n as f64
+        };
         k / (n as f64 * cell_mm)
     };
+    let seed: u64 = rng.random();
     let mut buf: Vec<Complex32> = Vec::with_capacity(n * n);
     for ky in 0..n {
         let fy = freq(ky);
         for kx in 0..n {
-            let a = if kx == 0 && ky == 0 { 0.0 } else { amp(freq(kx), fy) };
-            let (re, im) = (normal(rng), normal(rng));
-            buf.push(Complex32::new((re * a) as f32, (im * a) as f32));
+            let a = if kx == 0 && ky == 0 {
+                0.0
+            } else {
+                amp(freq(kx), fy) as f32
+            };
+            let i = 2 * (ky * n + kx) as u64;
+            buf.push(Complex32::new(
+                hash_normal(seed, i) * a,
+                hash_normal(seed, i + 1) * a,
+            ));
         }
     }
     let fft = FftPlanner::<f32>::new().plan_fft_inverse(n);
@@ -51,10 +63,17 @@ pub(crate) fn field_pair(
     [re, im]
 }
 
+/// In-place transpose of a square matrix, in blocks so that both sides stay in cache.
 fn transpose(buf: &mut [Complex32], n: usize) {
-    for y in 0..n {
-        for x in y + 1..n {
-            buf.swap(y * n + x, x * n + y);
+    const B: usize = 32;
+    for by in (0..n).step_by(B) {
+        for bx in (by..n).step_by(B) {
+            for y in by..(by + B).min(n) {
+                let start = if bx == by { y + 1 } else { bx };
+                for x in start..(bx + B).min(n) {
+                    buf.swap(y * n + x, x * n + y);
+                }
+            }
         }
     }
 }
@@ -62,7 +81,11 @@ fn transpose(buf: &mut [Complex32], n: usize) {
 fn normalise(v: &mut [f32]) {
     let n = v.len().max(1) as f64;
     let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-    let var = v.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n;
+    let var = v
+        .iter()
+        .map(|&x| (f64::from(x) - mean).powi(2))
+        .sum::<f64>()
+        / n;
     let sd = var.sqrt().max(1e-12);
     for x in v {
         *x = ((f64::from(*x) - mean) / sd) as f32;
@@ -78,20 +101,19 @@ pub(crate) fn anisotropic(fx: f64, fy: f64, angle: f64, ratio: f64) -> f64 {
     ((along * ratio).powi(2) + across.powi(2)).sqrt()
 }
 
-/// Gradient magnitude of a field on the grid, per cell (central differences, wrapping:
-/// the FFT fields are periodic).
-pub(crate) fn gradient(field: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut gx = vec![0.0; n * n];
-    let mut gy = vec![0.0; n * n];
-    for y in 0..n {
-        let (ym, yp) = ((y + n - 1) % n, (y + 1) % n);
-        for x in 0..n {
-            let (xm, xp) = ((x + n - 1) % n, (x + 1) % n);
-            gx[y * n + x] = 0.5 * (field[y * n + xp] - field[y * n + xm]);
-            gy[y * n + x] = 0.5 * (field[yp * n + x] - field[ym * n + x]);
-        }
-    }
-    (gx, gy)
+/// Bilinear sample of a periodic `n x n` field at grid coordinates `(u, v)`.
+pub(crate) fn sample_periodic(field: &[f32], n: usize, u: f32, v: f32) -> f32 {
+    let (fu, fv) = (u.floor(), v.floor());
+    let (tu, tv) = (u - fu, v - fv);
+    let nn = n as i64;
+    let (i0, j0) = (
+        (fu as i64).rem_euclid(nn) as usize,
+        (fv as i64).rem_euclid(nn) as usize,
+    );
+    let (i1, j1) = ((i0 + 1) % n, (j0 + 1) % n);
+    let top = field[j0 * n + i0] + tu * (field[j0 * n + i1] - field[j0 * n + i0]);
+    let bot = field[j1 * n + i0] + tu * (field[j1 * n + i1] - field[j1 * n + i0]);
+    top + tv * (bot - top)
 }
 
 /// `C` interleaved channels on an `n x n` grid of `cell` pixels per cell, sampled
@@ -112,8 +134,14 @@ pub(crate) struct Tap {
 
 impl<const C: usize> Grid<C> {
     pub fn new(n: usize, cell: usize, channels: [&[f32]; C]) -> Self {
-        let data = (0..n * n).map(|i| std::array::from_fn(|c| channels[c][i])).collect();
-        Self { n, cell: cell as f32, data }
+        let data = (0..n * n)
+            .map(|i| std::array::from_fn(|c| channels[c][i]))
+            .collect();
+        Self {
+            n,
+            cell: cell as f32,
+            data,
+        }
     }
 
     pub fn taps(&self, len: usize) -> Vec<Tap> {
@@ -130,7 +158,12 @@ impl<const C: usize> Grid<C> {
     pub fn sample(&self, tx: Tap, ty: Tap) -> [f32; C] {
         let r0 = ty.i * self.n + tx.i;
         let r1 = r0 + self.n;
-        let (a, b, c, d) = (&self.data[r0], &self.data[r0 + 1], &self.data[r1], &self.data[r1 + 1]);
+        let (a, b, c, d) = (
+            &self.data[r0],
+            &self.data[r0 + 1],
+            &self.data[r1],
+            &self.data[r1 + 1],
+        );
         std::array::from_fn(|k| {
             let top = a[k] + tx.f * (b[k] - a[k]);
             let bot = c[k] + tx.f * (d[k] - c[k]);
@@ -159,8 +192,16 @@ mod tests {
             let (mut s, mut c) = (0.0, 0);
             for ky in 0..n {
                 for kx in 0..n {
-                    let fx = if kx < n / 2 { kx as f64 } else { kx as f64 - n as f64 };
-                    let fy = if ky < n / 2 { ky as f64 } else { ky as f64 - n as f64 };
+                    let fx = if kx < n / 2 {
+                        kx as f64
+                    } else {
+                        kx as f64 - n as f64
+                    };
+                    let fy = if ky < n / 2 {
+                        ky as f64
+                    } else {
+                        ky as f64 - n as f64
+                    };
                     let r = (fx * fx + fy * fy).sqrt();
                     if r >= lo && r < hi {
                         s += f64::from(buf[ky * n + kx].norm_sqr());

@@ -59,31 +59,31 @@ pub(crate) fn walk(
     let mm = geom.mm_per_px;
     let step_mm = f64::from(style.step_px) * mm;
     let steps = (length_mm / step_mm).ceil().max(1.0) as usize;
-    let waves: Vec<(f64, f64, f64)> = (0..3)
-        .map(|_| {
-            let lambda = rng.random_range(style.wiggle_mm.0..=style.wiggle_mm.1);
-            let amp = style.wiggle_rad * rng.random_range(0.3..1.0);
-            (amp, lambda, rng.random_range(0.0..std::f64::consts::TAU))
-        })
-        .collect();
+    // Tortuosity: a heading offset that is a twice-filtered random walk (an
+    // Ornstein-Uhlenbeck process smoothed once more), so that it bends irregularly yet has
+    // no kinks at pixel scale.
+    let wiggle_len = rng.random_range(style.wiggle_mm.0..=style.wiggle_mm.1);
+    let wa = (step_mm / wiggle_len).min(1.0);
+    let wkick = style.wiggle_rad * (2.0 * wa).sqrt() * std::f64::consts::SQRT_2;
+    let (mut w1, mut w2) = (0.0f64, 0.0f64);
     let mut line = Polyline::default();
     line.push(start);
     let (mut x, mut y) = (f64::from(start[0]), f64::from(start[1]));
     let (mut theta, mut kappa) = (heading, 0.0f64);
     let decay = (step_mm / style.curvature_mm).min(1.0);
     let kick = style.curvature_sd * (2.0 * decay).sqrt();
-    for i in 0..steps {
-        let s = i as f64 * step_mm;
+    for _ in 0..steps {
         kappa = kappa * (1.0 - decay) + kick * normal(rng);
         let mut dtheta = angle_diff(style.target_heading, theta);
         dtheta = dtheta.clamp(-1.0, 1.0);
         theta += (kappa + style.pull * dtheta) * step_mm;
-        let wiggle: f64 = waves
-            .iter()
-            .map(|&(a, l, p)| a * (std::f64::consts::TAU * s / l + p).sin())
-            .sum();
-        let dir = theta + wiggle;
-        let (nx, ny) = (x + dir.cos() * f64::from(style.step_px), y + dir.sin() * f64::from(style.step_px));
+        w1 = w1 * (1.0 - wa) + wkick * normal(rng);
+        w2 += wa * (w1 - w2);
+        let dir = theta + w2;
+        let (nx, ny) = (
+            x + dir.cos() * f64::from(style.step_px),
+            y + dir.sin() * f64::from(style.step_px),
+        );
         if geom.dist_mm(nx as f32, ny as f32) < style.margin_mm {
             break;
         }
@@ -97,7 +97,11 @@ pub(crate) fn walk(
 /// `a - b` wrapped to (-pi, pi].
 pub(crate) fn angle_diff(a: f64, b: f64) -> f64 {
     let d = (a - b).rem_euclid(std::f64::consts::TAU);
-    if d > std::f64::consts::PI { d - std::f64::consts::TAU } else { d }
+    if d > std::f64::consts::PI {
+        d - std::f64::consts::TAU
+    } else {
+        d
+    }
 }
 
 /// Smooth 1-D random function: values at knots `spacing` apart, interpolated with a
@@ -112,7 +116,10 @@ impl Profile1d {
     pub fn new(len: f32, spacing: f32, mut value: impl FnMut() -> f32) -> Self {
         let spacing = spacing.max(0.5);
         let n = (len / spacing).ceil() as usize + 2;
-        Self { knots: (0..n).map(|_| value()).collect(), spacing }
+        Self {
+            knots: (0..n).map(|_| value()).collect(),
+            spacing,
+        }
     }
 
     pub fn at(&self, s: f32) -> f32 {
@@ -120,7 +127,10 @@ impl Profile1d {
         let i = (u.floor() as usize).min(self.knots.len().saturating_sub(2));
         let f = (u - i as f32).clamp(0.0, 1.0);
         let f = f * f * (3.0 - 2.0 * f);
-        let (a, b) = (self.knots[i], self.knots.get(i + 1).copied().unwrap_or(self.knots[i]));
+        let (a, b) = (
+            self.knots[i],
+            self.knots.get(i + 1).copied().unwrap_or(self.knots[i]),
+        );
         a + f * (b - a)
     }
 }
@@ -181,7 +191,9 @@ impl Segment {
         let mut best = 0.0f32;
         for &(a, b) in &self.runs {
             if s > a - ramp && s < b + ramp {
-                let f = ((s - (a - ramp)) / ramp).min(((b + ramp) - s) / ramp).clamp(0.0, 1.0);
+                let f = ((s - (a - ramp)) / ramp)
+                    .min(((b + ramp) - s) / ramp)
+                    .clamp(0.0, 1.0);
                 best = best.max(f);
             }
         }
@@ -240,24 +252,34 @@ pub(crate) fn plan(rng: &mut impl Rng, geom: &Geometry, severity: Severity) -> V
     trees
 }
 
-fn plan_tree(rng: &mut impl Rng, geom: &Geometry, calc_mm: f64, severity: Severity) -> Option<VesselTree> {
+fn plan_tree(
+    rng: &mut impl Rng,
+    geom: &Geometry,
+    calc_mm: f64,
+    severity: Severity,
+) -> Option<VesselTree> {
     let mm = geom.mm_per_px;
     let start = geom.random_interior_point(rng, 12.0, (0.02, 0.75))?;
     // Breast arteries run from the chest wall and axilla towards the nipple.
     let to_nipple = geom.heading_to_nipple(start);
     let heading = to_nipple + rng.random_range(-0.6..0.6);
-    let diameter_mm: f64 = rng.random_range(0.5..1.0f64).max(rng.random_range(0.5..2.0));
+    // Mostly 0.5-1.2 mm, occasionally up to 2 mm.
+    let diameter_mm: f64 = 0.5 + 1.5 * rng.random::<f64>().powi(3);
     let radius_px = (diameter_mm / 2.0 / mm) as f32;
     let tram = rng.random_bool(0.6);
-    let lumen_ratio = if tram { rng.random_range(0.6..0.88) } else { rng.random_range(0.0..0.35) };
+    let lumen_ratio = if tram {
+        rng.random_range(0.6..0.88)
+    } else {
+        rng.random_range(0.0..0.35)
+    };
     let style = WalkStyle {
         step_px: (radius_px * 0.5).clamp(0.7, 3.0),
         curvature_sd: rng.random_range(0.01..0.04),
         curvature_mm: rng.random_range(8.0..25.0),
         pull: rng.random_range(0.01..0.05),
         target_heading: to_nipple,
-        wiggle_rad: rng.random_range(0.05..0.45),
-        wiggle_mm: (3.0, 12.0),
+        wiggle_rad: rng.random_range(0.1..0.5),
+        wiggle_mm: (1.5, 5.0),
         margin_mm: 5.0,
     };
     let extra = rng.random_range(10.0..60.0);
@@ -290,7 +312,11 @@ fn plan_tree(rng: &mut impl Rng, geom: &Geometry, calc_mm: f64, severity: Severi
             let side = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
             let h = f64::from(dir[1]).atan2(f64::from(dir[0])) + side * rng.random_range(0.4..1.0);
             let r = segments[0].radius(s) * rng.random_range(0.6..0.85);
-            let bstyle = WalkStyle { target_heading: h, step_px: (r * 0.5).clamp(0.7, 3.0), ..style };
+            let bstyle = WalkStyle {
+                target_heading: h,
+                step_px: (r * 0.5).clamp(0.7, 3.0),
+                ..style
+            };
             let want = rng.random_range(6.0..30.0f64).min(calc_mm * 0.6);
             let extra = rng.random_range(3.0..15.0);
             let bline = walk(rng, geom, p, h, want + extra, &bstyle);
@@ -312,13 +338,22 @@ fn plan_tree(rng: &mut impl Rng, geom: &Geometry, calc_mm: f64, severity: Severi
         calcified_run_length_mm: trunk_calc + branch_mm,
         diameter_mm,
         lumen_ratio,
-        profile: if lumen_ratio > 0.5 { WallProfile::TramTrack } else { WallProfile::Solid },
+        profile: if lumen_ratio > 0.5 {
+            WallProfile::TramTrack
+        } else {
+            WallProfile::Solid
+        },
         calcium_density: 0.0,
         branches: segments.len() - 1,
         gaps,
     };
     let density = rng.random_range(0.45..1.0);
-    let mut tree = VesselTree { segments, lumen_ratio: lumen_ratio as f32, density: density as f32, params };
+    let mut tree = VesselTree {
+        segments,
+        lumen_ratio: lumen_ratio as f32,
+        density: density as f32,
+        params,
+    };
     tree.params.calcium_density = density;
     Some(tree)
 }
@@ -350,20 +385,22 @@ fn make_segment(
         }
     }
     // Keep the calcified length what was asked: the gaps are inserted, not subtracted.
-    let bead_mm = rng.random_range(0.5..1.6);
-    let gamma = rng.random_range(0.4..1.2f32);
+    let bead_mm = rng.random_range(0.2..0.6);
+    let gamma = rng.random_range(0.7..1.6f32);
     let len = line.len();
     let beads = |rng: &mut dyn rand::RngCore| {
         Profile1d::new(len, px(bead_mm), || {
             let u: f32 = rng.random();
             // Skewed towards bright beads with dimmer necks between them.
-            0.2 + 0.8 * u.powf(gamma)
+            0.1 + 0.9 * u.powf(gamma)
         })
     };
     let bead_mid = beads(rng);
     let bead_left = beads(rng);
     let bead_right = beads(rng);
-    let width_noise = Profile1d::new(len, px(rng.random_range(2.0..6.0)), || rng.random_range(-0.15..0.15));
+    let width_noise = Profile1d::new(len, px(rng.random_range(0.6..2.0)), || {
+        rng.random_range(-0.25..0.25)
+    });
     Segment {
         line,
         radius_px,
@@ -417,10 +454,20 @@ pub(crate) fn render(
                     return;
                 }
                 let r = tree.lumen_ratio * big_r;
-                let chord_in = if ad < r { 2.0 * (r * r - ad * ad).sqrt() } else { 0.0 };
+                let chord_in = if ad < r {
+                    2.0 * (r * r - ad * ad).sqrt()
+                } else {
+                    0.0
+                };
                 let shell_mm = (chord_out - chord_in) * mm;
-                let w = smoothstep(0.3 * big_r, 0.9 * big_r, ad);
-                let side = if d < 0.0 { seg.bead_left.at(s) } else { seg.bead_right.at(s) };
+                // Each wall (and the front/back walls seen face-on in the middle) carries its
+                // own plaques, so the two tram lines break up independently.
+                let w = smoothstep(0.1 * big_r, 0.6 * big_r, ad);
+                let side = if d < 0.0 {
+                    seg.bead_left.at(s)
+                } else {
+                    seg.bead_right.at(s)
+                };
                 let cov = seg.bead_mid.at(s) * (1.0 - w) + side * w;
                 // Calcium is granular: a little per-pixel variation, fixed by the seed.
                 let grain = 0.85 + 0.3 * unit_hash(grain_seed, p as u64);
