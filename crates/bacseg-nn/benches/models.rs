@@ -96,9 +96,15 @@ fn bench_forward<M: SegmentationModel>(model: &M, side: usize, opts: &Options, p
     );
 }
 
-fn bench_train<M: SegmentationModel>(model: M, side: usize, opts: &Options, peak: f64) {
+fn bench_train<M: SegmentationModel>(
+    build: impl Fn(&Device) -> M,
+    side: usize,
+    opts: &Options,
+    peak: f64,
+) {
+    // Built on the autodiff device so that its parameters are tracked leaves.
     let device = Device::default().autodiff();
-    let model = model.fork(&device);
+    let model = build(&device);
     let batch = 4;
     let shape = [batch, model.in_channels(), side, side];
     let x = Tensor::<4>::random(shape, Distribution::Default, &device);
@@ -146,17 +152,18 @@ fn main() {
     let wanted = |id: &str| opts.filter.as_deref().is_none_or(|f| id.contains(f));
     let device = Device::default();
     macro_rules! run {
-        ($name:literal, $build:expr) => {
+        ($name:literal, $config:expr) => {
+            let build = |d: &Device| $config.init(d).unwrap();
             if wanted(concat!($name, "/forward")) {
-                bench_forward(&$build, 512, &opts, peak);
+                bench_forward(&build(&device), 512, &opts, peak);
             }
             if wanted(concat!($name, "/train")) {
-                bench_train($build, 256, &opts, peak);
+                bench_train(build, 256, &opts, peak);
             }
         };
     }
-    run!("dt-unet", DtUnetConfig::new().init(&device).unwrap());
-    run!("unet", UnetConfig::new().init(&device).unwrap());
-    run!("segnet", SegNetConfig::new().init(&device).unwrap());
-    run!("contextnet", ContextNetConfig::new().init(&device).unwrap());
+    run!("dt-unet", DtUnetConfig::new());
+    run!("unet", UnetConfig::new());
+    run!("segnet", SegNetConfig::new());
+    run!("contextnet", ContextNetConfig::new());
 }
