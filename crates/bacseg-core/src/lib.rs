@@ -4,6 +4,8 @@
 //! patch grids and stitching, metrics, post-processing, BAC quantification and synthetic
 //! mammograms, on the raster types defined here.
 
+pub mod augment;
+pub mod dataset;
 pub mod io;
 pub mod mammogram;
 pub mod metrics;

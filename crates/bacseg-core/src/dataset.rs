@@ -1,0 +1,286 @@
+//! An annotated mammogram dataset on disk (`images/` and `masks/`, matched by file stem, and
+//! an optional `splits.json`), and its split into training, validation and test images.
+//! Splits are always by image, never by patch, so that no image leaks between them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::io::{self, IoError};
+use crate::mammogram::Mammogram;
+use crate::raster::Mask;
+
+/// A dataset directory that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("{}: cannot list directory: {source}", path.display())]
+    List {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: no images/ directory (a dataset holds images/ and masks/ matched by file stem)", .0.display())]
+    NoImages(PathBuf),
+    #[error("{}: no images found", .0.display())]
+    Empty(PathBuf),
+    #[error("{}: {} image(s) without a mask in masks/: {}", dir.display(), stems.len(), preview(stems))]
+    MissingMasks { dir: PathBuf, stems: Vec<String> },
+    #[error("{}: two images share the stem {stem:?} ({a} and {b})", dir.display())]
+    DuplicateStem { dir: PathBuf, stem: String, a: String, b: String },
+    #[error("{}: {reason}", path.display())]
+    Splits { path: PathBuf, reason: String },
+    #[error("{}: the mask is {mask_w}x{mask_h} but its image is {image_w}x{image_h}", path.display())]
+    MaskSize { path: PathBuf, mask_w: usize, mask_h: usize, image_w: usize, image_h: usize },
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+fn preview(stems: &[String]) -> String {
+    let mut s = stems.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if stems.len() > 5 {
+        s.push_str(", ...");
+    }
+    s
+}
+
+/// One annotated image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sample {
+    pub stem: String,
+    pub image: PathBuf,
+    pub mask: PathBuf,
+}
+
+/// The images of a dataset directory with their masks, sorted by stem.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub root: PathBuf,
+    pub samples: Vec<Sample>,
+}
+
+/// File names that are never images (hidden files, manifests, notes).
+fn is_candidate(p: &Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name.starts_with('.') || !p.is_file() {
+        return false;
+    }
+    let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    matches!(ext.as_deref(), None | Some("png" | "tif" | "tiff" | "dcm" | "dicom"))
+}
+
+fn list(dir: &Path) -> Result<BTreeMap<String, PathBuf>, DatasetError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| DatasetError::List { path: dir.into(), source })?;
+    let mut out = BTreeMap::new();
+    for e in entries {
+        let p = e.map_err(|source| DatasetError::List { path: dir.into(), source })?.path();
+        if !is_candidate(&p) {
+            continue;
+        }
+        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        if let Some(prev) = out.insert(stem.clone(), p.clone()) {
+            return Err(DatasetError::DuplicateStem {
+                dir: dir.into(),
+                stem,
+                a: prev.display().to_string(),
+                b: p.display().to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+impl Dataset {
+    /// List `root/images` and `root/masks`; every image needs a mask of the same stem.
+    pub fn open(root: &Path) -> Result<Self, DatasetError> {
+        let images_dir = root.join("images");
+        if !images_dir.is_dir() {
+            return Err(DatasetError::NoImages(root.into()));
+        }
+        let images = list(&images_dir)?;
+        if images.is_empty() {
+            return Err(DatasetError::Empty(images_dir));
+        }
+        let masks_dir = root.join("masks");
+        let masks = if masks_dir.is_dir() { list(&masks_dir)? } else { BTreeMap::new() };
+        let missing: Vec<String> = images.keys().filter(|s| !masks.contains_key(*s)).cloned().collect();
+        if !missing.is_empty() {
+            return Err(DatasetError::MissingMasks { dir: masks_dir, stems: missing });
+        }
+        let samples = images
+            .into_iter()
+            .map(|(stem, image)| {
+                let mask = masks[&stem].clone();
+                Sample { stem, image, mask }
+            })
+            .collect();
+        Ok(Self { root: root.into(), samples })
+    }
+
+    pub fn stems(&self) -> Vec<String> {
+        self.samples.iter().map(|s| s.stem.clone()).collect()
+    }
+
+    pub fn get(&self, stem: &str) -> Option<&Sample> {
+        self.samples.iter().find(|s| s.stem == stem)
+    }
+}
+
+/// Read a mask PNG: any non-zero value is BAC.
+pub fn load_mask(path: &Path) -> Result<Mask, IoError> {
+    let m = io::load(path)?;
+    Ok(m.pixels.map(|&v| v > 0.0))
+}
+
+/// Read an image and its mask, checking that they have the same size.
+pub fn load_sample(sample: &Sample) -> Result<(Mammogram, Mask), DatasetError> {
+    let image = io::load(&sample.image)?;
+    let mask = load_mask(&sample.mask)?;
+    if mask.size() != image.pixels.size() {
+        return Err(DatasetError::MaskSize {
+            path: sample.mask.clone(),
+            mask_w: mask.width(),
+            mask_h: mask.height(),
+            image_w: image.width(),
+            image_h: image.height(),
+        });
+    }
+    Ok((image, mask))
+}
+
+/// Which images train, which validate (model selection) and which are held out for the final
+/// evaluation. The file `splits.json` has exactly this shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Split {
+    pub train: Vec<String>,
+    pub val: Vec<String>,
+    #[serde(default)]
+    pub test: Vec<String>,
+}
+
+impl Split {
+    /// A seeded random split by image: `val_fraction` and `test_fraction` of the images (at
+    /// least one each when the fraction is positive and there are enough images), the rest
+    /// for training. The same stems, fractions and seed always give the same split.
+    pub fn random(stems: &[String], val_fraction: f64, test_fraction: f64, seed: u64) -> Result<Self, String> {
+        if !(0.0..1.0).contains(&val_fraction) || !(0.0..1.0).contains(&test_fraction) || val_fraction + test_fraction >= 1.0 {
+            return Err(format!(
+                "validation ({val_fraction}) and test ({test_fraction}) fractions must be in [0, 1) and sum to less than 1"
+            ));
+        }
+        let mut order: Vec<String> = stems.to_vec();
+        order.sort();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        let n = order.len();
+        let count = |f: f64| if f > 0.0 { ((n as f64 * f).round() as usize).max(1) } else { 0 };
+        let (n_val, n_test) = (count(val_fraction), count(test_fraction));
+        if n_val + n_test >= n {
+            return Err(format!("{n} image(s) are too few for {n_val} validation and {n_test} test image(s) plus training"));
+        }
+        let test = order.split_off(n - n_test);
+        let val = order.split_off(n - n_test - n_val);
+        let mut s = Self { train: order, val, test };
+        s.train.sort();
+        s.val.sort();
+        s.test.sort();
+        Ok(s)
+    }
+
+    /// Read `splits.json`, checking that every stem exists in `dataset` and that no image is
+    /// in two parts.
+    pub fn load(path: &Path, dataset: &Dataset) -> Result<Self, DatasetError> {
+        let err = |reason: String| DatasetError::Splits { path: path.into(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let split: Split = serde_json::from_str(&text).map_err(|e| err(format!("not a valid splits file: {e}")))?;
+        split.check(dataset).map_err(err)?;
+        Ok(split)
+    }
+
+    /// Every stem known to the dataset, none in two parts, training not empty.
+    pub fn check(&self, dataset: &Dataset) -> Result<(), String> {
+        let known: BTreeSet<&str> = dataset.samples.iter().map(|s| s.stem.as_str()).collect();
+        let mut seen = BTreeSet::new();
+        for (part, stems) in [("train", &self.train), ("val", &self.val), ("test", &self.test)] {
+            for s in stems {
+                if !known.contains(s.as_str()) {
+                    return Err(format!("{part} lists {s:?}, which is not in images/"));
+                }
+                if !seen.insert(s.as_str()) {
+                    return Err(format!("{s:?} is in more than one part of the split"));
+                }
+            }
+        }
+        if self.train.is_empty() {
+            return Err("the training part is empty".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stems(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("img{i:03}")).collect()
+    }
+
+    #[test]
+    fn random_split_is_disjoint_complete_and_seeded() {
+        let all = stems(20);
+        let s = Split::random(&all, 0.2, 0.1, 7).unwrap();
+        assert_eq!((s.train.len(), s.val.len(), s.test.len()), (14, 4, 2));
+        let mut joined: Vec<String> = [s.train.clone(), s.val.clone(), s.test.clone()].concat();
+        joined.sort();
+        assert_eq!(joined, all);
+        assert_eq!(s, Split::random(&all, 0.2, 0.1, 7).unwrap());
+        assert_ne!(s, Split::random(&all, 0.2, 0.1, 8).unwrap());
+        // Input order does not matter.
+        let mut rev = all.clone();
+        rev.reverse();
+        assert_eq!(s, Split::random(&rev, 0.2, 0.1, 7).unwrap());
+    }
+
+    #[test]
+    fn random_split_rejects_impossible_requests() {
+        assert!(Split::random(&stems(2), 0.5, 0.5, 1).is_err());
+        assert!(Split::random(&stems(2), 0.4, 0.4, 1).is_err());
+        assert!(Split::random(&stems(3), 0.3, 0.3, 1).is_ok());
+    }
+
+    #[test]
+    fn dataset_matches_by_stem_and_names_missing_masks() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("images")).unwrap();
+        std::fs::create_dir_all(dir.path().join("masks")).unwrap();
+        let img = crate::raster::Raster::filled(4, 3, 100u16);
+        let mask = Mask::filled(4, 3, false);
+        for s in ["a", "b", "c"] {
+            io::write_png_gray16(&dir.path().join(format!("images/{s}.png")), 4, 3, img.data()).unwrap();
+        }
+        for s in ["a", "b"] {
+            io::write_mask_png(&dir.path().join(format!("masks/{s}.png")), &mask).unwrap();
+        }
+        let err = Dataset::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("1 image(s) without a mask") && err.contains('c'), "{err}");
+        io::write_mask_png(&dir.path().join("masks/c.png"), &Mask::filled(5, 3, false)).unwrap();
+        let ds = Dataset::open(dir.path()).unwrap();
+        assert_eq!(ds.stems(), vec!["a", "b", "c"]);
+        assert!(load_sample(ds.get("a").unwrap()).is_ok());
+        let err = load_sample(ds.get("c").unwrap()).unwrap_err().to_string();
+        assert!(err.contains("c.png") && err.contains("5x3"), "{err}");
+
+        let splits = dir.path().join("splits.json");
+        std::fs::write(&splits, r#"{"train": ["a"], "val": ["b"], "test": ["a"]}"#).unwrap();
+        let err = Split::load(&splits, &ds).unwrap_err().to_string();
+        assert!(err.contains("more than one part"), "{err}");
+        std::fs::write(&splits, r#"{"train": ["a", "zz"], "val": ["b"]}"#).unwrap();
+        assert!(Split::load(&splits, &ds).unwrap_err().to_string().contains("zz"));
+        std::fs::write(&splits, r#"{"train": ["a", "c"], "val": ["b"]}"#).unwrap();
+        assert_eq!(Split::load(&splits, &ds).unwrap().train, vec!["a", "c"]);
+    }
+}
