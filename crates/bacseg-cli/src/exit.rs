@@ -26,15 +26,22 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+            let msg = e
+                .chain()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(": ");
             eprintln!("bacseg: error: {msg}");
             let input = e.chain().any(|c| {
                 c.downcast_ref::<InputError>().is_some()
-                    || c.downcast_ref::<bacseg_core::io::IoError>().is_some_and(|e| {
-                        !matches!(e, bacseg_core::io::IoError::Write { .. })
-                    })
+                    || c.downcast_ref::<bacseg_core::io::IoError>()
+                        .is_some_and(|e| !matches!(e, bacseg_core::io::IoError::Write { .. }))
             });
-            if input { ExitCode::from(2) } else { ExitCode::from(1) }
+            if input {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

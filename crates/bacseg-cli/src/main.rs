@@ -9,7 +9,11 @@ mod exit;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "bacseg", version, about = "Find and measure breast arterial calcifications (BAC) on full-field digital mammograms")]
+#[command(
+    name = "bacseg",
+    version,
+    about = "Find and measure breast arterial calcifications (BAC) on full-field digital mammograms"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,11 +1,18 @@
 //! The `bacseg` binary on small generated images and, when present, the shared real files:
 //! `info`, `convert`, `preprocess`, help and version, error handling and exit codes.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up its data stops right there"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn bacseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bacseg")).args(args).output().expect("run bacseg")
+    Command::new(env!("CARGO_BIN_EXE_bacseg"))
+        .args(args)
+        .output()
+        .expect("run bacseg")
 }
 
 fn s(p: &Path) -> &str {
@@ -25,7 +32,10 @@ fn help_and_version() {
     for sub in ["info", "convert", "preprocess"] {
         let out = bacseg(&[sub, "--help"]);
         assert!(out.status.success(), "{sub} --help");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{sub}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{sub}"
+        );
     }
 }
 
@@ -52,7 +62,13 @@ fn convert_png16_round_trips_and_tiff_works() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
     // --normalized spans the 16-bit range inside the breast.
     let norm = dir.path().join("norm.png");
-    let o = bacseg(&["convert", s(&input), s(&norm), "--normalized", "--no-breast-mask"]);
+    let o = bacseg(&[
+        "convert",
+        s(&input),
+        s(&norm),
+        "--normalized",
+        "--no-breast-mask",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let back = image::open(&norm).unwrap().into_luma16();
     let max = back.pixels().map(|p| p.0[0]).max().unwrap();
@@ -77,13 +93,27 @@ fn bad_input_exits_2_with_one_line_naming_the_file_and_writes_nothing() {
         assert!(err.contains("corrupt.dcm"), "{err}");
     }
     assert!(!out.exists());
-    let leftovers: Vec<PathBuf> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(leftovers.len(), 1, "temporary files left behind: {leftovers:?}");
+    let leftovers: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "temporary files left behind: {leftovers:?}"
+    );
 
     let o = bacseg(&["convert", s(&bad), s(&dir.path().join("out.jpg"))]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains(".png, .tif"));
-    let o = bacseg(&["preprocess", s(&bad), "--low-percentile", "90", "--high-percentile", "10"]);
+    let o = bacseg(&[
+        "preprocess",
+        s(&bad),
+        "--low-percentile",
+        "90",
+        "--high-percentile",
+        "10",
+    ]);
     assert_eq!(o.status.code(), Some(2));
 }
 
@@ -96,7 +126,14 @@ fn info_json_for_png() {
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["format"], "png");
-    assert_eq!((v["width"].as_u64(), v["height"].as_u64(), v["bits_stored"].as_u64()), (Some(12), Some(7), Some(16)));
+    assert_eq!(
+        (
+            v["width"].as_u64(),
+            v["height"].as_u64(),
+            v["bits_stored"].as_u64()
+        ),
+        (Some(12), Some(7), Some(16))
+    );
 }
 
 #[test]
@@ -106,11 +143,29 @@ fn preprocess_writes_mask_image_and_overlay() {
     // A bright half-disc (the breast) on a dark background.
     write_png16(&input, 200, 260, |x, y| {
         let d = ((x as f32).powi(2) + (y as f32 - 130.0).powi(2)).sqrt();
-        if d < 120.0 { 2000 + (1000.0 * (1.0 - d / 120.0)) as u16 } else { 50 }
+        if d < 120.0 {
+            2000 + (1000.0 * (1.0 - d / 120.0)) as u16
+        } else {
+            50
+        }
     });
-    let (mask, img, ov) = (dir.path().join("m.png"), dir.path().join("i.png"), dir.path().join("o.png"));
+    let (mask, img, ov) = (
+        dir.path().join("m.png"),
+        dir.path().join("i.png"),
+        dir.path().join("o.png"),
+    );
     let o = bacseg(&[
-        "preprocess", s(&input), "--mask", s(&mask), "--image", s(&img), "--overlay", s(&ov), "--overlay-size", "100", "--json",
+        "preprocess",
+        s(&input),
+        "--mask",
+        s(&mask),
+        "--image",
+        s(&img),
+        "--overlay",
+        s(&ov),
+        "--overlay-size",
+        "100",
+        "--json",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -152,7 +207,11 @@ fn every_shared_file_is_described_and_converted_or_rejected_clearly() {
     for f in files {
         let name = f.file_name().unwrap().to_str().unwrap().to_string();
         let o = bacseg(&["info", s(&f), "--json"]);
-        assert!(o.status.success(), "info {name}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "info {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         let text = String::from_utf8_lossy(&o.stdout).to_lowercase();
         for key in ["patient", "birth", "accession", "institution"] {
@@ -165,9 +224,17 @@ fn every_shared_file_is_described_and_converted_or_rejected_clearly() {
             assert!(String::from_utf8_lossy(&o.stderr).contains(&name));
             assert!(!out.exists());
         } else {
-            assert!(o.status.success(), "convert {name}: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "convert {name}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             let back = image::open(&out).unwrap();
-            assert_eq!(u64::from(back.width()), info["width"].as_u64().unwrap(), "{name}");
+            assert_eq!(
+                u64::from(back.width()),
+                info["width"].as_u64().unwrap(),
+                "{name}"
+            );
         }
     }
 }

@@ -16,8 +16,14 @@ fn mammogram_like(w: usize, h: usize) -> Raster<f32> {
         let dx = x as f32 / (w as f32 * 0.7);
         let dy = (y as f32 - h as f32 / 2.0) / (h as f32 * 0.45);
         let r = dx * dx + dy * dy;
-        let base = if r < 1.0 { 900.0 + 1400.0 * (1.0 - r) + 300.0 * ((x as f32 * 0.05).sin() * (y as f32 * 0.03).cos()) } else { 60.0 };
-        (base + rng.random_range(-40.0..40.0f32)).round().clamp(0.0, 4095.0)
+        let base = if r < 1.0 {
+            900.0 + 1400.0 * (1.0 - r) + 300.0 * ((x as f32 * 0.05).sin() * (y as f32 * 0.03).cos())
+        } else {
+            60.0
+        };
+        (base + rng.random_range(-40.0..40.0f32))
+            .round()
+            .clamp(0.0, 4095.0)
     })
 }
 
@@ -41,11 +47,18 @@ fn reference_median5(img: &Raster<f32>) -> Raster<f32> {
 
 fn bench(c: &mut Criterion) {
     let img = mammogram_like(3328, 4096);
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("pool");
     let mut g = c.benchmark_group("median5x5_3328x4096_1thread");
     g.sample_size(10);
-    g.bench_function("sliding_histogram", |b| b.iter(|| one.install(|| median_filter(&img, 2))));
-    g.bench_function("reference_select_per_window", |b| b.iter(|| reference_median5(&img)));
+    g.bench_function("sliding_histogram", |b| {
+        b.iter(|| one.install(|| median_filter(&img, 2)))
+    });
+    g.bench_function("reference_select_per_window", |b| {
+        b.iter(|| reference_median5(&img))
+    });
     g.finish();
 
     let m = Mammogram {
@@ -60,7 +73,9 @@ fn bench(c: &mut Criterion) {
     let cfg = Preprocess::default();
     let mut g = c.benchmark_group("preprocess_3328x4096_all_cores");
     g.sample_size(10);
-    g.bench_function("median_mask_normalise", |b| b.iter(|| preprocess::preprocess(&m, &cfg)));
+    g.bench_function("median_mask_normalise", |b| {
+        b.iter(|| preprocess::preprocess(&m, &cfg))
+    });
     g.finish();
 }
 

@@ -24,14 +24,25 @@ pub struct Augment {
 
 impl Default for Augment {
     fn default() -> Self {
-        Self { enabled: true, flips: true, rot90: true, brightness: 0.05, contrast: 0.15, gamma: 0.2, noise_std: 0.01 }
+        Self {
+            enabled: true,
+            flips: true,
+            rot90: true,
+            brightness: 0.05,
+            contrast: 0.15,
+            gamma: 0.2,
+            noise_std: 0.01,
+        }
     }
 }
 
 impl Augment {
     /// No augmentation at all (validation, inference).
     pub fn none() -> Self {
-        Self { enabled: false, ..Self::default() }
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -42,7 +53,9 @@ impl Augment {
             ("noise_std", self.noise_std, 0.5),
         ] {
             if !(0.0..=max).contains(&v) {
-                return Err(format!("augmentation {name} must be in [0, {max}], got {v}"));
+                return Err(format!(
+                    "augmentation {name} must be in [0, {max}], got {v}"
+                ));
             }
         }
         Ok(())
@@ -95,7 +108,13 @@ impl Dihedral {
 }
 
 /// Augment one `n x n` patch in place: `image` in [0, 1], `mask` of the same length.
-pub fn augment_patch<R: Rng + ?Sized>(image: &mut [f32], mask: &mut [f32], n: usize, cfg: &Augment, rng: &mut R) {
+pub fn augment_patch<R: Rng + ?Sized>(
+    image: &mut [f32],
+    mask: &mut [f32],
+    n: usize,
+    cfg: &Augment,
+    rng: &mut R,
+) {
     debug_assert_eq!(image.len(), n * n);
     debug_assert_eq!(mask.len(), n * n);
     if !cfg.enabled {
@@ -109,7 +128,13 @@ pub fn augment_patch<R: Rng + ?Sized>(image: &mut [f32], mask: &mut [f32], n: us
     geo.apply(image, n);
     geo.apply(mask, n);
 
-    let mut draw = |r: f32| if r > 0.0 { rng.random_range(-r..=r) } else { 0.0 };
+    let mut draw = |r: f32| {
+        if r > 0.0 {
+            rng.random_range(-r..=r)
+        } else {
+            0.0
+        }
+    };
     let (b, c, g) = (draw(cfg.brightness), draw(cfg.contrast), draw(cfg.gamma));
     if c != 0.0 {
         let mean = image.iter().sum::<f32>() / image.len().max(1) as f32;
@@ -142,7 +167,13 @@ mod tests {
     fn geometry_moves_image_and_mask_together() {
         let n = 5;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let cfg = Augment { brightness: 0.0, contrast: 0.0, gamma: 0.0, noise_std: 0.0, ..Augment::default() };
+        let cfg = Augment {
+            brightness: 0.0,
+            contrast: 0.0,
+            gamma: 0.0,
+            noise_std: 0.0,
+            ..Augment::default()
+        };
         for _ in 0..20 {
             let mut img: Vec<f32> = (0..n * n).map(|i| i as f32 / 25.0).collect();
             let mut mask: Vec<f32> = img.clone();
@@ -164,7 +195,12 @@ mod tests {
             for h in [false, true] {
                 for v in [false, true] {
                     let mut b = base.clone();
-                    Dihedral { transpose: t, flip_h: h, flip_v: v }.apply(&mut b, n);
+                    Dihedral {
+                        transpose: t,
+                        flip_h: h,
+                        flip_v: v,
+                    }
+                    .apply(&mut b, n);
                     seen.insert(b);
                 }
             }
@@ -176,7 +212,11 @@ mod tests {
     fn intensity_changes_stay_in_range_and_leave_mask() {
         let n = 8;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
-        let cfg = Augment { flips: false, rot90: false, ..Augment::default() };
+        let cfg = Augment {
+            flips: false,
+            rot90: false,
+            ..Augment::default()
+        };
         let mut img: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 / 6.0).collect();
         let orig = img.clone();
         let mut mask = vec![0.0; n * n];

@@ -30,11 +30,22 @@ pub enum DatasetError {
     #[error("{}: {} image(s) without a mask in masks/: {}", dir.display(), stems.len(), preview(stems))]
     MissingMasks { dir: PathBuf, stems: Vec<String> },
     #[error("{}: two images share the stem {stem:?} ({a} and {b})", dir.display())]
-    DuplicateStem { dir: PathBuf, stem: String, a: String, b: String },
+    DuplicateStem {
+        dir: PathBuf,
+        stem: String,
+        a: String,
+        b: String,
+    },
     #[error("{}: {reason}", path.display())]
     Splits { path: PathBuf, reason: String },
     #[error("{}: the mask is {mask_w}x{mask_h} but its image is {image_w}x{image_h}", path.display())]
-    MaskSize { path: PathBuf, mask_w: usize, mask_h: usize, image_w: usize, image_h: usize },
+    MaskSize {
+        path: PathBuf,
+        mask_w: usize,
+        mask_h: usize,
+        image_w: usize,
+        image_h: usize,
+    },
     #[error(transparent)]
     Io(#[from] IoError),
 }
@@ -68,19 +79,37 @@ fn is_candidate(p: &Path) -> bool {
     if name.starts_with('.') || !p.is_file() {
         return false;
     }
-    let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    matches!(ext.as_deref(), None | Some("png" | "tif" | "tiff" | "dcm" | "dicom"))
+    let ext = p
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    matches!(
+        ext.as_deref(),
+        None | Some("png" | "tif" | "tiff" | "dcm" | "dicom")
+    )
 }
 
 fn list(dir: &Path) -> Result<BTreeMap<String, PathBuf>, DatasetError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| DatasetError::List { path: dir.into(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| DatasetError::List {
+        path: dir.into(),
+        source,
+    })?;
     let mut out = BTreeMap::new();
     for e in entries {
-        let p = e.map_err(|source| DatasetError::List { path: dir.into(), source })?.path();
+        let p = e
+            .map_err(|source| DatasetError::List {
+                path: dir.into(),
+                source,
+            })?
+            .path();
         if !is_candidate(&p) {
             continue;
         }
-        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let stem = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
         if let Some(prev) = out.insert(stem.clone(), p.clone()) {
             return Err(DatasetError::DuplicateStem {
                 dir: dir.into(),
@@ -105,10 +134,21 @@ impl Dataset {
             return Err(DatasetError::Empty(images_dir));
         }
         let masks_dir = root.join("masks");
-        let masks = if masks_dir.is_dir() { list(&masks_dir)? } else { BTreeMap::new() };
-        let missing: Vec<String> = images.keys().filter(|s| !masks.contains_key(*s)).cloned().collect();
+        let masks = if masks_dir.is_dir() {
+            list(&masks_dir)?
+        } else {
+            BTreeMap::new()
+        };
+        let missing: Vec<String> = images
+            .keys()
+            .filter(|s| !masks.contains_key(*s))
+            .cloned()
+            .collect();
         if !missing.is_empty() {
-            return Err(DatasetError::MissingMasks { dir: masks_dir, stems: missing });
+            return Err(DatasetError::MissingMasks {
+                dir: masks_dir,
+                stems: missing,
+            });
         }
         let samples = images
             .into_iter()
@@ -117,7 +157,10 @@ impl Dataset {
                 Sample { stem, image, mask }
             })
             .collect();
-        Ok(Self { root: root.into(), samples })
+        Ok(Self {
+            root: root.into(),
+            samples,
+        })
     }
 
     pub fn stems(&self) -> Vec<String> {
@@ -166,8 +209,16 @@ impl Split {
     /// A seeded random split by image: `val_fraction` and `test_fraction` of the images (at
     /// least one each when the fraction is positive and there are enough images), the rest
     /// for training. The same stems, fractions and seed always give the same split.
-    pub fn random(stems: &[String], val_fraction: f64, test_fraction: f64, seed: u64) -> Result<Self, String> {
-        if !(0.0..1.0).contains(&val_fraction) || !(0.0..1.0).contains(&test_fraction) || val_fraction + test_fraction >= 1.0 {
+    pub fn random(
+        stems: &[String],
+        val_fraction: f64,
+        test_fraction: f64,
+        seed: u64,
+    ) -> Result<Self, String> {
+        if !(0.0..1.0).contains(&val_fraction)
+            || !(0.0..1.0).contains(&test_fraction)
+            || val_fraction + test_fraction >= 1.0
+        {
             return Err(format!(
                 "validation ({val_fraction}) and test ({test_fraction}) fractions must be in [0, 1) and sum to less than 1"
             ));
@@ -176,14 +227,26 @@ impl Split {
         order.sort();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
         let n = order.len();
-        let count = |f: f64| if f > 0.0 { ((n as f64 * f).round() as usize).max(1) } else { 0 };
+        let count = |f: f64| {
+            if f > 0.0 {
+                ((n as f64 * f).round() as usize).max(1)
+            } else {
+                0
+            }
+        };
         let (n_val, n_test) = (count(val_fraction), count(test_fraction));
         if n_val + n_test >= n {
-            return Err(format!("{n} image(s) are too few for {n_val} validation and {n_test} test image(s) plus training"));
+            return Err(format!(
+                "{n} image(s) are too few for {n_val} validation and {n_test} test image(s) plus training"
+            ));
         }
         let test = order.split_off(n - n_test);
         let val = order.split_off(n - n_test - n_val);
-        let mut s = Self { train: order, val, test };
+        let mut s = Self {
+            train: order,
+            val,
+            test,
+        };
         s.train.sort();
         s.val.sort();
         s.test.sort();
@@ -193,9 +256,13 @@ impl Split {
     /// Read `splits.json`, checking that every stem exists in `dataset` and that no image is
     /// in two parts.
     pub fn load(path: &Path, dataset: &Dataset) -> Result<Self, DatasetError> {
-        let err = |reason: String| DatasetError::Splits { path: path.into(), reason };
+        let err = |reason: String| DatasetError::Splits {
+            path: path.into(),
+            reason,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let split: Split = serde_json::from_str(&text).map_err(|e| err(format!("not a valid splits file: {e}")))?;
+        let split: Split = serde_json::from_str(&text)
+            .map_err(|e| err(format!("not a valid splits file: {e}")))?;
         split.check(dataset).map_err(err)?;
         Ok(split)
     }
@@ -204,7 +271,11 @@ impl Split {
     pub fn check(&self, dataset: &Dataset) -> Result<(), String> {
         let known: BTreeSet<&str> = dataset.samples.iter().map(|s| s.stem.as_str()).collect();
         let mut seen = BTreeSet::new();
-        for (part, stems) in [("train", &self.train), ("val", &self.val), ("test", &self.test)] {
+        for (part, stems) in [
+            ("train", &self.train),
+            ("val", &self.val),
+            ("test", &self.test),
+        ] {
             for s in stems {
                 if !known.contains(s.as_str()) {
                     return Err(format!("{part} lists {s:?}, which is not in images/"));
@@ -260,13 +331,22 @@ mod tests {
         let img = crate::raster::Raster::filled(4, 3, 100u16);
         let mask = Mask::filled(4, 3, false);
         for s in ["a", "b", "c"] {
-            io::write_png_gray16(&dir.path().join(format!("images/{s}.png")), 4, 3, img.data()).unwrap();
+            io::write_png_gray16(
+                &dir.path().join(format!("images/{s}.png")),
+                4,
+                3,
+                img.data(),
+            )
+            .unwrap();
         }
         for s in ["a", "b"] {
             io::write_mask_png(&dir.path().join(format!("masks/{s}.png")), &mask).unwrap();
         }
         let err = Dataset::open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("1 image(s) without a mask") && err.contains('c'), "{err}");
+        assert!(
+            err.contains("1 image(s) without a mask") && err.contains('c'),
+            "{err}"
+        );
         io::write_mask_png(&dir.path().join("masks/c.png"), &Mask::filled(5, 3, false)).unwrap();
         let ds = Dataset::open(dir.path()).unwrap();
         assert_eq!(ds.stems(), vec!["a", "b", "c"]);
@@ -279,7 +359,12 @@ mod tests {
         let err = Split::load(&splits, &ds).unwrap_err().to_string();
         assert!(err.contains("more than one part"), "{err}");
         std::fs::write(&splits, r#"{"train": ["a", "zz"], "val": ["b"]}"#).unwrap();
-        assert!(Split::load(&splits, &ds).unwrap_err().to_string().contains("zz"));
+        assert!(
+            Split::load(&splits, &ds)
+                .unwrap_err()
+                .to_string()
+                .contains("zz")
+        );
         std::fs::write(&splits, r#"{"train": ["a", "c"], "val": ["b"]}"#).unwrap();
         assert_eq!(Split::load(&splits, &ds).unwrap().train, vec!["a", "c"]);
     }

@@ -98,7 +98,9 @@ impl SpacingSource {
             Self::ImagerPixelSpacingMagnificationCorrected => {
                 "Imager Pixel Spacing (0018,1164) / Estimated Radiographic Magnification Factor (0018,1114)"
             }
-            Self::ImagerPixelSpacing => "Imager Pixel Spacing (0018,1164), not magnification-corrected",
+            Self::ImagerPixelSpacing => {
+                "Imager Pixel Spacing (0018,1164), not magnification-corrected"
+            }
             Self::NominalScannedPixelSpacing => "Nominal Scanned Pixel Spacing (0018,2010)",
             Self::User => "given by the user",
         }

@@ -15,7 +15,12 @@ pub struct Rgb8 {
 /// (box averaging), with the outline of `breast` in green and `bac` pixels in red (a
 /// downscaled pixel is red when any full-resolution pixel under it is BAC, so thin vessels
 /// stay visible).
-pub fn render(image: &Raster<f32>, breast: Option<&Mask>, bac: Option<&Mask>, max_side: usize) -> Rgb8 {
+pub fn render(
+    image: &Raster<f32>,
+    breast: Option<&Mask>,
+    bac: Option<&Mask>,
+    max_side: usize,
+) -> Rgb8 {
     let (w, h) = (image.width(), image.height());
     let f = w.max(h).div_ceil(max_side.max(1)).max(1);
     let (ow, oh) = (w.div_ceil(f), h.div_ceil(f));
@@ -42,7 +47,9 @@ pub fn render(image: &Raster<f32>, breast: Option<&Mask>, bac: Option<&Mask>, ma
     for oy in 0..oh {
         for ox in 0..ow {
             let i = oy * ow + ox;
-            let g = (grey[i] / count[i].max(1) as f32 * 255.0).round().clamp(0.0, 255.0) as u8;
+            let g = (grey[i] / count[i].max(1) as f32 * 255.0)
+                .round()
+                .clamp(0.0, 255.0) as u8;
             let edge = breast.is_some()
                 && is_in(i)
                 && (ox == 0
@@ -63,7 +70,11 @@ pub fn render(image: &Raster<f32>, breast: Option<&Mask>, bac: Option<&Mask>, ma
             data.extend_from_slice(&px);
         }
     }
-    Rgb8 { width: ow, height: oh, data }
+    Rgb8 {
+        width: ow,
+        height: oh,
+        data,
+    }
 }
 
 #[cfg(test)]

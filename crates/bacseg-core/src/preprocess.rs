@@ -25,7 +25,12 @@ pub struct Preprocess {
 
 impl Default for Preprocess {
     fn default() -> Self {
-        Self { median_radius: 2, low_percentile: 1.0, high_percentile: 99.9, breast_mask: BreastMaskConfig::default() }
+        Self {
+            median_radius: 2,
+            low_percentile: 1.0,
+            high_percentile: 99.9,
+            breast_mask: BreastMaskConfig::default(),
+        }
     }
 }
 
@@ -44,6 +49,11 @@ pub enum PreprocessError {
 
 impl Preprocess {
     /// Check every field; call before any work so that later code never sees a bad config.
+    #[allow(
+        clippy::nonminimal_bool,
+        clippy::neg_cmp_op_on_partial_ord,
+        reason = "negated comparisons also reject NaN"
+    )]
     pub fn validate(&self) -> Result<(), PreprocessError> {
         let (low, high) = (self.low_percentile, self.high_percentile);
         if !(0.0..100.0).contains(&low) || !(high > low && high <= 100.0) {
@@ -80,7 +90,11 @@ pub struct BreastMaskConfig {
 
 impl Default for BreastMaskConfig {
     fn default() -> Self {
-        Self { enabled: true, work_size: 512, threshold_fraction: 0.35 }
+        Self {
+            enabled: true,
+            work_size: 512,
+            threshold_fraction: 0.35,
+        }
     }
 }
 
@@ -162,7 +176,11 @@ impl Levels {
             lo = 0.0;
             hi = 0.0;
         }
-        let step = if integral && hi - lo <= 65535.0 { 1.0 } else { ((hi - lo) / 65535.0).max(f32::MIN_POSITIVE) };
+        let step = if integral && hi - lo <= 65535.0 {
+            1.0
+        } else {
+            ((hi - lo) / 65535.0).max(f32::MIN_POSITIVE)
+        };
         let data = img
             .data()
             .par_iter()
@@ -171,7 +189,11 @@ impl Levels {
                 ((v - lo) / step).round().clamp(0.0, 65535.0) as u16
             })
             .collect();
-        Self { data, offset: lo, step }
+        Self {
+            data,
+            offset: lo,
+            step,
+        }
     }
 
     fn value(&self, level: u16) -> f32 {
@@ -194,7 +216,12 @@ struct MedianHistogram {
 
 impl MedianHistogram {
     fn new() -> Self {
-        Self { fine: Box::new([0; 65536]), coarse: [0; 256], median: 0, below: 0 }
+        Self {
+            fine: Box::new([0; 65536]),
+            coarse: [0; 256],
+            median: 0,
+            below: 0,
+        }
     }
 
     /// Replace one sample by another (a no-op when equal, as in flat background).
@@ -292,46 +319,52 @@ pub fn median_filter(img: &Raster<f32>, radius: usize) -> Raster<f32> {
     let clampy = |y: isize| y.clamp(0, h as isize - 1) as usize;
     let band = 64.max(h.div_ceil(rayon::current_num_threads() * 4));
     let mut out = vec![0u16; w * h];
-    out.par_chunks_mut(band * w).enumerate().for_each(|(b, chunk)| {
-        let y0 = b * band;
-        let rows = chunk.len() / w;
-        let mut hist = MedianHistogram::new();
-        // Window for (x = 0, y = y0).
-        for dy in -r..=r {
-            let row = clampy(y0 as isize + dy) * w;
-            for dx in -r..=r {
-                hist.add(src[row + clampx(dx)]);
+    out.par_chunks_mut(band * w)
+        .enumerate()
+        .for_each(|(b, chunk)| {
+            let y0 = b * band;
+            let rows = chunk.len() / w;
+            let mut hist = MedianHistogram::new();
+            // Window for (x = 0, y = y0).
+            for dy in -r..=r {
+                let row = clampy(y0 as isize + dy) * w;
+                for dx in -r..=r {
+                    hist.add(src[row + clampx(dx)]);
+                }
             }
-        }
-        // Snake scan: left-to-right on even rows, right-to-left on odd rows, so the window
-        // only ever moves by one pixel.
-        for i in 0..rows {
-            let y = (y0 + i) as isize;
-            let ltr = i % 2 == 0;
-            let line = &mut chunk[i * w..(i + 1) * w];
-            for step in 0..w {
-                let x = if ltr { step } else { w - 1 - step } as isize;
-                if step > 0 {
-                    let (leaving, entering) = if ltr { (x - r - 1, x + r) } else { (x + r + 1, x - r) };
-                    let (xl, xe) = (clampx(leaving), clampx(entering));
-                    for dy in -r..=r {
-                        let row = clampy(y + dy) * w;
-                        hist.replace(src[row + xl], src[row + xe]);
+            // Snake scan: left-to-right on even rows, right-to-left on odd rows, so the window
+            // only ever moves by one pixel.
+            for i in 0..rows {
+                let y = (y0 + i) as isize;
+                let ltr = i % 2 == 0;
+                let line = &mut chunk[i * w..(i + 1) * w];
+                for step in 0..w {
+                    let x = if ltr { step } else { w - 1 - step } as isize;
+                    if step > 0 {
+                        let (leaving, entering) = if ltr {
+                            (x - r - 1, x + r)
+                        } else {
+                            (x + r + 1, x - r)
+                        };
+                        let (xl, xe) = (clampx(leaving), clampx(entering));
+                        for dy in -r..=r {
+                            let row = clampy(y + dy) * w;
+                            hist.replace(src[row + xl], src[row + xe]);
+                        }
+                    }
+                    line[x as usize] = hist.settle(rank);
+                }
+                if i + 1 < rows {
+                    // Move the window down one row at the current x.
+                    let x = if ltr { w as isize - 1 } else { 0 };
+                    let (top, bottom) = (clampy(y - r) * w, clampy(y + r + 1) * w);
+                    for dx in -r..=r {
+                        let xx = clampx(x + dx);
+                        hist.replace(src[top + xx], src[bottom + xx]);
                     }
                 }
-                line[x as usize] = hist.settle(rank);
             }
-            if i + 1 < rows {
-                // Move the window down one row at the current x.
-                let x = if ltr { w as isize - 1 } else { 0 };
-                let (top, bottom) = (clampy(y - r) * w, clampy(y + r + 1) * w);
-                for dx in -r..=r {
-                    let xx = clampx(x + dx);
-                    hist.replace(src[top + xx], src[bottom + xx]);
-                }
-            }
-        }
-    });
+        });
     let data = out.into_par_iter().map(|l| levels.value(l)).collect();
     Raster::from_vec(w, h, data).unwrap_or_else(|_| unreachable!("output has w*h samples"))
 }
@@ -340,8 +373,16 @@ pub fn median_filter(img: &Raster<f32>, radius: usize) -> Raster<f32> {
 // Breast mask
 
 /// Otsu's threshold of `values` over `bins` levels between their min and max.
+#[allow(
+    clippy::neg_cmp_op_on_partial_ord,
+    reason = "also true when the values are NaN"
+)]
 pub fn otsu_threshold(values: &[f32], bins: usize) -> f32 {
-    let (lo, hi) = values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
     if !(hi > lo) {
         return lo;
     }
@@ -351,7 +392,11 @@ pub fn otsu_threshold(values: &[f32], bins: usize) -> f32 {
         hist[((v - lo) * scale) as usize] += 1;
     }
     let total = values.len() as f64;
-    let sum_all: f64 = hist.iter().enumerate().map(|(i, &c)| i as f64 * c as f64).sum();
+    let sum_all: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| i as f64 * c as f64)
+        .sum();
     let (mut w0, mut sum0, mut best, mut best_i) = (0.0, 0.0, -1.0, 0);
     for (i, &c) in hist.iter().enumerate() {
         w0 += c as f64;
@@ -385,7 +430,10 @@ fn downsample(img: &Raster<f32>, f: usize) -> Raster<f32> {
                     counts[x / f] += 1;
                 }
             }
-            sums.iter().zip(&counts).map(|(&s, &c)| (s / f64::from(c.max(1))) as f32).collect()
+            sums.iter()
+                .zip(&counts)
+                .map(|(&s, &c)| (s / f64::from(c.max(1))) as f32)
+                .collect()
         })
         .collect();
     Raster::from_vec(w, h, rows.concat()).unwrap_or_else(|_| unreachable!("w*h samples"))
@@ -447,7 +495,12 @@ pub fn label_components(mask: &Mask) -> (Raster<u32>, Vec<usize>) {
 /// Keep only the largest 8-connected component.
 pub fn largest_component(mask: &Mask) -> Mask {
     let (labels, sizes) = label_components(mask);
-    let Some(best) = sizes.iter().enumerate().max_by_key(|&(_, s)| *s).map(|(i, _)| i as u32 + 1) else {
+    let Some(best) = sizes
+        .iter()
+        .enumerate()
+        .max_by_key(|&(_, s)| *s)
+        .map(|(i, _)| i as u32 + 1)
+    else {
         return mask.clone();
     };
     labels.map(|&l| l == best)
@@ -487,7 +540,8 @@ pub fn fill_holes(mask: &Mask) -> Mask {
             seed(i + w, &mut stack, &mut outside);
         }
     }
-    Raster::from_vec(w, h, outside.into_iter().map(|o| !o).collect()).unwrap_or_else(|_| unreachable!("w*h"))
+    Raster::from_vec(w, h, outside.into_iter().map(|o| !o).collect())
+        .unwrap_or_else(|_| unreachable!("w*h"))
 }
 
 /// Breast (foreground) mask: downsample to `work_size`, smooth, threshold between the
@@ -563,14 +617,22 @@ pub fn percentile_window(img: &Raster<f32>, mask: &Mask, low: f32, high: f32) ->
         65535
     };
     let (lo, hi) = (levels.value(at(low)), levels.value(at(high)));
-    if hi > lo { (lo, hi) } else { (lo, lo + levels.step.max(1.0)) }
+    if hi > lo {
+        (lo, hi)
+    } else {
+        (lo, lo + levels.step.max(1.0))
+    }
 }
 
 /// Map `window.0 -> 0` and `window.1 -> 1`, clamped to [0, 1].
 pub fn normalise(img: &Raster<f32>, window: (f32, f32)) -> Raster<f32> {
     let (lo, hi) = window;
     let scale = 1.0 / (hi - lo).max(f32::MIN_POSITIVE);
-    let data = img.data().par_iter().map(|&v| ((v - lo) * scale).clamp(0.0, 1.0)).collect();
+    let data = img
+        .data()
+        .par_iter()
+        .map(|&v| ((v - lo) * scale).clamp(0.0, 1.0))
+        .collect();
     Raster::from_vec(img.width(), img.height(), data).unwrap_or_else(|_| unreachable!("same size"))
 }
 
@@ -671,13 +733,15 @@ mod tests {
 
     #[test]
     fn fill_holes_and_largest_component() {
-        let m = Raster::from_vec(5, 5, vec![
-            true, true, true, false, false,
-            true, false, true, false, true,
-            true, true, true, false, false,
-            false, false, false, false, false,
-            false, false, false, false, false,
-        ]).unwrap();
+        let m = Raster::from_vec(
+            5,
+            5,
+            vec![
+                true, true, true, false, false, true, false, true, false, true, true, true, true,
+                false, false, false, false, false, false, false, false, false, false, false, false,
+            ],
+        )
+        .unwrap();
         let l = largest_component(&m);
         assert_eq!(l.count(), 8);
         assert!(!*l.get(4, 1));
@@ -700,7 +764,14 @@ mod tests {
     #[test]
     fn validate_rejects_bad_configs() {
         assert!(Preprocess::default().validate().is_ok());
-        let bad = Preprocess { low_percentile: 50.0, high_percentile: 40.0, ..Default::default() };
-        assert!(matches!(bad.validate(), Err(PreprocessError::Percentiles { .. })));
+        let bad = Preprocess {
+            low_percentile: 50.0,
+            high_percentile: 40.0,
+            ..Default::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(PreprocessError::Percentiles { .. })
+        ));
     }
 }

@@ -52,7 +52,11 @@ pub struct RasterSizeError {
 impl<T: Clone> Raster<T> {
     /// A raster filled with `value`.
     pub fn filled(width: usize, height: usize, value: T) -> Self {
-        Self { width, height, data: vec![value; width * height] }
+        Self {
+            width,
+            height,
+            data: vec![value; width * height],
+        }
     }
 
     /// Copy out the `w x h` window whose top-left corner is `(x0, y0)`; parts of the window
@@ -62,14 +66,18 @@ impl<T: Clone> Raster<T> {
         for y in y0..y0 + h {
             if y < self.height {
                 let row = self.row(y);
-                for x in x0..x0 + w {
-                    out.push(if x < self.width { row[x].clone() } else { pad.clone() });
-                }
+                let inside = row.get(x0..self.width.min(x0 + w)).unwrap_or(&[]);
+                out.extend_from_slice(inside);
+                out.extend(std::iter::repeat_n(pad.clone(), w - inside.len()));
             } else {
                 out.extend(std::iter::repeat_n(pad.clone(), w));
             }
         }
-        Self { width: w, height: h, data: out }
+        Self {
+            width: w,
+            height: h,
+            data: out,
+        }
     }
 }
 
@@ -77,9 +85,17 @@ impl<T> Raster<T> {
     /// Wrap a row-major buffer; fails if its length is not `width * height`.
     pub fn from_vec(width: usize, height: usize, data: Vec<T>) -> Result<Self, RasterSizeError> {
         if data.len() != width * height {
-            return Err(RasterSizeError { width, height, len: data.len() });
+            return Err(RasterSizeError {
+                width,
+                height,
+                len: data.len(),
+            });
         }
-        Ok(Self { width, height, data })
+        Ok(Self {
+            width,
+            height,
+            data,
+        })
     }
 
     /// Build by evaluating `f(x, y)` at every pixel.
@@ -90,7 +106,11 @@ impl<T> Raster<T> {
                 data.push(f(x, y));
             }
         }
-        Self { width, height, data }
+        Self {
+            width,
+            height,
+            data,
+        }
     }
 
     pub fn width(&self) -> usize {
@@ -148,7 +168,11 @@ impl<T> Raster<T> {
 
     /// Apply `f` to every sample, keeping the geometry.
     pub fn map<U>(&self, f: impl FnMut(&T) -> U) -> Raster<U> {
-        Raster { width: self.width, height: self.height, data: self.data.iter().map(f).collect() }
+        Raster {
+            width: self.width,
+            height: self.height,
+            data: self.data.iter().map(f).collect(),
+        }
     }
 }
 

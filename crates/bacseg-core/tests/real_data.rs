@@ -2,6 +2,10 @@
 //! `BACSEG_SHARED_DATA` environment variable that `.ci/run` sets). Decoded DICOM values are
 //! compared with pydicom's (tools/dicom_reference.py wrote the fixture). Skipped with a
 //! notice when the directory is absent, so a fresh clone still passes.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up its data stops right there"
+)]
 
 use std::path::PathBuf;
 
@@ -14,7 +18,9 @@ fn shared() -> Option<PathBuf> {
     match dir {
         Some(d) if d.join("dicom").is_dir() => Some(d),
         _ => {
-            eprintln!("SKIPPED: set BACSEG_SHARED_DATA to the shared data directory to run real-data tests");
+            eprintln!(
+                "SKIPPED: set BACSEG_SHARED_DATA to the shared data directory to run real-data tests"
+            );
             None
         }
     }
@@ -27,11 +33,17 @@ fn dicom_values_match_pydicom() {
         serde_json::from_str(include_str!("fixtures/dicom_reference.json")).unwrap();
     let mut compared = 0;
     for (name, want) in reference.as_object().unwrap() {
-        let Some(width) = want.get("width") else { continue };
+        let Some(width) = want.get("width") else {
+            continue;
+        };
         let path = dir.join("dicom").join(name);
         let m = io::load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.width() as u64, width.as_u64().unwrap(), "{name}");
-        assert_eq!(m.height() as u64, want["height"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            m.height() as u64,
+            want["height"].as_u64().unwrap(),
+            "{name}"
+        );
         let sum: f64 = m.pixels.data().iter().map(|&v| f64::from(v)).sum();
         assert_eq!(sum, want["sum"].as_f64().unwrap(), "{name}: sum");
         let mut h = Sha256::new();
@@ -39,7 +51,11 @@ fn dicom_values_match_pydicom() {
             h.update(v.to_le_bytes());
         }
         let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(digest, want["sha256_f32le"].as_str().unwrap(), "{name}: pixel digest");
+        assert_eq!(
+            digest,
+            want["sha256_f32le"].as_str().unwrap(),
+            "{name}: pixel digest"
+        );
         compared += 1;
     }
     assert!(compared >= 6, "compared only {compared} files");
@@ -59,13 +75,22 @@ fn broken_files_give_clear_errors() {
     // Truncated JPEG 2000 (also multi-frame): an error naming the file, never a panic.
     let p = dir.join("dicom/emri_small_jpeg_2k_lossless_too_short.dcm");
     let err = io::load(&p).unwrap_err();
-    assert!(err.to_string().contains("emri_small_jpeg_2k_lossless_too_short.dcm"), "{err}");
-    assert!(matches!(err, IoError::Unsupported { .. } | IoError::Corrupt { .. }));
+    assert!(
+        err.to_string()
+            .contains("emri_small_jpeg_2k_lossless_too_short.dcm"),
+        "{err}"
+    );
+    assert!(matches!(
+        err,
+        IoError::Unsupported { .. } | IoError::Corrupt { .. }
+    ));
     // Its pixel data really is truncated: the frames past the end cannot be decoded, and
     // the decoder says so (an error, not a crash).
     use dicom_pixeldata::PixelDecoder;
     let obj = dicom_object::open_file(&p).unwrap();
-    let failed = (0..10).filter(|&f| obj.decode_pixel_data_frame(f).is_err()).count();
+    let failed = (0..10)
+        .filter(|&f| obj.decode_pixel_data_frame(f).is_err())
+        .count();
     eprintln!("truncated JPEG 2000: {failed} of 10 frames fail to decode");
     assert!(failed > 0);
     // The malformed sequence is read as far as it is valid: the image itself is intact.
@@ -89,9 +114,15 @@ fn real_mammograms_load_and_preprocess() {
         let pre = preprocess::preprocess(&m, &cfg);
         let frac = pre.breast.count() as f64 / pre.breast.len() as f64;
         // The breast fills a good part of each image; background and labels are out.
-        assert!((0.3..0.75).contains(&frac), "{name}: breast fraction {frac}");
+        assert!(
+            (0.3..0.75).contains(&frac),
+            "{name}: breast fraction {frac}"
+        );
         // Top-right corner: background or the burned-in view label, never breast.
         let (w, _) = (m.width(), m.height());
-        assert!(!*pre.breast.get(w - 40, 40), "{name}: label corner inside the mask");
+        assert!(
+            !*pre.breast.get(w - 40, 40),
+            "{name}: label corner inside the mask"
+        );
     }
 }

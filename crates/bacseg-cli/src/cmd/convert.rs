@@ -33,7 +33,10 @@ enum OutFormat {
 }
 
 fn out_format(path: &Path) -> Result<OutFormat, InputError> {
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
     match ext.as_deref() {
         Some("png") => Ok(OutFormat::Png),
         Some("tif" | "tiff") => Ok(OutFormat::Tiff),
@@ -60,7 +63,11 @@ pub fn run(args: Args) -> Result<()> {
     }
     let data: Vec<u16> = if args.normalized {
         let pre = preprocess::preprocess(&mammogram, &cfg);
-        pre.image.data().iter().map(|&v| (v.clamp(0.0, 1.0) * 65535.0).round() as u16).collect()
+        pre.image
+            .data()
+            .iter()
+            .map(|&v| (v.clamp(0.0, 1.0) * 65535.0).round() as u16)
+            .collect()
     } else {
         let (lo, hi) = mammogram.value_range;
         // Negative modality values (signed data) are shifted so the smallest possible value
@@ -74,9 +81,17 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
         if offset > 0.0 {
-            eprintln!("bacseg: {}: values shifted by +{offset} to be non-negative", args.input.display());
+            eprintln!(
+                "bacseg: {}: values shifted by +{offset} to be non-negative",
+                args.input.display()
+            );
         }
-        mammogram.pixels.data().iter().map(|&v| (v + offset).round().clamp(0.0, 65535.0) as u16).collect()
+        mammogram
+            .pixels
+            .data()
+            .iter()
+            .map(|&v| (v + offset).round().clamp(0.0, 65535.0) as u16)
+            .collect()
     };
     let (w, h) = (mammogram.width(), mammogram.height());
     match format {

@@ -31,16 +31,30 @@ pub fn run(args: Args) -> Result<()> {
         ("photometric", info.photometric_interpretation.clone()),
         (
             "transfer syntax",
-            opt(info.transfer_syntax.as_ref().map(|t| format!("{} ({})", t.name, t.uid))),
+            opt(info
+                .transfer_syntax
+                .as_ref()
+                .map(|t| format!("{} ({})", t.name, t.uid))),
         ),
         (
             "pixel spacing",
             opt(info.pixel_spacing_mm.map(|s| {
-                format!("{:.4} x {:.4} mm (row x col), from {}", s.row_mm, s.col_mm, s.source.describe())
+                format!(
+                    "{:.4} x {:.4} mm (row x col), from {}",
+                    s.row_mm,
+                    s.col_mm,
+                    s.source.describe()
+                )
             })),
         ),
-        ("laterality", opt(info.laterality.map(|l| l.as_str().into()))),
-        ("view", opt(info.view_position.as_ref().map(|v| v.as_str().into()))),
+        (
+            "laterality",
+            opt(info.laterality.map(|l| l.as_str().into())),
+        ),
+        (
+            "view",
+            opt(info.view_position.as_ref().map(|v| v.as_str().into())),
+        ),
         ("modality", opt(info.modality.clone())),
         ("manufacturer", opt(info.manufacturer.clone())),
         ("model", opt(info.manufacturer_model.clone())),

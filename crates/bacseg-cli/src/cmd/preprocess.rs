@@ -46,7 +46,8 @@ impl PreprocessArgs {
                 ..BreastMaskConfig::default()
             },
         };
-        cfg.validate().map_err(|e| InputError(format!("preprocessing options: {e}")))?;
+        cfg.validate()
+            .map_err(|e| InputError(format!("preprocessing options: {e}")))?;
         Ok(cfg)
     }
 }

@@ -11,8 +11,8 @@ use std::path::Path;
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, OpenFileOptions, Tag};
 use dicom_pixeldata::PixelDecoder;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_transfer_syntax_registry::TransferSyntaxIndex;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::{FileFormat, ImageInfo, IoError, TransferSyntaxInfo};
 use crate::mammogram::{Laterality, Mammogram, PixelSpacing, SpacingSource, View};
@@ -36,11 +36,19 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> IoError {
-    IoError::Corrupt { path: path.into(), format: FORMAT, reason: reason.into() }
+    IoError::Corrupt {
+        path: path.into(),
+        format: FORMAT,
+        reason: reason.into(),
+    }
 }
 
 fn unsupported(path: &Path, reason: impl Into<String>) -> IoError {
-    IoError::Unsupported { path: path.into(), format: FORMAT, reason: reason.into() }
+    IoError::Unsupported {
+        path: path.into(),
+        format: FORMAT,
+        reason: reason.into(),
+    }
 }
 
 fn open(path: &Path, with_pixels: bool) -> Result<DefaultDicomObject, IoError> {
@@ -48,13 +56,17 @@ fn open(path: &Path, with_pixels: bool) -> Result<DefaultDicomObject, IoError> {
     if !with_pixels {
         options = options.read_until(tags::PIXEL_DATA);
     }
-    options.open_file(path).map_err(|e| corrupt(path, chain(&e)))
+    options
+        .open_file(path)
+        .map_err(|e| corrupt(path, chain(&e)))
 }
 
 fn text(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
     let e = obj.element_opt(tag).ok()??;
     let s = e.to_str().ok()?;
-    let s = s.trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string();
+    let s = s
+        .trim_matches(|c: char| c.is_whitespace() || c == '\0')
+        .to_string();
     (!s.is_empty()).then_some(s)
 }
 
@@ -85,15 +97,28 @@ fn spacing_pair(v: &[f64]) -> Option<(f64, f64)> {
 /// Radiographic Magnification Factor, then plain Imager Pixel Spacing, then the nominal
 /// spacing of a film scanner.
 fn pixel_spacing(obj: &DefaultDicomObject) -> Option<PixelSpacing> {
-    let make = |(row_mm, col_mm), source| PixelSpacing { row_mm, col_mm, source };
-    if let Some(p) = floats(obj, tags::PIXEL_SPACING).as_deref().and_then(spacing_pair) {
+    let make = |(row_mm, col_mm), source| PixelSpacing {
+        row_mm,
+        col_mm,
+        source,
+    };
+    if let Some(p) = floats(obj, tags::PIXEL_SPACING)
+        .as_deref()
+        .and_then(spacing_pair)
+    {
         return Some(make(p, SpacingSource::PixelSpacing));
     }
-    if let Some((r, c)) = floats(obj, tags::IMAGER_PIXEL_SPACING).as_deref().and_then(spacing_pair) {
+    if let Some((r, c)) = floats(obj, tags::IMAGER_PIXEL_SPACING)
+        .as_deref()
+        .and_then(spacing_pair)
+    {
         let mag = float(obj, tags::ESTIMATED_RADIOGRAPHIC_MAGNIFICATION_FACTOR)
             .filter(|m| *m > 0.0 && m.is_finite());
         return Some(match mag {
-            Some(m) => make((r / m, c / m), SpacingSource::ImagerPixelSpacingMagnificationCorrected),
+            Some(m) => make(
+                (r / m, c / m),
+                SpacingSource::ImagerPixelSpacingMagnificationCorrected,
+            ),
             None => make((r, c), SpacingSource::ImagerPixelSpacing),
         });
     }
@@ -142,7 +167,11 @@ fn modality_lut(path: &Path, obj: &DefaultDicomObject) -> Result<Option<Modality
     let [n, first, bits, ..] = desc[..] else {
         return Err(bad("LUT Descriptor needs 3 values"));
     };
-    let n = if n == 0 { 65536 } else { n.rem_euclid(65536).max(1) } as usize;
+    let n = if n == 0 {
+        65536
+    } else {
+        n.rem_euclid(65536).max(1)
+    } as usize;
     // First Mapped is US or SS depending on Pixel Representation; dicom-rs may give either.
     let first = if first > 32767 && int(obj, tags::PIXEL_REPRESENTATION) == Some(1) {
         first - 65536
@@ -159,34 +188,68 @@ fn modality_lut(path: &Path, obj: &DefaultDicomObject) -> Result<Option<Modality
         raw.iter().map(|&v| v as f32).collect()
     } else if raw.len() == 2 * n {
         // LUT Data read as bytes: little-endian 16-bit words.
-        raw.chunks_exact(2).map(|p| (p[0] | (p[1] << 8)) as f32).collect()
+        raw.chunks_exact(2)
+            .map(|p| (p[0] | (p[1] << 8)) as f32)
+            .collect()
     } else {
-        return Err(bad(&format!("LUT Data has {} entries, descriptor says {n}", raw.len())));
+        return Err(bad(&format!(
+            "LUT Data has {} entries, descriptor says {n}",
+            raw.len()
+        )));
     };
-    Ok(Some(ModalityLut { first_mapped: first, data, bits: bits.clamp(1, 16) as u16 }))
+    Ok(Some(ModalityLut {
+        first_mapped: first,
+        data,
+        bits: bits.clamp(1, 16) as u16,
+    }))
 }
 
 /// Stored values of one decoded frame (native-endian samples of `bits_allocated` bits):
 /// bits above Bits Stored masked off and, for signed data, the sign bit extended, as the
 /// standard defines (PS3.5 8.1.1); dicom-rs leaves both to the caller.
-fn stored_values(frame: &[u8], bits_allocated: u16, bits_stored: u16, signed: bool) -> Result<Vec<f32>, String> {
+fn stored_values(
+    frame: &[u8],
+    bits_allocated: u16,
+    bits_stored: u16,
+    signed: bool,
+) -> Result<Vec<f32>, String> {
     let bits = u32::from(bits_stored.clamp(1, bits_allocated.max(1)));
-    let mask: u32 = if bits >= 32 { u32::MAX } else { (1u32 << bits) - 1 };
+    let mask: u32 = if bits >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << bits) - 1
+    };
     let sign_bit = 1u32 << (bits - 1);
     let convert = |v: u32| -> f32 {
         let v = v & mask;
-        if signed && v & sign_bit != 0 { (f64::from(v) - f64::from(mask) - 1.0) as f32 } else { v as f32 }
+        if signed && v & sign_bit != 0 {
+            (f64::from(v) - f64::from(mask) - 1.0) as f32
+        } else {
+            v as f32
+        }
     };
     match bits_allocated {
         8 => Ok(frame.iter().map(|&b| convert(u32::from(b))).collect()),
-        16 => Ok(frame.chunks_exact(2).map(|c| convert(u32::from(u16::from_ne_bytes([c[0], c[1]])))).collect()),
-        32 => Ok(frame.chunks_exact(4).map(|c| convert(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))).collect()),
-        other => Err(format!("{other} bits allocated per sample (8, 16 or 32 supported)")),
+        16 => Ok(frame
+            .chunks_exact(2)
+            .map(|c| convert(u32::from(u16::from_ne_bytes([c[0], c[1]]))))
+            .collect()),
+        32 => Ok(frame
+            .chunks_exact(4)
+            .map(|c| convert(u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
+            .collect()),
+        other => Err(format!(
+            "{other} bits allocated per sample (8, 16 or 32 supported)"
+        )),
     }
 }
 
 fn transfer_syntax(obj: &DefaultDicomObject) -> TransferSyntaxInfo {
-    let uid = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
+    let uid = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
     let name = TransferSyntaxRegistry
         .get(&uid)
         .map(|ts| ts.name().to_string())
@@ -195,7 +258,10 @@ fn transfer_syntax(obj: &DefaultDicomObject) -> TransferSyntaxInfo {
 }
 
 fn frames(obj: &DefaultDicomObject) -> u32 {
-    int(obj, tags::NUMBER_OF_FRAMES).and_then(|n| u32::try_from(n).ok()).unwrap_or(1).max(1)
+    int(obj, tags::NUMBER_OF_FRAMES)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(1)
+        .max(1)
 }
 
 pub(super) fn info(path: &Path) -> Result<ImageInfo, IoError> {
@@ -251,7 +317,9 @@ fn load_inner(path: &Path) -> Result<Mammogram, IoError> {
     if n_frames > 1 {
         return Err(unsupported(
             path,
-            format!("multi-frame image ({n_frames} frames, e.g. tomosynthesis): bacseg reads single-frame 2-D mammograms"),
+            format!(
+                "multi-frame image ({n_frames} frames, e.g. tomosynthesis): bacseg reads single-frame 2-D mammograms"
+            ),
         ));
     }
     let photometric = text(&obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
@@ -259,14 +327,19 @@ fn load_inner(path: &Path) -> Result<Mammogram, IoError> {
     if samples != 1 || !photometric.starts_with("MONOCHROME") {
         return Err(unsupported(
             path,
-            format!("{photometric} with {samples} samples per pixel: bacseg reads grey (MONOCHROME1/2) images"),
+            format!(
+                "{photometric} with {samples} samples per pixel: bacseg reads grey (MONOCHROME1/2) images"
+            ),
         ));
     }
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(corrupt(path, "no Pixel Data (7FE0,0010)"));
     }
     let decoded = obj.decode_pixel_data().map_err(|e| {
-        corrupt(path, format!("cannot decode pixel data ({}): {}", ts.name, chain(&e)))
+        corrupt(
+            path,
+            format!("cannot decode pixel data ({}): {}", ts.name, chain(&e)),
+        )
     })?;
     let (width, height) = (decoded.columns() as usize, decoded.rows() as usize);
     let bits_stored = decoded.bits_stored();
@@ -279,7 +352,11 @@ fn load_inner(path: &Path) -> Result<Mammogram, IoError> {
     if stored.len() != width * height {
         return Err(corrupt(
             path,
-            format!("pixel data holds {} samples, {width}x{height} needs {}", stored.len(), width * height),
+            format!(
+                "pixel data holds {} samples, {width}x{height} needs {}",
+                stored.len(),
+                width * height
+            ),
         ));
     }
 
@@ -293,18 +370,28 @@ fn load_inner(path: &Path) -> Result<Mammogram, IoError> {
     let mut notes = Vec::new();
     let (mut pixels, lo, hi): (Vec<f32>, f32, f32) = match modality_lut(path, &obj)? {
         Some(lut) => {
-            notes.push(format!("Modality LUT Sequence applied ({} entries)", lut.data.len()));
+            notes.push(format!(
+                "Modality LUT Sequence applied ({} entries)",
+                lut.data.len()
+            ));
             let px = stored.iter().map(|&v| lut.apply(v)).collect();
             (px, 0.0, (2f64.powi(i32::from(lut.bits)) - 1.0) as f32)
         }
         None => {
-            let slope = float(&obj, tags::RESCALE_SLOPE).filter(|s| *s != 0.0 && s.is_finite()).unwrap_or(1.0);
-            let intercept = float(&obj, tags::RESCALE_INTERCEPT).filter(|s| s.is_finite()).unwrap_or(0.0);
+            let slope = float(&obj, tags::RESCALE_SLOPE)
+                .filter(|s| *s != 0.0 && s.is_finite())
+                .unwrap_or(1.0);
+            let intercept = float(&obj, tags::RESCALE_INTERCEPT)
+                .filter(|s| s.is_finite())
+                .unwrap_or(0.0);
             let (a, b) = (smin * slope + intercept, smax * slope + intercept);
             let px = if slope == 1.0 && intercept == 0.0 {
                 stored
             } else {
-                stored.iter().map(|&v| (f64::from(v) * slope + intercept) as f32).collect()
+                stored
+                    .iter()
+                    .map(|&v| (f64::from(v) * slope + intercept) as f32)
+                    .collect()
             };
             (px, a.min(b) as f32, a.max(b) as f32)
         }
@@ -318,10 +405,15 @@ fn load_inner(path: &Path) -> Result<Mammogram, IoError> {
         }
         notes.push(format!(
             "inverted ({}) so that dense tissue and calcium are bright",
-            if photometric == "MONOCHROME1" { "MONOCHROME1" } else { "Presentation LUT Shape INVERSE" }
+            if photometric == "MONOCHROME1" {
+                "MONOCHROME1"
+            } else {
+                "Presentation LUT Shape INVERSE"
+            }
         ));
     }
-    let pixels = Raster::from_vec(width, height, pixels).map_err(|e| corrupt(path, e.to_string()))?;
+    let pixels =
+        Raster::from_vec(width, height, pixels).map_err(|e| corrupt(path, e.to_string()))?;
     Ok(Mammogram {
         pixels,
         spacing: pixel_spacing(&obj),

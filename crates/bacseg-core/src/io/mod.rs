@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::mammogram::{Laterality, Mammogram, PixelSpacing, View};
 
 pub use write::{
-    write_atomic, write_mask_png, write_png_gray16, write_png_gray8, write_png_rgb8,
+    write_atomic, write_mask_png, write_png_gray8, write_png_gray16, write_png_rgb8,
     write_tiff_gray16, write_unit_png16,
 };
 
@@ -29,9 +29,17 @@ pub enum IoError {
     #[error("{}: not a DICOM, PNG or TIFF file (first bytes: {magic})", path.display())]
     UnknownFormat { path: PathBuf, magic: String },
     #[error("{}: corrupt or truncated {format}: {reason}", path.display())]
-    Corrupt { path: PathBuf, format: &'static str, reason: String },
+    Corrupt {
+        path: PathBuf,
+        format: &'static str,
+        reason: String,
+    },
     #[error("{}: unsupported {format}: {reason}", path.display())]
-    Unsupported { path: PathBuf, format: &'static str, reason: String },
+    Unsupported {
+        path: PathBuf,
+        format: &'static str,
+        reason: String,
+    },
     #[error("{}: cannot write: {reason}", path.display())]
     Write { path: PathBuf, reason: String },
 }
@@ -73,14 +81,21 @@ impl FileFormat {
 pub fn detect_format(path: &Path) -> Result<FileFormat, IoError> {
     use std::io::Read;
     let mut head = [0u8; 132];
-    let mut file =
-        std::fs::File::open(path).map_err(|source| IoError::Io { path: path.into(), source })?;
+    let mut file = std::fs::File::open(path).map_err(|source| IoError::Io {
+        path: path.into(),
+        source,
+    })?;
     let mut n = 0;
     while n < head.len() {
         match file.read(&mut head[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
-            Err(source) => return Err(IoError::Io { path: path.into(), source }),
+            Err(source) => {
+                return Err(IoError::Io {
+                    path: path.into(),
+                    source,
+                });
+            }
         }
     }
     let head = &head[..n];
@@ -96,9 +111,21 @@ pub fn detect_format(path: &Path) -> Result<FileFormat, IoError> {
     if head.len() >= 4 && matches!(&head[..4], [0x02, 0x00, _, 0x00] | [0x08, 0x00, _, 0x00]) {
         return Ok(FileFormat::Dicom);
     }
-    let magic = head.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
-    let magic = if magic.is_empty() { "empty file".to_string() } else { magic };
-    Err(IoError::UnknownFormat { path: path.into(), magic })
+    let magic = head
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let magic = if magic.is_empty() {
+        "empty file".to_string()
+    } else {
+        magic
+    };
+    Err(IoError::UnknownFormat {
+        path: path.into(),
+        magic,
+    })
 }
 
 /// Read a mammogram from a DICOM, PNG or TIFF file.

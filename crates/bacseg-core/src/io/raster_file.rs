@@ -12,21 +12,41 @@ fn map_image_error(path: &Path, format: FileFormat, e: ImageError) -> IoError {
     let format = format.name();
     match e {
         ImageError::IoError(source) if source.kind() == std::io::ErrorKind::UnexpectedEof => {
-            IoError::Corrupt { path: path.into(), format, reason: "file ends early".into() }
+            IoError::Corrupt {
+                path: path.into(),
+                format,
+                reason: "file ends early".into(),
+            }
         }
-        ImageError::IoError(source) => IoError::Io { path: path.into(), source },
-        ImageError::Unsupported(u) => {
-            IoError::Unsupported { path: path.into(), format, reason: u.to_string() }
-        }
-        ImageError::Limits(l) => IoError::Unsupported { path: path.into(), format, reason: l.to_string() },
-        other => IoError::Corrupt { path: path.into(), format, reason: other.to_string() },
+        ImageError::IoError(source) => IoError::Io {
+            path: path.into(),
+            source,
+        },
+        ImageError::Unsupported(u) => IoError::Unsupported {
+            path: path.into(),
+            format,
+            reason: u.to_string(),
+        },
+        ImageError::Limits(l) => IoError::Unsupported {
+            path: path.into(),
+            format,
+            reason: l.to_string(),
+        },
+        other => IoError::Corrupt {
+            path: path.into(),
+            format,
+            reason: other.to_string(),
+        },
     }
 }
 
 fn open(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>, IoError> {
     ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
-        .map_err(|source| IoError::Io { path: path.into(), source })
+        .map_err(|source| IoError::Io {
+            path: path.into(),
+            source,
+        })
 }
 
 fn format_of(reader: &ImageReader<std::io::BufReader<std::fs::File>>) -> FileFormat {
@@ -44,14 +64,20 @@ fn luma(r: f32, g: f32, b: f32) -> f32 {
 pub(super) fn load(path: &Path) -> Result<Mammogram, IoError> {
     let reader = open(path)?;
     let format = format_of(&reader);
-    let img = reader.decode().map_err(|e| map_image_error(path, format, e))?;
+    let img = reader
+        .decode()
+        .map_err(|e| map_image_error(path, format, e))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut notes = Vec::new();
     let (pixels, bits, max): (Vec<f32>, u16, f32) = match img {
-        DynamicImage::ImageLuma8(b) => (b.into_raw().into_iter().map(f32::from).collect(), 8, 255.0),
-        DynamicImage::ImageLuma16(b) => {
-            (b.into_raw().into_iter().map(f32::from).collect(), 16, 65535.0)
+        DynamicImage::ImageLuma8(b) => {
+            (b.into_raw().into_iter().map(f32::from).collect(), 8, 255.0)
         }
+        DynamicImage::ImageLuma16(b) => (
+            b.into_raw().into_iter().map(f32::from).collect(),
+            16,
+            65535.0,
+        ),
         DynamicImage::ImageLumaA8(b) => {
             notes.push("alpha channel ignored".into());
             (b.pixels().map(|p| f32::from(p.0[0])).collect(), 8, 255.0)
@@ -102,10 +128,16 @@ pub(super) fn load(path: &Path) -> Result<Mammogram, IoError> {
 
 pub(super) fn info(path: &Path, format: FileFormat) -> Result<ImageInfo, IoError> {
     let reader = open(path)?;
-    let decoder = reader.into_decoder().map_err(|e| map_image_error(path, format, e))?;
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| map_image_error(path, format, e))?;
     let (w, h) = decoder.dimensions();
     let color = decoder.color_type();
-    let photometric = if color.has_color() { "RGB" } else { "MONOCHROME2" };
+    let photometric = if color.has_color() {
+        "RGB"
+    } else {
+        "MONOCHROME2"
+    };
     let bits = (color.bits_per_pixel() / u16::from(color.channel_count())).max(1);
     Ok(ImageInfo {
         format,

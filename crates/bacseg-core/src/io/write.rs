@@ -11,7 +11,10 @@ use super::IoError;
 use crate::raster::{Mask, Raster};
 
 fn write_err(path: &Path, reason: impl std::fmt::Display) -> IoError {
-    IoError::Write { path: path.into(), reason: reason.to_string() }
+    IoError::Write {
+        path: path.into(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Write `path` atomically: `fill` writes the content to a temporary file in the same
@@ -25,7 +28,10 @@ where
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
@@ -57,7 +63,10 @@ where
 
 fn check_len(path: &Path, width: usize, height: usize, len: usize) -> Result<(u32, u32), IoError> {
     if width * height != len || width == 0 || height == 0 {
-        return Err(write_err(path, format!("{width}x{height} image with {len} samples")));
+        return Err(write_err(
+            path,
+            format!("{width}x{height} image with {len} samples"),
+        ));
     }
     let w = u32::try_from(width).map_err(|e| write_err(path, e))?;
     let h = u32::try_from(height).map_err(|e| write_err(path, e))?;
@@ -65,7 +74,12 @@ fn check_len(path: &Path, width: usize, height: usize, len: usize) -> Result<(u3
 }
 
 /// 16-bit grey PNG.
-pub fn write_png_gray16(path: &Path, width: usize, height: usize, data: &[u16]) -> Result<(), IoError> {
+pub fn write_png_gray16(
+    path: &Path,
+    width: usize,
+    height: usize,
+    data: &[u16],
+) -> Result<(), IoError> {
     let (w, h) = check_len(path, width, height, data.len())?;
     let buf = ImageBuffer::<Luma<u16>, &[u16]>::from_raw(w, h, data)
         .ok_or_else(|| write_err(path, "buffer size"))?;
@@ -73,7 +87,12 @@ pub fn write_png_gray16(path: &Path, width: usize, height: usize, data: &[u16]) 
 }
 
 /// 16-bit grey TIFF.
-pub fn write_tiff_gray16(path: &Path, width: usize, height: usize, data: &[u16]) -> Result<(), IoError> {
+pub fn write_tiff_gray16(
+    path: &Path,
+    width: usize,
+    height: usize,
+    data: &[u16],
+) -> Result<(), IoError> {
     let (w, h) = check_len(path, width, height, data.len())?;
     let buf = ImageBuffer::<Luma<u16>, &[u16]>::from_raw(w, h, data)
         .ok_or_else(|| write_err(path, "buffer size"))?;
@@ -81,7 +100,12 @@ pub fn write_tiff_gray16(path: &Path, width: usize, height: usize, data: &[u16])
 }
 
 /// 8-bit grey PNG.
-pub fn write_png_gray8(path: &Path, width: usize, height: usize, data: &[u8]) -> Result<(), IoError> {
+pub fn write_png_gray8(
+    path: &Path,
+    width: usize,
+    height: usize,
+    data: &[u8],
+) -> Result<(), IoError> {
     let (w, h) = check_len(path, width, height, data.len())?;
     let buf = ImageBuffer::<Luma<u8>, &[u8]>::from_raw(w, h, data)
         .ok_or_else(|| write_err(path, "buffer size"))?;
@@ -89,7 +113,12 @@ pub fn write_png_gray8(path: &Path, width: usize, height: usize, data: &[u8]) ->
 }
 
 /// 8-bit RGB PNG; `data` is interleaved RGB.
-pub fn write_png_rgb8(path: &Path, width: usize, height: usize, data: &[u8]) -> Result<(), IoError> {
+pub fn write_png_rgb8(
+    path: &Path,
+    width: usize,
+    height: usize,
+    data: &[u8],
+) -> Result<(), IoError> {
     let (w, h) = check_len(path, width, height, data.len() / 3)?;
     let buf = ImageBuffer::<Rgb<u8>, &[u8]>::from_raw(w, h, data)
         .ok_or_else(|| write_err(path, "buffer size"))?;
@@ -98,13 +127,20 @@ pub fn write_png_rgb8(path: &Path, width: usize, height: usize, data: &[u8]) -> 
 
 /// A mask as 8-bit PNG, 0 = background, 255 = inside (the project's mask convention).
 pub fn write_mask_png(path: &Path, mask: &Mask) -> Result<(), IoError> {
-    let data: Vec<u8> = mask.data().iter().map(|&b| if b { 255 } else { 0 }).collect();
+    let data: Vec<u8> = mask
+        .data()
+        .iter()
+        .map(|&b| if b { 255 } else { 0 })
+        .collect();
     write_png_gray8(path, mask.width(), mask.height(), &data)
 }
 
 /// Values in [0, 1] (clamped) as a 16-bit grey PNG scaled to 0..65535.
 pub fn write_unit_png16(path: &Path, map: &Raster<f32>) -> Result<(), IoError> {
-    let data: Vec<u16> =
-        map.data().iter().map(|&v| (v.clamp(0.0, 1.0) * 65535.0).round() as u16).collect();
+    let data: Vec<u16> = map
+        .data()
+        .iter()
+        .map(|&v| (v.clamp(0.0, 1.0) * 65535.0).round() as u16)
+        .collect();
     write_png_gray16(path, map.width(), map.height(), &data)
 }
