@@ -5,6 +5,7 @@
 //! mammograms, on the raster types defined here.
 
 pub mod augment;
+pub mod cache;
 pub mod dataset;
 pub mod io;
 pub mod mammogram;
