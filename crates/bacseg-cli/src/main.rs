@@ -35,6 +35,8 @@ enum Command {
     Models(cmd::models::Args),
     /// Write synthetic mammograms with exact BAC masks (or insert BAC into real images).
     Synth(cmd::synth::Args),
+    /// Train a segmentation network on annotated mammograms (resumable run directory).
+    Train(Box<cmd::train::Args>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +49,7 @@ fn main() -> std::process::ExitCode {
         Command::Quantify(a) => cmd::quantify::run(a),
         Command::Models(a) => cmd::models::run(a),
         Command::Synth(a) => cmd::synth::run(a),
+        Command::Train(a) => cmd::train::run(*a),
     };
     exit::report(result)
 }

@@ -84,15 +84,6 @@ fn broken_files_give_clear_errors() {
         err,
         IoError::Unsupported { .. } | IoError::Corrupt { .. }
     ));
-    // Its pixel data really is truncated: the frames past the end cannot be decoded, and
-    // the decoder says so (an error, not a crash).
-    use dicom_pixeldata::PixelDecoder;
-    let obj = dicom_object::open_file(&p).unwrap();
-    let failed = (0..10)
-        .filter(|&f| obj.decode_pixel_data_frame(f).is_err())
-        .count();
-    eprintln!("truncated JPEG 2000: {failed} of 10 frames fail to decode");
-    assert!(failed > 0);
     // The malformed sequence is read as far as it is valid: the image itself is intact.
     let m = io::load(&dir.join("dicom/bad_sequence.dcm")).unwrap();
     assert_eq!((m.width(), m.height()), (512, 512));

@@ -7,3 +7,4 @@ pub mod models;
 pub mod preprocess;
 pub mod quantify;
 pub mod synth;
+pub mod train;

@@ -1,0 +1,238 @@
+//! A model as data: architecture name plus its configuration, as stored in a training run's
+//! `config.json`, and the one place that turns it into a concrete network.
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Architecture;
+use crate::contextnet::ContextNetConfig;
+use crate::dt_unet::DtUnetConfig;
+use crate::error::NnError;
+use crate::model::SegmentationModel;
+use crate::segnet::SegNetConfig;
+use crate::unet::UnetConfig;
+
+/// Architecture and configuration of a network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Command-line name (`dt-unet`, `unet`, `segnet`, `contextnet`).
+    pub architecture: String,
+    /// The architecture's configuration (its `Config` as JSON).
+    pub config: serde_json::Value,
+}
+
+/// Serialises seeded model construction: burn's random generator is global to the backend,
+/// and parameters are initialised lazily, so two models built at once would share draws.
+static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Forces every lazily initialised parameter to take its value now.
+struct Materialise;
+impl burn::module::ModuleVisitor for Materialise {
+    fn visit_float<const D: usize>(
+        &mut self,
+        param: &burn::module::Param<burn::tensor::Tensor<D>>,
+    ) {
+        let _ = param.val();
+    }
+}
+
+struct Seeded<'a, V> {
+    inner: V,
+    guard: Option<std::sync::MutexGuard<'a, ()>>,
+}
+
+impl<V: ModelVisitor> ModelVisitor for Seeded<'_, V> {
+    type Output = V::Output;
+    fn visit<M: SegmentationModel + 'static>(mut self, model: M) -> V::Output {
+        model.visit(&mut Materialise);
+        drop(self.guard.take());
+        self.inner.visit(model)
+    }
+}
+
+/// Code that works on any concrete network: [`ModelSpec::build`] calls `visit` with it.
+pub trait ModelVisitor {
+    type Output;
+    fn visit<M: SegmentationModel + 'static>(self, model: M) -> Self::Output;
+}
+
+fn to_json<T: Serialize>(config: &T) -> serde_json::Value {
+    serde_json::to_value(config).unwrap_or(serde_json::Value::Null)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    model: &'static str,
+    value: &serde_json::Value,
+) -> Result<T, NnError> {
+    serde_json::from_value(value.clone()).map_err(|e| NnError::Config {
+        model,
+        reason: e.to_string(),
+    })
+}
+
+impl ModelSpec {
+    /// The reference configuration of `architecture`.
+    pub fn reference(architecture: Architecture) -> Self {
+        let config = match architecture {
+            Architecture::DtUnet => to_json(&DtUnetConfig::new()),
+            Architecture::Unet => to_json(&UnetConfig::new()),
+            Architecture::SegNet => to_json(&SegNetConfig::new()),
+            Architecture::ContextNet => to_json(&ContextNetConfig::new()),
+        };
+        Self {
+            architecture: architecture.name().to_string(),
+            config,
+        }
+    }
+
+    pub fn kind(&self) -> Result<Architecture, NnError> {
+        Architecture::from_name(&self.architecture).ok_or_else(|| NnError::Config {
+            model: "model",
+            reason: format!(
+                "unknown architecture {:?} (known: dt-unet, unet, segnet, contextnet)",
+                self.architecture
+            ),
+        })
+    }
+
+    /// Change the width (first-level channels, doubling per level) and the depth (number of
+    /// resolution levels) of the U-shaped networks; ContextNet takes only a base width.
+    pub fn with_overrides(
+        mut self,
+        width: Option<usize>,
+        depth: Option<usize>,
+    ) -> Result<Self, NnError> {
+        if width.is_none() && depth.is_none() {
+            return Ok(self);
+        }
+        let ladder = |widths: &[usize], cap: Option<usize>| -> Vec<usize> {
+            let base = width.unwrap_or(widths[0]);
+            let levels = depth.unwrap_or(widths.len());
+            (0..levels)
+                .map(|i| {
+                    let w = base << i;
+                    cap.map_or(w, |c| w.min(c.max(base)))
+                })
+                .collect()
+        };
+        self.config = match self.kind()? {
+            Architecture::DtUnet => {
+                let c: DtUnetConfig = parse("dt-unet", &self.config)?;
+                let widths = ladder(&c.widths, None);
+                to_json(&c.with_widths(widths))
+            }
+            Architecture::Unet => {
+                let c: UnetConfig = parse("unet", &self.config)?;
+                let widths = ladder(&c.widths, None);
+                to_json(&c.with_widths(widths))
+            }
+            Architecture::SegNet => {
+                let c: SegNetConfig = parse("segnet", &self.config)?;
+                // VGG caps the width at 8x the first level (512 for 64).
+                let widths = ladder(&c.widths, Some(width.unwrap_or(c.widths[0]) * 8));
+                let mut convs = c.convs.clone();
+                convs.resize(widths.len(), 3);
+                to_json(&c.with_widths(widths).with_convs(convs))
+            }
+            Architecture::ContextNet => {
+                if depth.is_some() {
+                    return Err(NnError::Config {
+                        model: "contextnet",
+                        reason: "its depth is fixed; only --width applies".into(),
+                    });
+                }
+                let c: ContextNetConfig = parse("contextnet", &self.config)?;
+                let base = width.unwrap_or(c.base_width);
+                to_json(&c.with_base_width(base))
+            }
+        };
+        Ok(self)
+    }
+
+    /// Build the network on `device` (burn's default initialisation; seed the device first for
+    /// reproducible weights) and hand it to `visitor`.
+    pub fn build<V: ModelVisitor>(
+        &self,
+        device: &Device,
+        visitor: V,
+    ) -> Result<V::Output, NnError> {
+        Ok(match self.kind()? {
+            Architecture::DtUnet => {
+                visitor.visit(parse::<DtUnetConfig>("dt-unet", &self.config)?.init(device)?)
+            }
+            Architecture::Unet => {
+                visitor.visit(parse::<UnetConfig>("unet", &self.config)?.init(device)?)
+            }
+            Architecture::SegNet => {
+                visitor.visit(parse::<SegNetConfig>("segnet", &self.config)?.init(device)?)
+            }
+            Architecture::ContextNet => {
+                visitor.visit(parse::<ContextNetConfig>("contextnet", &self.config)?.init(device)?)
+            }
+        })
+    }
+}
+
+impl ModelSpec {
+    /// Like [`Self::build`], with initial weights that depend only on `seed`, whatever else
+    /// the process is doing.
+    pub fn build_seeded<V: ModelVisitor>(
+        &self,
+        device: &Device,
+        seed: u64,
+        visitor: V,
+    ) -> Result<V::Output, NnError> {
+        let guard = SEEDED_INIT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        device.seed(seed);
+        self.build(
+            device,
+            Seeded {
+                inner: visitor,
+                guard: Some(guard),
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Params;
+    impl ModelVisitor for Params {
+        type Output = (usize, usize);
+        fn visit<M: SegmentationModel>(self, model: M) -> (usize, usize) {
+            (model.trainable_parameters(), model.input_multiple())
+        }
+    }
+
+    #[test]
+    fn reference_specs_round_trip_and_build() {
+        let device = Device::default();
+        let spec = ModelSpec::reference(Architecture::DtUnet);
+        let json = serde_json::to_string(&spec).unwrap();
+        let back: ModelSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.build(&device, Params).unwrap(), (7_782_281, 64));
+        let small = back.with_overrides(Some(4), Some(3)).unwrap();
+        assert_eq!(small.config["widths"], serde_json::json!([4, 8, 16]));
+        assert_eq!(small.build(&device, Params).unwrap().1, 4);
+        let bad = ModelSpec {
+            architecture: "resnet".into(),
+            config: serde_json::Value::Null,
+        };
+        assert!(
+            bad.build(&device, Params)
+                .unwrap_err()
+                .to_string()
+                .contains("resnet")
+        );
+        let seg = ModelSpec::reference(Architecture::SegNet)
+            .with_overrides(Some(4), Some(3))
+            .unwrap();
+        assert_eq!(seg.config["widths"], serde_json::json!([4, 8, 16]));
+        assert_eq!(seg.config["convs"], serde_json::json!([2, 2, 3]));
+    }
+}
