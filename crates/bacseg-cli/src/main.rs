@@ -35,6 +35,9 @@ enum Command {
     Models(cmd::models::Args),
     /// Write synthetic mammograms with exact BAC masks (or insert BAC into real images).
     Synth(cmd::synth::Args),
+    /// Predict BAC on whole mammograms with a trained model: masks, probabilities, overlays,
+    /// burden.
+    Predict(Box<cmd::predict::Args>),
     /// Train a segmentation network on annotated mammograms (resumable run directory).
     Train(Box<cmd::train::Args>),
 }
@@ -50,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Models(a) => cmd::models::run(a),
         Command::Synth(a) => cmd::synth::run(a),
         Command::Train(a) => cmd::train::run(*a),
+        Command::Predict(a) => cmd::predict::run(*a),
     };
     exit::report(result)
 }

@@ -10,6 +10,7 @@ pub mod contextnet;
 pub mod cost;
 pub mod dt_unet;
 pub mod error;
+pub mod infer;
 pub mod loss;
 pub mod model;
 pub mod segnet;
@@ -19,6 +20,8 @@ pub mod unet;
 pub mod unpool;
 pub mod weights;
 
+/// burn's module trait (for `valid()`, `devices()` on the networks).
+pub use burn::module::Module;
 /// The device (and so the backend) models run on: `Device::default()` is the best compiled in.
 pub use burn::tensor::Device;
 pub use catalog::{Architecture, ModelSummary};

@@ -4,6 +4,7 @@ pub mod convert;
 pub mod evaluate;
 pub mod info;
 pub mod models;
+pub mod predict;
 pub mod preprocess;
 pub mod quantify;
 pub mod synth;

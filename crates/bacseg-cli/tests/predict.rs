@@ -1,0 +1,200 @@
+//! `bacseg predict` with a tiny model trained by `bacseg train` on a tiny synthetic dataset:
+//! every output file per image, summary.csv, a broken input reported without stopping the
+//! batch, skipping of finished images, sharding, and no identifiers in the JSON records.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up its data stops right there"
+)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bacseg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bacseg"))
+        .args(args)
+        .env_remove("JOB_COMPLETION_INDEX")
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("SLURM_ARRAY_TASK_COUNT")
+        .env_remove("BACSEG_SHARD_COUNT")
+        .output()
+        .expect("run bacseg")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn predict_writes_every_output_and_survives_a_broken_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = tmp.path().join("run");
+    ok(&bacseg(&[
+        "synth",
+        "--out",
+        s(&data),
+        "--count",
+        "3",
+        "--size",
+        "128x160",
+        "--spacing",
+        "0.625",
+        "--negative-fraction",
+        "0",
+        "--seed",
+        "2",
+    ]));
+    ok(&bacseg(&[
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&run),
+        "--epochs",
+        "1",
+        "--patch",
+        "32",
+        "--stride",
+        "32",
+        "--batch",
+        "2",
+        "--patches-per-epoch",
+        "2",
+        "--width",
+        "2",
+        "--depth",
+        "2",
+        "--median-radius",
+        "0",
+        "--val-fraction",
+        "0.34",
+    ]));
+    let inputs = tmp.path().join("inputs");
+    std::fs::create_dir_all(&inputs).unwrap();
+    for e in std::fs::read_dir(data.join("images")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, inputs.join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(inputs.join("broken.dcm"), b"DICM but not really").unwrap();
+    let out_dir = tmp.path().join("pred");
+    let args = [
+        "predict",
+        "--model",
+        s(&run),
+        "--out",
+        s(&out_dir),
+        s(&inputs),
+        "--batch",
+        "3",
+    ];
+    let out = bacseg(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "one broken input fails the batch's exit code"
+    );
+    let summary = std::fs::read_to_string(out_dir.join("summary.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 5, "{summary}");
+    assert!(summary.starts_with("stem,input,status,area_px,"));
+    let broken: Vec<&str> = summary
+        .lines()
+        .filter(|l| l.starts_with("broken,"))
+        .collect();
+    assert_eq!(broken.len(), 1);
+    assert!(broken[0].contains(",failed,") && broken[0].contains("broken.dcm"));
+    for stem in ["synth-00000", "synth-00001", "synth-00002"] {
+        for kind in ["mask.png", "prob.png", "overlay.png", "bac.json"] {
+            assert!(
+                out_dir.join(format!("{stem}.{kind}")).is_file(),
+                "{stem}.{kind}"
+            );
+        }
+        let mask = image::open(out_dir.join(format!("{stem}.mask.png"))).unwrap();
+        assert_eq!((mask.width(), mask.height()), (128, 160));
+        let prob = image::open(out_dir.join(format!("{stem}.prob.png"))).unwrap();
+        assert!(matches!(prob, image::DynamicImage::ImageLuma16(_)));
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out_dir.join(format!("{stem}.bac.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["model"]["architecture"], "dt-unet");
+        assert!(json["burden"]["area_px"].is_u64());
+        assert!(json["timings"]["patches"].as_u64().unwrap() > 0);
+        let text = json.to_string().to_lowercase();
+        for id in ["patientname", "patient_name", "birth", "accession"] {
+            assert!(!text.contains(id));
+        }
+    }
+    // Again: finished images are skipped, the broken one fails again.
+    let again = bacseg(&args);
+    assert_eq!(again.status.code(), Some(1));
+    let summary = std::fs::read_to_string(out_dir.join("summary.csv")).unwrap();
+    assert_eq!(summary.matches(",skipped,").count(), 3, "{summary}");
+
+    // Two shards split the inputs between them, each image exactly once.
+    let mut seen = 0;
+    for i in 0..2 {
+        let dir = tmp.path().join(format!("shard{i}"));
+        let idx = i.to_string();
+        let a = bacseg(&[
+            "predict",
+            "--model",
+            s(&run),
+            "--out",
+            s(&dir),
+            s(&data.join("images")),
+            "--shard-index",
+            &idx,
+            "--shard-count",
+            "2",
+        ]);
+        ok(&a);
+        let sum = std::fs::read_to_string(dir.join(format!("summary-{i}-of-2.csv"))).unwrap();
+        seen += sum.lines().count() - 1;
+    }
+    assert_eq!(seen, 3);
+}
+
+#[test]
+fn predict_refuses_bad_models_and_options() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("a.png");
+    image::ImageBuffer::from_fn(64, 64, |x, _| image::Luma([x as u16 * 100]))
+        .save(&img)
+        .unwrap();
+    let out = tmp.path().join("out");
+    let missing = bacseg(&[
+        "predict",
+        "--model",
+        s(&tmp.path().join("none")),
+        "--out",
+        s(&out),
+        s(&img),
+    ]);
+    assert_eq!(missing.status.code(), Some(2));
+    let bogus = tmp.path().join("w.safetensors");
+    std::fs::write(&bogus, b"not safetensors").unwrap();
+    let bad = bacseg(&["predict", "--model", s(&bogus), "--out", s(&out), s(&img)]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("w.safetensors"));
+    let blend = bacseg(&[
+        "predict",
+        "--model",
+        s(&bogus),
+        "--out",
+        s(&out),
+        s(&img),
+        "--blend",
+        "median",
+    ]);
+    assert_eq!(blend.status.code(), Some(2));
+}

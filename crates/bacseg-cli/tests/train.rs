@@ -1,0 +1,152 @@
+//! `bacseg train` end to end on a tiny `bacseg synth` dataset with a tiny DT-UNet: the run
+//! directory is complete, an existing run is not overwritten by accident, `--resume` continues
+//! after the last finished epoch, and bad options exit with code 2.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up its data stops right there"
+)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bacseg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bacseg"))
+        .args(args)
+        .output()
+        .expect("run bacseg")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn train_writes_a_run_and_resumes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = tmp.path().join("run");
+    ok(&bacseg(&[
+        "synth",
+        "--out",
+        s(&data),
+        "--count",
+        "4",
+        "--size",
+        "128x160",
+        "--spacing",
+        "0.625",
+        "--negative-fraction",
+        "0",
+        "--seed",
+        "5",
+    ]));
+    let common = [
+        "--patch",
+        "32",
+        "--stride",
+        "32",
+        "--batch",
+        "2",
+        "--patches-per-epoch",
+        "4",
+        "--width",
+        "4",
+        "--depth",
+        "3",
+        "--median-radius",
+        "0",
+        "--val-fraction",
+        "0.25",
+    ];
+    let mut args = vec![
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&run),
+        "--epochs",
+        "2",
+    ];
+    args.extend(common);
+    args.extend(["--stop-after-epochs", "1"]);
+    let out = bacseg(&args);
+    ok(&out);
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    for f in [
+        "config.json",
+        "curves.svg",
+        "best.safetensors",
+        "best.json",
+        "last.json",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model"]["architecture"], "dt-unet");
+    assert_eq!(
+        config["model"]["config"]["widths"],
+        serde_json::json!([4, 8, 16])
+    );
+    assert_eq!(config["split"]["val"].as_array().unwrap().len(), 1);
+
+    // Starting again over the run is refused (exit 2) and leaves it as it was.
+    let again = bacseg(&args);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+    assert_eq!(
+        std::fs::read_to_string(run.join("metrics.csv")).unwrap(),
+        csv
+    );
+
+    let out = bacseg(&["train", "--resume", s(&run)]);
+    ok(&out);
+    let csv2 = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(csv2.lines().count(), 3, "{csv2}");
+    assert!(csv2.starts_with(&csv));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("finished after 2 epoch(s)"));
+}
+
+#[test]
+fn bad_options_and_data_exit_with_code_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let missing = bacseg(&[
+        "train",
+        "--data",
+        s(&tmp.path().join("nope")),
+        "--out",
+        s(&run),
+    ]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nope"));
+    let data = tmp.path().join("data");
+    ok(&bacseg(&[
+        "synth",
+        "--out",
+        s(&data),
+        "--count",
+        "3",
+        "--size",
+        "128x160",
+        "--spacing",
+        "0.625",
+    ]));
+    for (flag, value) in [("--model", "resnet"), ("--loss", "l2"), ("--lr", "-1")] {
+        let out = bacseg(&["train", "--data", s(&data), "--out", s(&run), flag, value]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        assert!(!run.join("config.json").exists());
+    }
+    let resume = bacseg(&["train", "--resume", s(&tmp.path().join("none"))]);
+    assert_eq!(resume.status.code(), Some(2));
+}
