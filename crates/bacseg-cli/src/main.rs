@@ -21,6 +21,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The main job on built-in defaults: synthetic data, a few minutes of DT-UNet training,
+    /// prediction on held-out images, whole-image metrics and overlays.
+    Demo(cmd::demo::Args),
     /// Describe a mammogram file (DICOM, PNG, TIFF) without patient identifiers.
     Info(cmd::info::Args),
     /// Decode a mammogram to a 16-bit grey PNG or TIFF (optionally preprocessed).
@@ -45,6 +48,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(a) => cmd::demo::run(a),
         Command::Info(a) => cmd::info::run(a),
         Command::Convert(a) => cmd::convert::run(a),
         Command::Preprocess(a) => cmd::preprocess::run(a),

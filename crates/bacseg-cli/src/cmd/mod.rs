@@ -1,6 +1,7 @@
 //! One module per subcommand: its validated arguments and its `run`.
 
 pub mod convert;
+pub mod demo;
 pub mod evaluate;
 pub mod info;
 pub mod models;
