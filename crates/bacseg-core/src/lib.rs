@@ -16,6 +16,7 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod quantify;
 pub mod raster;
+pub mod resample;
 pub mod stitch;
 pub mod synth;
 

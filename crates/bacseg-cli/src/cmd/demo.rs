@@ -20,10 +20,10 @@ pub struct Args {
     #[arg(long, default_value = "bacseg-demo")]
     out: PathBuf,
     /// Training time budget in minutes.
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 6.0)]
     minutes: f64,
     /// Synthetic images to generate (20% validation, 20% held out for the test).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 20)]
     count: usize,
     /// Seed of the data, the split and the training.
     #[arg(long, default_value_t = 0)]
@@ -49,6 +49,15 @@ struct Train {
 struct Predict {
     #[command(flatten)]
     args: crate::cmd::predict::Args,
+}
+
+/// The arguments after the subcommand name, as the wrapper parsers expect them.
+fn options(argv: &[String]) -> Vec<String> {
+    argv.iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, a)| a.clone())
+        .collect()
 }
 
 fn show(step: &str, argv: &[String]) {
@@ -116,7 +125,7 @@ pub fn run(args: Args) -> Result<()> {
         ],
     );
     show("1/3 synthetic mammograms with exact BAC masks", &synth);
-    crate::cmd::synth::run(Synth::try_parse_from(&synth)?.args)?;
+    crate::cmd::synth::run(Synth::try_parse_from(options(&synth))?.args)?;
 
     // 2. Train DT-UNet (reference widths, 5 levels for 128-pixel patches).
     let train = argv(
@@ -147,7 +156,9 @@ pub fn run(args: Args) -> Result<()> {
             "--schedule",
             "cosine",
             "--positive-fraction",
-            "0.7",
+            "0.5",
+            "--val-patches",
+            "all",
             "--val-fraction",
             "0.2",
             "--test-fraction",
@@ -159,7 +170,7 @@ pub fn run(args: Args) -> Result<()> {
         ],
     );
     show("2/3 training DT-UNet", &train);
-    crate::cmd::train::run(Train::try_parse_from(&train)?.args)?;
+    crate::cmd::train::run(Train::try_parse_from(options(&train))?.args)?;
 
     // 3. Predict the held-out test images.
     let config = RunDir::new(&run).read_config()?;
@@ -180,7 +191,7 @@ pub fn run(args: Args) -> Result<()> {
     );
     predict.extend(test.iter().map(|(_, image, _)| s(image)));
     show("3/3 predicting the held-out images", &predict);
-    crate::cmd::predict::run(Predict::try_parse_from(&predict)?.args)?;
+    crate::cmd::predict::run(Predict::try_parse_from(options(&predict))?.args)?;
 
     // Whole-image metrics against the exact synthetic masks.
     println!(

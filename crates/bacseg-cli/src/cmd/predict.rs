@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use bacseg_core::io::{self, write_atomic, write_mask_png, write_png_rgb8, write_unit_png16};
-use bacseg_core::mammogram::PixelSpacing;
+use bacseg_core::mammogram::{Mammogram, PixelSpacing, SpacingSource};
 use bacseg_core::overlay;
 use bacseg_core::postprocess::{MinComponentArea, Postprocess};
 use bacseg_core::preprocess::{Preprocess, preprocess};
 use bacseg_core::quantify::{BacBurden, Grading, measure};
+use bacseg_core::resample::resize;
 use bacseg_core::stitch::BlendMode;
 use bacseg_nn::infer::{InferConfig, predict_image};
 use bacseg_nn::spec::{ModelSpec, ModelVisitor};
@@ -78,6 +79,15 @@ pub struct Args {
     /// Patches with less breast than this fraction are not predicted.
     #[arg(long)]
     min_breast_fraction: Option<f64>,
+    /// Pixel spacing in mm for images that do not record one (PNG, TIFF, some DICOM), so that
+    /// areas and lengths are reported in mm.
+    #[arg(long)]
+    spacing: Option<f64>,
+    /// Resample each image by this factor before preprocessing and inference (e.g. 0.35 to
+    /// run a model trained at 0.2 mm pixels on 0.07 mm mammograms); outputs stay at the
+    /// input's size.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
     /// Longest side of the overlay PNG.
     #[arg(long, default_value_t = 1024)]
     overlay_size: usize,
@@ -280,6 +290,8 @@ struct ModelRecord<'a> {
 
 #[derive(Debug, Clone, Serialize)]
 struct Settings {
+    /// Resampling factor applied before preprocessing.
+    scale: f64,
     preprocess: Preprocess,
     infer: InferConfig,
     postprocess: Postprocess,
@@ -336,7 +348,16 @@ pub fn run(args: Args) -> Result<()> {
     postprocess
         .validate()
         .map_err(|e| InputError(e.to_string()))?;
+    if let Some(mm) = args.spacing
+        && !(mm > 0.0 && mm < 5.0)
+    {
+        return Err(InputError(format!("--spacing must be in (0, 5) mm, got {mm}")).into());
+    }
+    if !(args.scale > 0.0 && args.scale <= 4.0) {
+        return Err(InputError(format!("--scale must be in (0, 4], got {}", args.scale)).into());
+    }
     let settings = Settings {
+        scale: args.scale,
         preprocess,
         infer: InferConfig {
             patch,
@@ -392,6 +413,7 @@ pub fn run(args: Args) -> Result<()> {
         spec: &loaded.spec,
         weights: &loaded.weights,
         shard: (index, count),
+        spacing: args.spacing,
     };
     loaded
         .spec
@@ -408,6 +430,7 @@ struct Job<'a> {
     spec: &'a ModelSpec,
     weights: &'a Path,
     shard: (usize, usize),
+    spacing: Option<f64>,
 }
 
 /// One row of summary.csv.
@@ -541,22 +564,63 @@ impl Job<'_> {
     fn one<M: SegmentationModel>(&self, model: &M, input: &Path, stem: &str) -> Result<BacBurden> {
         let mut t = Timings::default();
         let start = Instant::now();
-        let m = io::load(input)?;
+        let mut m = io::load(input)?;
+        if m.spacing.is_none()
+            && let Some(mm) = self.spacing
+        {
+            m.spacing = Some(PixelSpacing {
+                row_mm: mm,
+                col_mm: mm,
+                source: SpacingSource::User,
+            });
+        }
         t.load_s = start.elapsed().as_secs_f64();
         let s = Instant::now();
         self.settings
             .preprocess
             .validate()
             .map_err(|e| InputError(e.to_string()))?;
-        let pre = preprocess(&m, &self.settings.preprocess);
+        let (w, h) = (m.width(), m.height());
+        let f = self.settings.scale;
+        let scaled;
+        let work = if f == 1.0 {
+            &m
+        } else {
+            let (sw, sh) = (
+                ((w as f64 * f).round() as usize).max(1),
+                ((h as f64 * f).round() as usize).max(1),
+            );
+            scaled = Mammogram {
+                pixels: resize(&m.pixels, sw, sh),
+                spacing: m.spacing.map(|p| PixelSpacing {
+                    row_mm: p.row_mm * h as f64 / sh as f64,
+                    col_mm: p.col_mm * w as f64 / sw as f64,
+                    ..p
+                }),
+                laterality: m.laterality,
+                view: m.view.clone(),
+                bits_stored: m.bits_stored,
+                value_range: m.value_range,
+                notes: Vec::new(),
+            };
+            &scaled
+        };
+        let mut pre = preprocess(work, &self.settings.preprocess);
         t.preprocess_s = s.elapsed().as_secs_f64();
-        let pred = predict_image(model, &pre.image, &pre.breast, &self.settings.infer)
+        let mut pred = predict_image(model, &pre.image, &pre.breast, &self.settings.infer)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         t.forward_s = pred.forward_s;
         t.blend_s = pred.blend_s;
         t.patches = pred.patches;
         t.grid_patches = pred.grid_patches;
         let s = Instant::now();
+        if f != 1.0 {
+            // Back to the input's pixel grid: outputs and measures are at full resolution.
+            pred.prob = resize(&pred.prob, w, h).map(|p| p.clamp(0.0, 1.0));
+            pre.breast =
+                resize(&pre.breast.map(|&b| f32::from(u8::from(b))), w, h).map(|&v| v >= 0.5);
+            pre.image = resize(&pre.image, w, h);
+        }
         let mask = self.settings.postprocess.apply(&pred.prob, m.spacing);
         let burden = measure(
             &mask,
