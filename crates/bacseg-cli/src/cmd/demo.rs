@@ -73,7 +73,7 @@ fn argv(cmd: &str, parts: &[&str]) -> Vec<String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if !(args.minutes > 0.0) || args.count < 5 {
+    if args.minutes.is_nan() || args.minutes <= 0.0 || args.count < 5 {
         return Err(InputError("need --minutes > 0 and --count >= 5".into()).into());
     }
     let started = Instant::now();
