@@ -43,6 +43,9 @@ enum Command {
     Predict(Box<cmd::predict::Args>),
     /// Train a segmentation network on annotated mammograms (resumable run directory).
     Train(Box<cmd::train::Args>),
+    /// Train several architectures on the same data, split, seed and time budget and compare
+    /// them on the held-out images: patch and whole-image metric table, figures.
+    Compare(Box<cmd::compare::Args>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::Synth(a) => cmd::synth::run(a),
         Command::Train(a) => cmd::train::run(*a),
         Command::Predict(a) => cmd::predict::run(*a),
+        Command::Compare(a) => cmd::compare::run(*a),
     };
     exit::report(result)
 }
