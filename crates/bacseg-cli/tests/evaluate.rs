@@ -5,23 +5,15 @@
 // A test that cannot set up its data should stop right there, loudly.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{bacseg, s};
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use bacseg_core::Raster;
 use bacseg_core::io::write_mask_png;
 use serde_json::Value;
-
-fn bacseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bacseg"))
-        .args(args)
-        .output()
-        .expect("run bacseg")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
 
 const W: usize = 100;
 const H: usize = 80;

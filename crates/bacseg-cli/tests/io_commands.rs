@@ -5,19 +5,11 @@
     reason = "a test that cannot set up its data stops right there"
 )]
 
+mod common;
+
+use common::{bacseg, s};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn bacseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bacseg"))
-        .args(args)
-        .output()
-        .expect("run bacseg")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn write_png16(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u16) {
     let img = image::ImageBuffer::from_fn(w, h, |x, y| image::Luma([f(x, y)]));

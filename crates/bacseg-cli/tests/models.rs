@@ -1,14 +1,9 @@
 //! `bacseg models`: the architecture list, as a table and as JSON (schema: docs/cli.md#models).
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output};
+mod common;
 
-fn bacseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bacseg"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::bacseg;
 
 #[test]
 fn models_json_lists_every_architecture_with_exact_parameters() {

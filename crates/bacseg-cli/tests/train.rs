@@ -6,28 +6,9 @@
     reason = "a test that cannot set up its data stops right there"
 )]
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn bacseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bacseg"))
-        .args(args)
-        .output()
-        .expect("run bacseg")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::{bacseg, ok, s};
 
 #[test]
 fn train_writes_a_run_and_resumes_it() {

@@ -19,8 +19,8 @@ use bacseg_nn::infer::{InferConfig, predict_image};
 use bacseg_nn::spec::ModelVisitor;
 use bacseg_nn::train::{BestRecord, RunConfig, RunDir};
 use bacseg_nn::{Architecture, Device, SegmentationModel, load_pytorch_safetensors};
-use clap::Parser;
 
+use crate::cmd::chain;
 use crate::exit::InputError;
 
 #[derive(Debug, clap::Args)]
@@ -82,39 +82,6 @@ pub struct Args {
     /// Train every model again even when OUT/runs/<model> holds a finished epoch.
     #[arg(long)]
     overwrite: bool,
-}
-
-#[derive(Parser)]
-struct Train {
-    #[command(flatten)]
-    args: crate::cmd::train::Args,
-}
-
-#[derive(Parser)]
-struct Predict {
-    #[command(flatten)]
-    args: crate::cmd::predict::Args,
-}
-
-/// The arguments after the subcommand name, as the wrapper parsers expect them.
-fn options(argv: &[String]) -> Vec<String> {
-    argv.iter()
-        .enumerate()
-        .filter(|(i, _)| *i != 1)
-        .map(|(_, a)| a.clone())
-        .collect()
-}
-
-fn show(step: &str, argv: &[String]) {
-    eprintln!("\nbacseg compare: {step}\n  bacseg {}", argv[1..].join(" "));
-}
-
-fn argv(cmd: &str, parts: &[String]) -> Vec<String> {
-    ["bacseg", cmd]
-        .into_iter()
-        .map(String::from)
-        .chain(parts.iter().cloned())
-        .collect()
 }
 
 fn display_name(arch: Architecture) -> &'static str {
@@ -278,12 +245,13 @@ pub fn run(args: Args) -> Result<()> {
             if run.exists() {
                 parts.push("--overwrite".into());
             }
-            let train = argv("train", &parts);
-            show(
+            let train = chain::argv("train", &parts);
+            chain::show(
+                "compare",
                 &format!("{}/{} training {}", i + 1, archs.len(), display_name(arch)),
                 &train,
             );
-            crate::cmd::train::run(Train::try_parse_from(options(&train))?.args)?;
+            chain::train(&train)?;
         } else {
             eprintln!(
                 "\nbacseg compare: {}/{} reusing {} (a finished run; --overwrite trains again)",
@@ -347,12 +315,13 @@ pub fn run(args: Args) -> Result<()> {
             parts.push("--overwrite".into());
         }
         parts.extend(test.iter().map(|(_, image, _)| s(image)));
-        let predict = argv("predict", &parts);
-        show(
+        let predict = chain::argv("predict", &parts);
+        chain::show(
+            "compare",
             &format!("predicting the test images with {}", display_name(e.arch)),
             &predict,
         );
-        crate::cmd::predict::run(Predict::try_parse_from(options(&predict))?.args)?;
+        chain::predict(&predict)?;
     }
 
     // 3. Evaluation, one test image at a time, all models loaded.

@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use bacseg_core::dataset::{Dataset, load_mask};
 use bacseg_core::metrics::{Aggregate, ConfusionCounts, EmptyPolicy};
 use bacseg_nn::train::RunDir;
-use clap::Parser;
 
+use crate::cmd::chain;
 use crate::exit::InputError;
 
 #[derive(Debug, clap::Args)]
@@ -31,45 +31,6 @@ pub struct Args {
     /// Start again even if OUT already holds a demo.
     #[arg(long)]
     overwrite: bool,
-}
-
-#[derive(Parser)]
-struct Synth {
-    #[command(flatten)]
-    args: crate::cmd::synth::Args,
-}
-
-#[derive(Parser)]
-struct Train {
-    #[command(flatten)]
-    args: crate::cmd::train::Args,
-}
-
-#[derive(Parser)]
-struct Predict {
-    #[command(flatten)]
-    args: crate::cmd::predict::Args,
-}
-
-/// The arguments after the subcommand name, as the wrapper parsers expect them.
-fn options(argv: &[String]) -> Vec<String> {
-    argv.iter()
-        .enumerate()
-        .filter(|(i, _)| *i != 1)
-        .map(|(_, a)| a.clone())
-        .collect()
-}
-
-fn show(step: &str, argv: &[String]) {
-    eprintln!("\nbacseg demo: {step}\n  bacseg {}", argv[1..].join(" "));
-}
-
-fn argv(cmd: &str, parts: &[&str]) -> Vec<String> {
-    std::iter::once("bacseg")
-        .chain(std::iter::once(cmd))
-        .chain(parts.iter().copied())
-        .map(String::from)
-        .collect()
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -108,7 +69,7 @@ pub fn run(args: Args) -> Result<()> {
 
     // 1. Data: small, coarse images so that a CPU trains in minutes (vessels 2.5-10 px wide).
     let (data_s, run_s, pred_s) = (s(&data), s(&run), s(&pred));
-    let synth = argv(
+    let synth = chain::argv(
         "synth",
         &[
             "--out",
@@ -124,11 +85,15 @@ pub fn run(args: Args) -> Result<()> {
             "--preview",
         ],
     );
-    show("1/3 synthetic mammograms with exact BAC masks", &synth);
-    crate::cmd::synth::run(Synth::try_parse_from(options(&synth))?.args)?;
+    chain::show(
+        "demo",
+        "1/3 synthetic mammograms with exact BAC masks",
+        &synth,
+    );
+    chain::synth(&synth)?;
 
     // 2. Train DT-UNet (reference widths, 5 levels for 128-pixel patches).
-    let train = argv(
+    let train = chain::argv(
         "train",
         &[
             "--data",
@@ -169,8 +134,8 @@ pub fn run(args: Args) -> Result<()> {
             &seed,
         ],
     );
-    show("2/3 training DT-UNet", &train);
-    crate::cmd::train::run(Train::try_parse_from(options(&train))?.args)?;
+    chain::show("demo", "2/3 training DT-UNet", &train);
+    chain::train(&train)?;
 
     // 3. Predict the held-out test images.
     let config = RunDir::new(&run).read_config()?;
@@ -185,13 +150,13 @@ pub fn run(args: Args) -> Result<()> {
                 .map(|s| (stem.clone(), s.image.clone(), s.mask.clone()))
         })
         .collect();
-    let mut predict = argv(
+    let mut predict = chain::argv(
         "predict",
         &["--model", &run_s, "--out", &pred_s, "--batch", "8"],
     );
     predict.extend(test.iter().map(|(_, image, _)| s(image)));
-    show("3/3 predicting the held-out images", &predict);
-    crate::cmd::predict::run(Predict::try_parse_from(options(&predict))?.args)?;
+    chain::show("demo", "3/3 predicting the held-out images", &predict);
+    chain::predict(&predict)?;
 
     // Whole-image metrics against the exact synthetic masks.
     println!(

@@ -1,0 +1,32 @@
+//! Running the `bacseg` binary from integration tests.
+#![allow(dead_code, reason = "each test file uses its own subset")]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Run `bacseg ARGS`, without the sharding variables a CI runner might set.
+pub fn bacseg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bacseg"))
+        .args(args)
+        .env_remove("JOB_COMPLETION_INDEX")
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("SLURM_ARRAY_TASK_COUNT")
+        .env_remove("BACSEG_SHARD_COUNT")
+        .output()
+        .expect("run bacseg")
+}
+
+/// A temporary path as an argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temporary path")
+}
+
+/// Assert success, showing both streams otherwise.
+pub fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
