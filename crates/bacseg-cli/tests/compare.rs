@@ -8,28 +8,14 @@
 
 mod common;
 
-use common::{bacseg, ok, s};
+use common::{bacseg, ok, s, tiny_dataset};
 
 #[test]
 fn compare_trains_evaluates_and_reuses_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let out = tmp.path().join("out");
-    ok(&bacseg(&[
-        "synth",
-        "--out",
-        s(&data),
-        "--count",
-        "6",
-        "--size",
-        "128x160",
-        "--spacing",
-        "0.625",
-        "--negative-fraction",
-        "0",
-        "--seed",
-        "4",
-    ]));
+    tiny_dataset(&data, 6, 4);
     let compare = [
         "compare",
         "--data",

@@ -8,28 +8,14 @@
 
 mod common;
 
-use common::{bacseg, ok, s};
+use common::{bacseg, ok, s, tiny_dataset};
 
 #[test]
 fn predict_writes_every_output_and_survives_a_broken_file() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let run = tmp.path().join("run");
-    ok(&bacseg(&[
-        "synth",
-        "--out",
-        s(&data),
-        "--count",
-        "3",
-        "--size",
-        "128x160",
-        "--spacing",
-        "0.625",
-        "--negative-fraction",
-        "0",
-        "--seed",
-        "2",
-    ]));
+    tiny_dataset(&data, 3, 2);
     ok(&bacseg(&[
         "train",
         "--data",

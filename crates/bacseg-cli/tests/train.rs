@@ -8,28 +8,14 @@
 
 mod common;
 
-use common::{bacseg, ok, s};
+use common::{bacseg, ok, s, tiny_dataset};
 
 #[test]
 fn train_writes_a_run_and_resumes_it() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let run = tmp.path().join("run");
-    ok(&bacseg(&[
-        "synth",
-        "--out",
-        s(&data),
-        "--count",
-        "4",
-        "--size",
-        "128x160",
-        "--spacing",
-        "0.625",
-        "--negative-fraction",
-        "0",
-        "--seed",
-        "5",
-    ]));
+    tiny_dataset(&data, 4, 5);
     let common = [
         "--patch",
         "32",
@@ -112,17 +98,7 @@ fn bad_options_and_data_exit_with_code_2() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nope"));
     let data = tmp.path().join("data");
-    ok(&bacseg(&[
-        "synth",
-        "--out",
-        s(&data),
-        "--count",
-        "3",
-        "--size",
-        "128x160",
-        "--spacing",
-        "0.625",
-    ]));
+    tiny_dataset(&data, 3, 0);
     for (flag, value) in [("--model", "resnet"), ("--loss", "l2"), ("--lr", "-1")] {
         let out = bacseg(&["train", "--data", s(&data), "--out", s(&run), flag, value]);
         assert_eq!(out.status.code(), Some(2), "{flag} {value}");

@@ -30,3 +30,23 @@ pub fn ok(out: &Output) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A tiny synthetic dataset (128x160 images at 0.625 mm, every image with BAC) in `dir`.
+pub fn tiny_dataset(dir: &Path, count: usize, seed: u64) {
+    let (count, seed) = (count.to_string(), seed.to_string());
+    ok(&bacseg(&[
+        "synth",
+        "--out",
+        s(dir),
+        "--count",
+        &count,
+        "--size",
+        "128x160",
+        "--spacing",
+        "0.625",
+        "--negative-fraction",
+        "0",
+        "--seed",
+        &seed,
+    ]));
+}
