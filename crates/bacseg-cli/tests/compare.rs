@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{bacseg, ok, s, tiny_dataset};
+use common::{TINY_TRAINING, bacseg, ok, s, tiny_dataset};
 
 #[test]
 fn compare_trains_evaluates_and_reuses_runs() {
@@ -16,7 +16,7 @@ fn compare_trains_evaluates_and_reuses_runs() {
     let data = tmp.path().join("data");
     let out = tmp.path().join("out");
     tiny_dataset(&data, 6, 4);
-    let compare = [
+    let mut compare = vec![
         "compare",
         "--data",
         s(&data),
@@ -24,27 +24,12 @@ fn compare_trains_evaluates_and_reuses_runs() {
         "dt-unet,contextnet",
         "--out",
         s(&out),
-        "--epochs",
-        "1",
-        "--patch",
-        "32",
-        "--stride",
-        "32",
-        "--batch",
-        "2",
-        "--patches-per-epoch",
-        "2",
-        "--width",
-        "2",
-        "--depth",
-        "2",
-        "--median-radius",
-        "0",
         "--val-fraction",
         "0.2",
         "--test-fraction",
         "0.34",
     ];
+    compare.extend(TINY_TRAINING);
     let first = bacseg(&compare);
     ok(&first);
     let stdout = String::from_utf8_lossy(&first.stdout);

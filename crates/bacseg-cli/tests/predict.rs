@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{bacseg, ok, s, tiny_dataset};
+use common::{TINY_TRAINING, bacseg, ok, s, tiny_dataset};
 
 #[test]
 fn predict_writes_every_output_and_survives_a_broken_file() {
@@ -16,31 +16,17 @@ fn predict_writes_every_output_and_survives_a_broken_file() {
     let data = tmp.path().join("data");
     let run = tmp.path().join("run");
     tiny_dataset(&data, 3, 2);
-    ok(&bacseg(&[
+    let mut train = vec![
         "train",
         "--data",
         s(&data),
         "--out",
         s(&run),
-        "--epochs",
-        "1",
-        "--patch",
-        "32",
-        "--stride",
-        "32",
-        "--batch",
-        "2",
-        "--patches-per-epoch",
-        "2",
-        "--width",
-        "2",
-        "--depth",
-        "2",
-        "--median-radius",
-        "0",
         "--val-fraction",
         "0.34",
-    ]));
+    ];
+    train.extend(TINY_TRAINING);
+    ok(&bacseg(&train));
     let inputs = tmp.path().join("inputs");
     std::fs::create_dir_all(&inputs).unwrap();
     for e in std::fs::read_dir(data.join("images")).unwrap() {

@@ -167,6 +167,11 @@ impl Dataset {
         self.samples.iter().map(|s| s.stem.clone()).collect()
     }
 
+    /// The samples of `stems` that the dataset holds, in the order of `stems`.
+    pub fn samples_of<'a>(&'a self, stems: &'a [String]) -> impl Iterator<Item = &'a Sample> + 'a {
+        stems.iter().filter_map(|stem| self.get(stem))
+    }
+
     pub fn get(&self, stem: &str) -> Option<&Sample> {
         self.samples.iter().find(|s| s.stem == stem)
     }

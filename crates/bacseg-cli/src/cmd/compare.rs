@@ -186,14 +186,9 @@ pub fn run(args: Args) -> Result<()> {
             serde_json::to_writer_pretty(&mut *w, &split).map_err(|e| e.to_string())
         })?;
     }
-    let test: Vec<(String, PathBuf, PathBuf)> = split
-        .test
-        .iter()
-        .filter_map(|stem| {
-            dataset
-                .get(stem)
-                .map(|s| (stem.clone(), s.image.clone(), s.mask.clone()))
-        })
+    let test: Vec<(String, PathBuf, PathBuf)> = dataset
+        .samples_of(&split.test)
+        .map(|s| (s.stem.clone(), s.image.clone(), s.mask.clone()))
         .collect();
     let s = |p: &Path| p.display().to_string();
 

@@ -140,15 +140,9 @@ pub fn run(args: Args) -> Result<()> {
     // 3. Predict the held-out test images.
     let config = RunDir::new(&run).read_config()?;
     let dataset = Dataset::open(&data)?;
-    let test: Vec<(String, PathBuf, PathBuf)> = config
-        .split
-        .test
-        .iter()
-        .filter_map(|stem| {
-            dataset
-                .get(stem)
-                .map(|s| (stem.clone(), s.image.clone(), s.mask.clone()))
-        })
+    let test: Vec<(String, PathBuf, PathBuf)> = dataset
+        .samples_of(&config.split.test)
+        .map(|s| (s.stem.clone(), s.image.clone(), s.mask.clone()))
         .collect();
     let mut predict = chain::argv(
         "predict",

@@ -50,3 +50,23 @@ pub fn tiny_dataset(dir: &Path, count: usize, seed: u64) {
         &seed,
     ]));
 }
+
+/// Training options that make a run of a tiny DT-UNet on a tiny dataset take about a second.
+pub const TINY_TRAINING: [&str; 16] = [
+    "--epochs",
+    "1",
+    "--patch",
+    "32",
+    "--stride",
+    "32",
+    "--batch",
+    "2",
+    "--patches-per-epoch",
+    "2",
+    "--width",
+    "2",
+    "--depth",
+    "2",
+    "--median-radius",
+    "0",
+];
