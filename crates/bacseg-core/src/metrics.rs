@@ -68,7 +68,7 @@ impl ConfusionCounts {
 
     /// Counts over the valid region of `patch` (padding never counts). The masks must have
     /// the same size and contain the patch's valid region.
-    fn in_patch(pred: &Mask, truth: &Mask, patch: &Patch) -> Self {
+    pub fn in_patch(pred: &Mask, truth: &Mask, patch: &Patch) -> Self {
         (patch.y..patch.y + patch.valid_height)
             .map(|y| {
                 let cols = patch.x..patch.x + patch.valid_width;

@@ -10,9 +10,9 @@
 
 use std::time::Instant;
 
+use bacseg_nn::loss::soft_dice;
 use bacseg_nn::{ContextNetConfig, DtUnetConfig, SegNetConfig, SegmentationModel, UnetConfig};
 use burn::optim::{AdamWConfig, GradientsParams};
-use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Distribution, Tensor};
 
 struct Options {
@@ -64,15 +64,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn dice_loss(logits: Tensor<4>, target: Tensor<4>) -> Tensor<1> {
-    let p = sigmoid(logits);
-    let inter = (p.clone() * target.clone()).sum();
-    let denom = p.sum() + target.sum();
-    (inter.mul_scalar(2.0).add_scalar(1.0) / denom.add_scalar(1.0))
-        .neg()
-        .add_scalar(1.0)
-}
-
 fn bench_forward<M: SegmentationModel>(model: &M, side: usize, opts: &Options, peak: f64) {
     let device = Device::default();
     let shape = [1, model.in_channels(), side, side];
@@ -119,7 +110,7 @@ fn bench_train<M: SegmentationModel>(
     let mut times = Vec::new();
     for i in 0..=opts.repeats {
         let start = Instant::now();
-        let loss = dice_loss(model.forward(x.clone()), y.clone());
+        let loss = soft_dice(model.forward(x.clone()), y.clone(), 1.0);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(1e-3, model, grads);
         let _ = loss.into_data();

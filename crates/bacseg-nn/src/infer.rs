@@ -79,6 +79,54 @@ fn flip(x: Tensor<4>, h: bool, v: bool) -> Tensor<4> {
     }
 }
 
+/// Sigmoid probabilities of a batch of `n x n` grey patches laid out one after the other in
+/// `images` (the grey channel is replicated for networks that take more). With `tta`, the mean
+/// over the patch and its horizontal and vertical mirror images.
+pub fn patch_probabilities<M: SegmentationModel>(
+    model: &M,
+    images: Vec<f32>,
+    n: usize,
+    tta: bool,
+) -> Result<Vec<f32>, InferError> {
+    let count = images.len() / (n * n).max(1);
+    if count == 0 || images.len() != count * n * n {
+        return Err(InferError::Other(format!(
+            "{} values are not a whole number of {n}x{n} patches",
+            images.len()
+        )));
+    }
+    let device = model
+        .devices()
+        .first()
+        .cloned()
+        .unwrap_or_else(Device::default);
+    let channels = model.in_channels();
+    let x = Tensor::<4>::from_data(TensorData::new(images, [count, 1, n, n]), &device);
+    let x = if channels > 1 {
+        x.repeat_dim(1, channels)
+    } else {
+        x
+    };
+    let flips: &[(bool, bool)] = if tta {
+        &[(false, false), (true, false), (false, true)]
+    } else {
+        &[(false, false)]
+    };
+    let mut sum: Option<Tensor<4>> = None;
+    for &(h, v) in flips {
+        let p = flip(sigmoid(model.forward(flip(x.clone(), h, v))), h, v);
+        sum = Some(match sum {
+            Some(s) => s + p,
+            None => p,
+        });
+    }
+    sum.map(|s| s.div_scalar(flips.len() as f32))
+        .ok_or_else(|| InferError::Other("no forward pass".into()))?
+        .into_data()
+        .try_to_vec()
+        .map_err(|e| InferError::Other(format!("reading predictions: {e:?}")))
+}
+
 /// Predict BAC probabilities for `image` (preprocessed, [0, 1]) over the patches of the grid
 /// that lie in `breast`. `model` should be in validation mode (see `Module::valid`).
 pub fn predict_image<M: SegmentationModel>(
@@ -95,19 +143,8 @@ pub fn predict_image<M: SegmentationModel>(
     let full = PatchGrid::new(image.size(), n, cfg.stride)?;
     let grid_patches = full.len();
     let grid = full.within_breast(breast, cfg.min_breast_fraction)?;
-    let device = model
-        .devices()
-        .first()
-        .cloned()
-        .unwrap_or_else(Device::default);
-    let channels = model.in_channels();
     let mut blender = Blender::for_grid(&grid, cfg.blend)?;
     let (mut forward_s, mut blend_s) = (0.0, 0.0);
-    let flips: &[(bool, bool)] = if cfg.tta {
-        &[(false, false), (true, false), (false, true)]
-    } else {
-        &[(false, false)]
-    };
     for chunk in grid.patches().chunks(cfg.batch) {
         let t0 = Instant::now();
         let mut data = Vec::with_capacity(chunk.len() * n * n);
@@ -115,27 +152,7 @@ pub fn predict_image<M: SegmentationModel>(
             data.extend_from_slice(grid.extract(image, p, 0.0).data());
         }
         let t1 = Instant::now();
-        let x = Tensor::<4>::from_data(TensorData::new(data, [chunk.len(), 1, n, n]), &device);
-        let x = if channels > 1 {
-            x.repeat_dim(1, channels)
-        } else {
-            x
-        };
-        let mut sum: Option<Tensor<4>> = None;
-        for &(h, v) in flips {
-            let p = flip(sigmoid(model.forward(flip(x.clone(), h, v))), h, v);
-            sum = Some(match sum {
-                Some(s) => s + p,
-                None => p,
-            });
-        }
-        let probs = sum
-            .map(|s| s.div_scalar(flips.len() as f32))
-            .ok_or_else(|| InferError::Other("no forward pass".into()))?;
-        let probs: Vec<f32> = probs
-            .into_data()
-            .try_to_vec()
-            .map_err(|e| InferError::Other(format!("reading predictions: {e:?}")))?;
+        let probs = patch_probabilities(model, data, n, cfg.tta)?;
         let t2 = Instant::now();
         for (p, values) in chunk.iter().zip(probs.chunks_exact(n * n)) {
             blender.add(p, values)?;

@@ -26,7 +26,8 @@ use bacseg_core::cache::{CacheError, CacheSpec, PatchCache};
 use bacseg_core::dataset::Split;
 use bacseg_core::io::write_atomic;
 use bacseg_core::metrics::{Aggregate, ConfusionCounts, EmptyPolicy, Metrics, PatchSet};
-use bacseg_core::patch::{PatchSampler, SampleItem};
+use bacseg_core::patch::{Patch, PatchSampler, SampleItem};
+use bacseg_core::raster::Mask;
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
@@ -616,18 +617,15 @@ fn validate<M: SegmentationModel>(
             if cfg.val_patches == PatchSet::Positive && !item.positive {
                 continue;
             }
-            let mut c = ConfusionCounts::default();
-            for r in 0..item.patch.valid_height {
-                for col in 0..item.patch.valid_width {
-                    let i = k * n * n + r * n + col;
-                    match (probs[i] > cfg.threshold, truth[i] > 0.5) {
-                        (true, true) => c.tp += 1,
-                        (true, false) => c.fp += 1,
-                        (false, true) => c.fn_ += 1,
-                        (false, false) => c.tn += 1,
-                    }
-                }
-            }
+            let at = k * n * n;
+            let pred = Mask::from_fn(n, n, |x, y| probs[at + y * n + x] > cfg.threshold);
+            let truth = Mask::from_fn(n, n, |x, y| truth[at + y * n + x] > 0.5);
+            let valid = Patch {
+                x: 0,
+                y: 0,
+                ..item.patch
+            };
+            let c = ConfusionCounts::in_patch(&pred, &truth, &valid);
             units.push(c);
         }
     }

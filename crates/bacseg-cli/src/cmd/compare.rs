@@ -11,11 +11,10 @@ use anyhow::{Context, Result};
 use bacseg_core::dataset::{Dataset, Split, load_mask};
 use bacseg_core::io::{self, write_atomic, write_png_gray8};
 use bacseg_core::metrics::{Aggregate, ConfusionCounts, EmptyPolicy, Metrics};
-use bacseg_core::patch::{Patch, PatchGrid};
+use bacseg_core::patch::{Patch, PatchGrid, SummedArea};
 use bacseg_core::preprocess::preprocess;
 use bacseg_core::raster::{Mask, Raster};
-use bacseg_core::stitch::BlendMode;
-use bacseg_nn::infer::{InferConfig, predict_image};
+use bacseg_nn::infer::patch_probabilities;
 use bacseg_nn::spec::ModelVisitor;
 use bacseg_nn::train::{BestRecord, RunConfig, RunDir};
 use bacseg_nn::{Architecture, Device, SegmentationModel, load_pytorch_safetensors};
@@ -337,14 +336,6 @@ pub fn run(args: Args) -> Result<()> {
         e.parameters = model.parameters();
         models.push(model);
     }
-    let infer = InferConfig {
-        patch: patches.patch,
-        stride: patches.patch,
-        batch,
-        blend: BlendMode::Crop,
-        tta: false,
-        min_breast_fraction: 0.0,
-    };
     let mut patch_examples: Vec<Example> = Vec::new();
     let mut whole_examples: Vec<Example> = Vec::new();
     let mut positive_patches = 0usize;
@@ -383,10 +374,16 @@ pub fn run(args: Args) -> Result<()> {
         let grid = PatchGrid::new(truth.size(), patches.patch, patches.stride)
             .and_then(|g| g.within_breast(&pre.breast, patches.min_breast_fraction))
             .map_err(|e| InputError(format!("{stem}: {e}")))?;
+        let bac = SummedArea::new(&truth);
         let positive: Vec<(Patch, usize)> = grid
             .patches()
             .iter()
-            .map(|p| (*p, count_in(&truth, p)))
+            .map(|p| {
+                (
+                    *p,
+                    bac.sum(p.x, p.y, p.valid_width, p.valid_height) as usize,
+                )
+            })
             .filter(|(_, bac)| *bac > 0)
             .collect();
         positive_patches += positive.len();
@@ -397,30 +394,24 @@ pub fn run(args: Args) -> Result<()> {
         let mut per_model: Vec<Vec<Mask>> = Vec::with_capacity(models.len());
         for (model, e) in models.iter().zip(entries.iter_mut()) {
             let mut masks = Vec::with_capacity(positive.len());
-            for chunk in positive.chunks(64) {
-                // The chunk's patches side by side: a strip the grid cuts back into exactly
-                // these patches, so each prediction is a patch's own forward pass.
-                let strip = Raster::from_fn(n * chunk.len(), n, |x, y| {
-                    let p = &chunk[x / n].0;
-                    let (ix, iy) = (p.x + x % n, p.y + y);
-                    if ix < pre.image.width() && iy < pre.image.height() {
-                        *pre.image.get(ix, iy)
-                    } else {
-                        0.0
-                    }
-                });
+            for chunk in positive.chunks(batch.max(1)) {
+                // Each patch's own forward pass, before any stitching.
+                let mut images = Vec::with_capacity(chunk.len() * n * n);
+                for (p, _) in chunk {
+                    images.extend_from_slice(grid.extract(&pre.image, p, 0.0).data());
+                }
                 let prob = model
-                    .predict(&strip, &infer)
+                    .predict(images, n)
                     .map_err(|err| anyhow::anyhow!("{}: {stem}: {err}", e.run.display()))?;
                 for (j, (p, _)) in chunk.iter().enumerate() {
+                    let at = j * n * n;
                     let pred = Raster::from_fn(n, n, |x, y| {
-                        x < p.valid_width && y < p.valid_height && *prob.get(j * n + x, y) > 0.5
+                        x < p.valid_width && y < p.valid_height && prob[at + y * n + x] > 0.5
                     });
-                    let t = Raster::from_fn(n, n, |x, y| {
-                        x < p.valid_width && y < p.valid_height && *truth.get(p.x + x, p.y + y)
-                    });
+                    let t = grid.extract(&truth, p, false);
                     let valid = Patch { x: 0, y: 0, ..*p };
-                    e.patch_units.push(counts_in(&pred, &t, &valid));
+                    e.patch_units
+                        .push(ConfusionCounts::in_patch(&pred, &t, &valid));
                     masks.push(pred);
                 }
             }
@@ -477,20 +468,18 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// A loaded network that predicts the patches of a strip (see [`run`]).
+/// A loaded network that predicts batches of patches (see [`run`]).
 trait PatchModel {
-    fn predict(&self, strip: &Raster<f32>, cfg: &InferConfig) -> Result<Raster<f32>>;
+    /// Probabilities of `n x n` patches laid out one after the other.
+    fn predict(&self, images: Vec<f32>, n: usize) -> Result<Vec<f32>>;
     fn parameters(&self) -> usize;
 }
 
 struct Loaded<M>(M);
 
 impl<M: SegmentationModel> PatchModel for Loaded<M> {
-    fn predict(&self, strip: &Raster<f32>, cfg: &InferConfig) -> Result<Raster<f32>> {
-        let breast = Mask::filled(strip.width(), strip.height(), true);
-        Ok(predict_image(&self.0, strip, &breast, cfg)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .prob)
+    fn predict(&self, images: Vec<f32>, n: usize) -> Result<Vec<f32>> {
+        patch_probabilities(&self.0, images, n, false).map_err(|e| anyhow::anyhow!("{e}"))
     }
     fn parameters(&self) -> usize {
         self.0.trainable_parameters()
@@ -509,33 +498,6 @@ impl ModelVisitor for Load<'_> {
             .valid();
         Ok(Box::new(Loaded(model)))
     }
-}
-
-fn count_in(mask: &Mask, p: &Patch) -> usize {
-    (p.y..p.y + p.valid_height)
-        .map(|y| {
-            mask.row(y)[p.x..p.x + p.valid_width]
-                .iter()
-                .filter(|&&b| b)
-                .count()
-        })
-        .sum()
-}
-
-/// Confusion counts over the valid region of `p` (in the masks' coordinates).
-fn counts_in(pred: &Mask, truth: &Mask, p: &Patch) -> ConfusionCounts {
-    let mut c = ConfusionCounts::default();
-    for y in p.y..p.y + p.valid_height {
-        for x in p.x..p.x + p.valid_width {
-            match (*pred.get(x, y), *truth.get(x, y)) {
-                (true, true) => c.tp += 1,
-                (true, false) => c.fp += 1,
-                (false, true) => c.fn_ += 1,
-                (false, false) => c.tn += 1,
-            }
-        }
-    }
-    c
 }
 
 /// One row of a figure: grey image, truth, then each model's mask, all the same size.
