@@ -461,6 +461,26 @@ def cmd_bench(args) -> int:
     gflop = 8.900313088
     print(f"pytorch {torch.__version__} eager, {args.threads} threads: reference DT-UNet forward "
           f"1x1x512x512 median {median:.3f} s over {args.repeats} ({gflop / median:.1f} GFLOP/s)")
+    # The training step of the Rust bench: batch 4 x 1 x 256 x 256, soft Dice (smoothing 1,
+    # over the batch) on sigmoid outputs, AdamW (lr 1e-3, burn's defaults otherwise).
+    model = DtUnet().train()
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-3, eps=1e-5, weight_decay=1e-4)
+    x = torch.rand(4, 1, 256, 256)
+    y = (torch.rand(4, 1, 256, 256) < 0.05).float()
+    times = []
+    for i in range(min(args.repeats, 5) + 1):
+        start = time.perf_counter()
+        p = torch.sigmoid(model(x))
+        loss = 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        if i > 0:  # step 0 warms up
+            times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    print(f"pytorch {torch.__version__} eager, {args.threads} threads: reference DT-UNet training "
+          f"step 4x1x256x256 Dice+AdamW median {median:.3f} s over {len(times)} "
+          f"({3 * 4 * gflop / 4 / median:.1f} GFLOP/s)")
     return 0
 
 
@@ -471,7 +491,7 @@ def main() -> int:
     rt = sub.add_parser("roundtrip", help="load bacseg-saved weights in PyTorch and compare")
     rt.add_argument("dir")
     rt.set_defaults(run=cmd_roundtrip)
-    bench = sub.add_parser("bench", help="time the reference DT-UNet forward")
+    bench = sub.add_parser("bench", help="time the reference DT-UNet forward and training step")
     bench.add_argument("--threads", type=int, default=2)
     bench.add_argument("--repeats", type=int, default=10)
     bench.set_defaults(run=cmd_bench)
