@@ -8,6 +8,7 @@ use crate::contextnet::ContextNetConfig;
 use crate::dt_unet::DtUnetConfig;
 use crate::error::NnError;
 use crate::model::SegmentationModel;
+use crate::scunet::ScuNetConfig;
 use crate::segnet::SegNetConfig;
 use crate::unet::UnetConfig;
 
@@ -21,15 +22,18 @@ pub enum Architecture {
     Unet,
     SegNet,
     ContextNet,
+    /// The published SCU-Net (pretrained weights: `bacseg weights fetch scunet`).
+    ScuNet,
 }
 
 impl Architecture {
     /// Every architecture, in the order of the reference comparison.
-    pub const ALL: [Architecture; 4] = [
+    pub const ALL: [Architecture; 5] = [
         Architecture::DtUnet,
         Architecture::Unet,
         Architecture::SegNet,
         Architecture::ContextNet,
+        Architecture::ScuNet,
     ];
 
     /// Command-line name.
@@ -39,6 +43,7 @@ impl Architecture {
             Architecture::Unet => "unet",
             Architecture::SegNet => "segnet",
             Architecture::ContextNet => "contextnet",
+            Architecture::ScuNet => "scunet",
         }
     }
 
@@ -65,6 +70,10 @@ impl Architecture {
             }
             Architecture::ContextNet => {
                 let config = ContextNetConfig::new();
+                summarise(&config.init(device)?, json(&config))
+            }
+            Architecture::ScuNet => {
+                let config = ScuNetConfig::new();
                 summarise(&config.init(device)?, json(&config))
             }
         }

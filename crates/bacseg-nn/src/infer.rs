@@ -7,7 +7,6 @@ use std::time::Instant;
 use bacseg_core::patch::{PatchError, PatchGrid};
 use bacseg_core::raster::{Mask, ProbMap, Raster};
 use bacseg_core::stitch::{BlendMode, Blender, StitchError};
-use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -79,9 +78,10 @@ fn flip(x: Tensor<4>, h: bool, v: bool) -> Tensor<4> {
     }
 }
 
-/// Sigmoid probabilities of a batch of `n x n` grey patches laid out one after the other in
-/// `images` (the grey channel is replicated for networks that take more). With `tta`, the mean
-/// over the patch and its horizontal and vertical mirror images.
+/// Probabilities (the model's [`SegmentationModel::output_activation`] of its output) of a batch
+/// of `n x n` grey patches laid out one after the other in `images` (the grey channel is
+/// replicated for networks that take more). With `tta`, the mean over the patch and its
+/// horizontal and vertical mirror images.
 pub fn patch_probabilities<M: SegmentationModel>(
     model: &M,
     images: Vec<f32>,
@@ -113,8 +113,9 @@ pub fn patch_probabilities<M: SegmentationModel>(
         &[(false, false)]
     };
     let mut sum: Option<Tensor<4>> = None;
+    let activation = model.output_activation();
     for &(h, v) in flips {
-        let p = flip(sigmoid(model.forward(flip(x.clone(), h, v))), h, v);
+        let p = flip(activation.apply(model.forward(flip(x.clone(), h, v))), h, v);
         sum = Some(match sum {
             Some(s) => s + p,
             None => p,
@@ -172,6 +173,103 @@ pub fn predict_image<M: SegmentationModel>(
     })
 }
 
+/// Tile side of the published SCU-Net inference.
+pub const PUBLISHED_SCUNET_TILE: usize = 512;
+/// Distance between tile origins of the published SCU-Net inference.
+pub const PUBLISHED_SCUNET_STRIDE: usize = 480;
+
+/// Whether the published SCU-Net inference predicts a tile of 8-bit grey values: it skips tiles
+/// whose mean is at most 20 or whose (population) standard deviation is at most 10.
+pub fn published_scunet_keeps(tile: &[f32]) -> bool {
+    let n = tile.len().max(1) as f64;
+    let mean = tile.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = tile
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    mean > 20.0 && var.sqrt() > 10.0
+}
+
+/// The published SCU-Net inference (Guo et al. 2021, Emory HITI `BAC_segmentation`) on `grey`:
+/// 8-bit grey values (0-255, already median-filtered 5x5 by the caller), 512x512 tiles at stride
+/// 480 with the last row and column snapped to the image edge, tiles skipped by
+/// [`published_scunet_keeps`], the rest predicted in batches of `batch` and merged with the
+/// element-wise maximum over a map that starts at 0 (so skipped tiles and negative outputs
+/// leave 0). `model` applies the published normalisation and its output activation (`clamp` for
+/// the published weights: the merged map is the published map clamped to [0, 1], so the
+/// published `> 0.65` threshold selects the same pixels).
+pub fn predict_published_scunet<M: SegmentationModel>(
+    model: &M,
+    grey: &Raster<f32>,
+    batch: usize,
+) -> Result<Prediction, InferError> {
+    let n = PUBLISHED_SCUNET_TILE;
+    if batch == 0 {
+        return Err(InferError::Other("batch must be at least 1".into()));
+    }
+    if grey.width() < n || grey.height() < n {
+        return Err(InferError::Other(format!(
+            "the published SCU-Net pipeline needs images of at least {n}x{n} pixels, got {}x{}",
+            grey.width(),
+            grey.height()
+        )));
+    }
+    model.check_input([batch, model.in_channels(), n, n])?;
+    let grid = PatchGrid::new(grey.size(), n, PUBLISHED_SCUNET_STRIDE)?;
+    let mut prob: ProbMap = Raster::filled(grey.width(), grey.height(), 0.0);
+    let (mut forward_s, mut blend_s) = (0.0, 0.0);
+    let mut kept = 0;
+    let mut pending: Vec<(usize, usize)> = Vec::with_capacity(batch);
+    let mut data: Vec<f32> = Vec::with_capacity(batch * n * n);
+    let flush = |pending: &mut Vec<(usize, usize)>,
+                     data: &mut Vec<f32>,
+                     prob: &mut ProbMap|
+     -> Result<f64, InferError> {
+        if pending.is_empty() {
+            return Ok(0.0);
+        }
+        let t = Instant::now();
+        let out = patch_probabilities(model, std::mem::take(data), n, false)?;
+        let spent = t.elapsed().as_secs_f64();
+        for (&(x0, y0), tile) in pending.iter().zip(out.chunks_exact(n * n)) {
+            for (dy, row) in tile.chunks_exact(n).enumerate() {
+                for (dx, &p) in row.iter().enumerate() {
+                    let cell = prob.get_mut(x0 + dx, y0 + dy);
+                    if p > *cell {
+                        *cell = p;
+                    }
+                }
+            }
+        }
+        pending.clear();
+        Ok(spent)
+    };
+    for p in grid.patches() {
+        let t = Instant::now();
+        let tile = grid.extract(grey, p, 0.0);
+        if !published_scunet_keeps(tile.data()) {
+            blend_s += t.elapsed().as_secs_f64();
+            continue;
+        }
+        kept += 1;
+        data.extend(tile.data().iter().map(|&v| v / 255.0));
+        pending.push((p.x, p.y));
+        blend_s += t.elapsed().as_secs_f64();
+        if pending.len() == batch {
+            forward_s += flush(&mut pending, &mut data, &mut prob)?;
+        }
+    }
+    forward_s += flush(&mut pending, &mut data, &mut prob)?;
+    Ok(Prediction {
+        prob,
+        patches: kept,
+        grid_patches: grid.len(),
+        forward_s,
+        blend_s,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,7 +309,10 @@ mod tests {
         // The top-left tile equals the model's output for that crop.
         let crop = image.crop(0, 0, 16, 16, 0.0);
         let x = Tensor::<4>::from_data(TensorData::new(crop.into_vec(), [1, 1, 16, 16]), &device);
-        let direct: Vec<f32> = sigmoid(model.forward(x)).into_data().try_to_vec().unwrap();
+        let direct: Vec<f32> = burn::tensor::activation::sigmoid(model.forward(x))
+            .into_data()
+            .try_to_vec()
+            .unwrap();
         for y in 0..8 {
             for x in 0..16 {
                 let got = *pred.prob.get(x, y);
@@ -234,5 +335,54 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn published_tile_rule_uses_mean_and_population_std() {
+        assert!(!published_scunet_keeps(&[21.0; 16])); // no contrast
+        let alternating = |a: f32, b: f32| -> Vec<f32> {
+            (0..16).map(|i| if i % 2 == 0 { a } else { b }).collect()
+        };
+        assert!(!published_scunet_keeps(&alternating(0.0, 40.0))); // mean exactly 20
+        assert!(published_scunet_keeps(&alternating(0.0, 42.0))); // mean 21, std 21
+        assert!(!published_scunet_keeps(&alternating(100.0, 120.0))); // std exactly 10
+        assert!(published_scunet_keeps(&alternating(100.0, 121.0)));
+    }
+
+    #[test]
+    fn published_pipeline_skips_dark_tiles_and_merges_by_maximum() {
+        let device = Device::default();
+        let model = DtUnetConfig::new()
+            .with_widths(vec![2, 4])
+            .init(&device)
+            .unwrap()
+            .valid();
+        // Columns of tiles at x = 0, 480 and 588 (snapped to the edge); one row.
+        let (w, h) = (1100, 512);
+        let grey = Raster::from_fn(w, h, |x, y| {
+            if x < 560 {
+                0.0
+            } else {
+                ((x * 37 + y * 11) % 97 + 80) as f32
+            }
+        });
+        let pred = predict_published_scunet(&model, &grey, 2).unwrap();
+        assert_eq!((pred.grid_patches, pred.patches), (3, 2));
+        let tile = |x0: usize| -> Vec<f32> {
+            let crop = grey.crop(x0, 0, 512, 512, 0.0);
+            let data = crop.data().iter().map(|v| v / 255.0).collect();
+            patch_probabilities(&model, data, 512, false).unwrap()
+        };
+        let (middle, last) = (tile(480), tile(588));
+        for y in [0, 100, 511] {
+            assert_eq!(*pred.prob.get(10, y), 0.0); // only the skipped dark tile
+            assert_eq!(*pred.prob.get(479, y), 0.0);
+            assert_eq!(*pred.prob.get(500, y), middle[y * 512 + 20]);
+            let both = middle[y * 512 + 220].max(last[y * 512 + 112]);
+            assert_eq!(*pred.prob.get(700, y), both);
+            assert_eq!(*pred.prob.get(1099, y), last[y * 512 + 511]);
+        }
+        let small = Raster::filled(500, 600, 100.0);
+        assert!(predict_published_scunet(&model, &small, 2).is_err());
     }
 }

@@ -1,4 +1,5 @@
-//! bacseg-nn: the segmentation networks of bacseg (DT-UNet, UNet, SegNet, ContextNet) in burn,
+//! bacseg-nn: the segmentation networks of bacseg (DT-UNet, UNet, SegNet, ContextNet, and the
+//! published SCU-Net) in burn,
 //! their size and cost, and weight files shared with PyTorch by tensor name.
 //!
 //! The compute backend follows the [`burn::tensor::Device`] a model is built on; which backends
@@ -13,6 +14,7 @@ pub mod error;
 pub mod infer;
 pub mod loss;
 pub mod model;
+pub mod scunet;
 pub mod segnet;
 pub mod spec;
 pub mod train;
@@ -29,7 +31,8 @@ pub use contextnet::{ContextNet, ContextNetConfig};
 pub use cost::trainable_parameters;
 pub use dt_unet::{DtUnet, DtUnetConfig};
 pub use error::NnError;
-pub use model::SegmentationModel;
+pub use model::{OutputActivation, SegmentationModel};
+pub use scunet::{Precision, ScuNet, ScuNetConfig, load_scunet_checkpoint};
 pub use segnet::{SegNet, SegNetConfig};
 pub use unet::{Unet, UnetConfig};
 pub use unpool::{PoolIndices, max_pool2x2_with_indices, max_unpool2x2};

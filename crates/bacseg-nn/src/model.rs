@@ -3,12 +3,37 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
+use burn::tensor::activation::sigmoid;
+use serde::{Deserialize, Serialize};
 
 use crate::cost::{Hw, trainable_parameters};
 use crate::error::NnError;
 
-/// A network mapping `[batch, in_channels, height, width]` images to
-/// `[batch, 1, height, width]` BAC logits (apply a sigmoid for probabilities).
+/// How a network's output becomes a BAC probability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputActivation {
+    /// The output is a logit: probability = sigmoid(output). Every network bacseg trains.
+    #[default]
+    Sigmoid,
+    /// The output is read as a probability directly, clamped to [0, 1]: the published SCU-Net
+    /// weights, whose inference thresholds the raw output.
+    Clamp,
+}
+
+impl OutputActivation {
+    /// Probabilities from network outputs.
+    pub fn apply<const D: usize>(self, output: Tensor<D>) -> Tensor<D> {
+        match self {
+            OutputActivation::Sigmoid => sigmoid(output),
+            OutputActivation::Clamp => output.clamp(0.0, 1.0),
+        }
+    }
+}
+
+/// A network mapping `[batch, in_channels, height, width]` images (preprocessed grey values in
+/// [0, 1], replicated over the channels) to `[batch, 1, height, width]` BAC outputs, logits
+/// unless [`SegmentationModel::output_activation`] says otherwise.
 pub trait SegmentationModel: Module {
     /// Command-line name of the architecture (`dt-unet`, `unet`, ...).
     const NAME: &'static str;
@@ -16,6 +41,11 @@ pub trait SegmentationModel: Module {
     /// Logits for a batch. BatchNorm uses batch statistics on an autodiff device for a module in
     /// training mode, running statistics otherwise (see `Module::valid`).
     fn forward(&self, x: Tensor<4>) -> Tensor<4>;
+
+    /// How the output becomes a probability.
+    fn output_activation(&self) -> OutputActivation {
+        OutputActivation::Sigmoid
+    }
 
     /// Number of image channels the network expects.
     fn in_channels(&self) -> usize;

@@ -9,6 +9,7 @@ use crate::contextnet::ContextNetConfig;
 use crate::dt_unet::DtUnetConfig;
 use crate::error::NnError;
 use crate::model::SegmentationModel;
+use crate::scunet::ScuNetConfig;
 use crate::segnet::SegNetConfig;
 use crate::unet::UnetConfig;
 
@@ -79,6 +80,7 @@ impl ModelSpec {
             Architecture::Unet => to_json(&UnetConfig::new()),
             Architecture::SegNet => to_json(&SegNetConfig::new()),
             Architecture::ContextNet => to_json(&ContextNetConfig::new()),
+            Architecture::ScuNet => to_json(&ScuNetConfig::new()),
         };
         Self {
             architecture: architecture.name().to_string(),
@@ -90,7 +92,7 @@ impl ModelSpec {
         Architecture::from_name(&self.architecture).ok_or_else(|| NnError::Config {
             model: "model",
             reason: format!(
-                "unknown architecture {:?} (known: dt-unet, unet, segnet, contextnet)",
+                "unknown architecture {:?} (known: dt-unet, unet, segnet, contextnet, scunet)",
                 self.architecture
             ),
         })
@@ -146,6 +148,13 @@ impl ModelSpec {
                 let base = width.unwrap_or(c.base_width);
                 to_json(&c.with_base_width(base))
             }
+            Architecture::ScuNet => {
+                return Err(NnError::Config {
+                    model: "scunet",
+                    reason: "its widths and depth are fixed; --width and --depth do not apply"
+                        .into(),
+                });
+            }
         };
         Ok(self)
     }
@@ -169,6 +178,9 @@ impl ModelSpec {
             }
             Architecture::ContextNet => {
                 visitor.visit(parse::<ContextNetConfig>("contextnet", &self.config)?.init(device)?)
+            }
+            Architecture::ScuNet => {
+                visitor.visit(parse::<ScuNetConfig>("scunet", &self.config)?.init(device)?)
             }
         })
     }

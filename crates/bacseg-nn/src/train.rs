@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::NnError;
 use crate::loss::{LossKind, loss};
-use crate::model::SegmentationModel;
+use crate::model::{OutputActivation, SegmentationModel};
 use crate::spec::ModelSpec;
 use crate::weights::save_pytorch_safetensors;
 
@@ -415,6 +415,13 @@ pub fn train<M: SegmentationModel>(
     };
     let n = config.patches.patch;
     model.check_input([cfg.batch, model.in_channels(), n, n])?;
+    if model.output_activation() != OutputActivation::Sigmoid {
+        return Err(TrainError::Config(format!(
+            "{} with {:?} outputs cannot be trained: the losses take logits",
+            M::NAME,
+            model.output_activation()
+        )));
+    }
     let channels = model.in_channels();
 
     let mut optim_config = AdamWConfig::new().with_weight_decay(cfg.weight_decay);

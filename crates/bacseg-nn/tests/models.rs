@@ -155,7 +155,7 @@ fn invalid_configurations_are_rejected() {
 fn catalog_lists_every_architecture_by_name() {
     let device = Device::default();
     let names: Vec<_> = Architecture::ALL.iter().map(|a| a.name()).collect();
-    assert_eq!(names, ["dt-unet", "unet", "segnet", "contextnet"]);
+    assert_eq!(names, ["dt-unet", "unet", "segnet", "contextnet", "scunet"]);
     for arch in Architecture::ALL {
         assert_eq!(Architecture::from_name(arch.name()), Some(arch));
         let summary = arch.reference_summary(&device).unwrap();
@@ -166,5 +166,5 @@ fn catalog_lists_every_architecture_by_name() {
     assert_eq!(dt.parameters, 7_782_281);
     assert!((dt.gflop_per_patch - 8.900313088).abs() < 1e-9);
     assert_eq!(dt.config["widths"][6], 512);
-    assert_eq!(Architecture::from_name("scunet"), None);
+    assert_eq!(Architecture::from_name("sc-unet"), None);
 }

@@ -89,6 +89,7 @@ fn display_name(arch: Architecture) -> &'static str {
         Architecture::Unet => "UNet",
         Architecture::SegNet => "SegNet",
         Architecture::ContextNet => "ContextNet",
+        Architecture::ScuNet => "SCU-Net",
     }
 }
 
@@ -231,8 +232,11 @@ pub fn run(args: Args) -> Result<()> {
                 args.patches_per_epoch.map(|v| v.to_string()),
             );
             opt("--lr", args.lr.map(|v| v.to_string()));
-            opt("--width", args.width.map(|v| v.to_string()));
-            if arch != Architecture::ContextNet {
+            // SCU-Net's shape is fixed; ContextNet takes only a width.
+            if arch != Architecture::ScuNet {
+                opt("--width", args.width.map(|v| v.to_string()));
+            }
+            if !matches!(arch, Architecture::ContextNet | Architecture::ScuNet) {
                 opt("--depth", args.depth.map(|v| v.to_string()));
             }
             opt("--median-radius", args.median_radius.map(|v| v.to_string()));
