@@ -223,8 +223,8 @@ pub fn predict_published_scunet<M: SegmentationModel>(
     let mut pending: Vec<(usize, usize)> = Vec::with_capacity(batch);
     let mut data: Vec<f32> = Vec::with_capacity(batch * n * n);
     let flush = |pending: &mut Vec<(usize, usize)>,
-                     data: &mut Vec<f32>,
-                     prob: &mut ProbMap|
+                 data: &mut Vec<f32>,
+                 prob: &mut ProbMap|
      -> Result<f64, InferError> {
         if pending.is_empty() {
             return Ok(0.0);

@@ -52,9 +52,9 @@ pub struct ScuNetConfig {
     /// The input normalisation `(x - input_mean) / input_std` applied to [0, 1] grey values
     /// before the network (the published values).
     #[config(default = 0.2813)]
-    pub input_mean: f32,
+    pub input_mean: f64,
     #[config(default = 0.1256)]
-    pub input_std: f32,
+    pub input_std: f64,
     /// How the head's output becomes a probability.
     #[config(default = "OutputActivation::Sigmoid")]
     pub output: OutputActivation,
@@ -239,8 +239,8 @@ impl UpBlock {
 /// The SCU-Net network (see the module documentation).
 #[derive(Module, Debug)]
 pub struct ScuNet {
-    input_mean: f32,
-    input_std: f32,
+    input_mean: f64,
+    input_std: f64,
     clamp_output: bool,
     pub level1_0: ConvBnPrelu,
     pub level1_1: ConvBnPrelu,
@@ -316,6 +316,7 @@ impl SegmentationModel for ScuNet {
 
     /// Normalises the [0, 1] input and runs [`ScuNet::forward_network`].
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = x.cast(self.dtype());
         self.forward_network(x.sub_scalar(self.input_mean).div_scalar(self.input_std))
     }
 
@@ -349,11 +350,15 @@ impl SegmentationModel for ScuNet {
 }
 
 impl ScuNet {
+    /// Precision of the weights.
+    fn dtype(&self) -> FloatDType {
+        FloatDType::from(self.level1_0.conv.weight.val().dtype())
+    }
+
     /// The published network on already normalised input: the head's output, computed in the
     /// precision of the weights (see [`ScuNet::with_precision`]) and returned as f32.
     pub fn forward_network(&self, x: Tensor<4>) -> Tensor<4> {
-        let dtype = self.level1_0.conv.weight.val().dtype();
-        let x = x.cast(FloatDType::from(dtype));
+        let x = x.cast(self.dtype());
         let stem = self.level1_0.forward(x.clone());
         let stem = self.level1_2.forward(self.level1_1.forward(stem));
         let down1 = inject(x);
