@@ -12,14 +12,23 @@ use bacseg_core::io::{self, write_atomic, write_mask_png, write_png_rgb8, write_
 use bacseg_core::mammogram::{Mammogram, PixelSpacing, SpacingSource};
 use bacseg_core::overlay;
 use bacseg_core::postprocess::{MinComponentArea, Postprocess};
-use bacseg_core::preprocess::{Preprocess, preprocess};
+use bacseg_core::preprocess::{
+    Preprocess, Preprocessed, breast_mask, median_filter, normalise, percentile_window, preprocess,
+};
+use bacseg_core::raster::{ProbMap, Raster};
 use bacseg_core::quantify::{BacBurden, Grading, measure};
 use bacseg_core::resample::resize;
 use bacseg_core::stitch::BlendMode;
-use bacseg_nn::infer::{InferConfig, predict_image};
+use bacseg_nn::infer::{
+    InferConfig, PUBLISHED_SCUNET_STRIDE, PUBLISHED_SCUNET_TILE, predict_image,
+    predict_published_scunet,
+};
 use bacseg_nn::spec::{ModelSpec, ModelVisitor};
 use bacseg_nn::train::RunDir;
-use bacseg_nn::{Architecture, Device, SegmentationModel, load_pytorch_safetensors};
+use bacseg_nn::{
+    Architecture, Device, OutputActivation, Precision, ScuNetConfig, SegmentationModel,
+    load_pytorch_safetensors, load_scunet_checkpoint,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -28,13 +37,22 @@ use crate::exit::InputError;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A training run directory (config.json + best.safetensors), or a .safetensors weights
-    /// file (PyTorch tensor names) of the --arch reference configuration.
+    /// A training run directory (config.json + best.safetensors), a .safetensors weights
+    /// file (PyTorch tensor names) of the --arch reference configuration, or a published
+    /// SCU-Net checkpoint as `scunet:PATH.pt` (see `bacseg weights fetch scunet`).
     #[arg(long)]
     model: PathBuf,
-    /// Architecture of a bare weights file: dt-unet, unet, segnet or contextnet.
+    /// Architecture of a bare weights file: dt-unet, unet, segnet, contextnet or scunet.
     #[arg(long, default_value = "dt-unet")]
     arch: String,
+    /// Run a published inference pipeline instead of bacseg's: `scunet` (8-bit grey input,
+    /// 5x5 median, 512 tiles at stride 480, the published tile-skip rule, maximum merge,
+    /// threshold 0.65). Patch, blending and resampling options do not apply.
+    #[arg(long, value_parser = ["scunet"], conflicts_with_all = ["patch", "stride", "overlap", "blend", "tta", "scale", "min_breast_fraction"])]
+    preset: Option<String>,
+    /// Precision of a published SCU-Net checkpoint's computation: f32 or f64.
+    #[arg(long, value_parser = ["f32", "f64"], default_value = "f32")]
+    precision: String,
     /// Width and depth of a bare weights file's network, when not the reference.
     #[arg(long)]
     width: Option<usize>,
@@ -61,15 +79,16 @@ pub struct Args {
     /// Patches per forward pass.
     #[arg(long, default_value_t = 4)]
     batch: usize,
-    /// How overlapping patch predictions are combined: gaussian, mean, max or crop.
-    #[arg(long, default_value = "gaussian")]
-    blend: String,
+    /// How overlapping patch predictions are combined: gaussian, mean, max or crop
+    /// (default gaussian).
+    #[arg(long)]
+    blend: Option<String>,
     /// Test-time augmentation: also predict the mirrored patches and average.
     #[arg(long)]
     tta: bool,
-    /// Probability above which a pixel is BAC.
-    #[arg(long, default_value_t = 0.5)]
-    threshold: f32,
+    /// Probability above which a pixel is BAC (default 0.5; 0.65 with --preset scunet).
+    #[arg(long)]
+    threshold: Option<f32>,
     /// Remove BAC components smaller than this many mm^2 (when the pixel spacing is known).
     #[arg(long, default_value_t = 0.0)]
     min_area_mm2: f64,
@@ -86,8 +105,8 @@ pub struct Args {
     /// Resample each image by this factor before preprocessing and inference (e.g. 0.35 to
     /// run a model trained at 0.2 mm pixels on 0.07 mm mammograms); outputs stay at the
     /// input's size.
-    #[arg(long, default_value_t = 1.0)]
-    scale: f64,
+    #[arg(long)]
+    scale: Option<f64>,
     /// Longest side of the overlay PNG.
     #[arg(long, default_value_t = 1024)]
     overlay_size: usize,
@@ -113,13 +132,33 @@ pub struct Args {
 struct Loaded {
     spec: ModelSpec,
     weights: PathBuf,
+    /// A published SCU-Net `.pt` checkpoint rather than safetensors.
+    scunet_checkpoint: bool,
     preprocess: Option<Preprocess>,
     patch: Option<(usize, usize)>,
     min_breast_fraction: Option<f64>,
 }
 
 fn resolve_model(args: &Args) -> Result<Loaded> {
+    let text = args.model.to_string_lossy();
+    if let Some(path) = text.strip_prefix("scunet:") {
+        return scunet_checkpoint(Path::new(path));
+    }
     let m = &args.model;
+    let is_pt = m
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("pt") || e.eq_ignore_ascii_case("pth"));
+    if is_pt {
+        if args.arch != "scunet" {
+            return Err(InputError(format!(
+                "{}: PyTorch .pt checkpoints are read for the published SCU-Net only (use \
+                 --model scunet:{0} or --arch scunet); other networks take .safetensors",
+                m.display()
+            ))
+            .into());
+        }
+        return scunet_checkpoint(m);
+    }
     if m.is_dir() {
         let run = RunDir::new(m);
         let config = run
@@ -136,6 +175,7 @@ fn resolve_model(args: &Args) -> Result<Loaded> {
         return Ok(Loaded {
             spec: config.model,
             weights,
+            scunet_checkpoint: false,
             preprocess: Some(config.patches.preprocess),
             patch: Some((config.patches.patch, config.patches.stride)),
             min_breast_fraction: Some(config.patches.min_breast_fraction),
@@ -150,7 +190,7 @@ fn resolve_model(args: &Args) -> Result<Loaded> {
     }
     let arch = Architecture::from_name(&args.arch).ok_or_else(|| {
         InputError(format!(
-            "unknown --arch {:?} (known: dt-unet, unet, segnet, contextnet)",
+            "unknown --arch {:?} (known: dt-unet, unet, segnet, contextnet, scunet)",
             args.arch
         ))
     })?;
@@ -160,6 +200,30 @@ fn resolve_model(args: &Args) -> Result<Loaded> {
     Ok(Loaded {
         spec,
         weights: m.clone(),
+        scunet_checkpoint: false,
+        preprocess: None,
+        patch: None,
+        min_breast_fraction: None,
+    })
+}
+
+fn scunet_checkpoint(path: &Path) -> Result<Loaded> {
+    if !path.is_file() {
+        return Err(InputError(format!(
+            "{}: no such SCU-Net checkpoint (`bacseg weights fetch scunet` downloads the \
+             published one)",
+            path.display()
+        ))
+        .into());
+    }
+    let config = ScuNetConfig::new().with_output(OutputActivation::Clamp);
+    Ok(Loaded {
+        spec: ModelSpec {
+            architecture: Architecture::ScuNet.name().into(),
+            config: serde_json::to_value(&config)?,
+        },
+        weights: path.to_path_buf(),
+        scunet_checkpoint: true,
         preprocess: None,
         patch: None,
         min_breast_fraction: None,
@@ -290,6 +354,10 @@ struct ModelRecord<'a> {
 
 #[derive(Debug, Clone, Serialize)]
 struct Settings {
+    /// The published pipeline run instead of bacseg's (`scunet`), if any.
+    preset: Option<String>,
+    /// Precision of the computation.
+    precision: Precision,
     /// Resampling factor applied before preprocessing.
     scale: f64,
     preprocess: Preprocess,
@@ -312,7 +380,31 @@ struct Timings {
 
 pub fn run(args: Args) -> Result<()> {
     let loaded = resolve_model(&args)?;
-    let (run_patch, run_stride) = loaded.patch.unwrap_or((512, 256));
+    let preset = args.preset.is_some();
+    if preset && loaded.spec.architecture != Architecture::ScuNet.name() {
+        return Err(InputError(format!(
+            "--preset scunet runs the published SCU-Net pipeline; {} is a {} model",
+            args.model.display(),
+            loaded.spec.architecture
+        ))
+        .into());
+    }
+    let precision = if args.precision == "f64" {
+        Precision::F64
+    } else {
+        Precision::F32
+    };
+    if precision == Precision::F64 && !loaded.scunet_checkpoint {
+        return Err(InputError(
+            "--precision f64 applies to published SCU-Net checkpoints only".into(),
+        )
+        .into());
+    }
+    let (run_patch, run_stride) = if preset {
+        (PUBLISHED_SCUNET_TILE, PUBLISHED_SCUNET_STRIDE)
+    } else {
+        loaded.patch.unwrap_or((512, 256))
+    };
     let patch = args.patch.unwrap_or(run_patch);
     let stride = match (args.stride, args.overlap) {
         (Some(s), _) => s,
@@ -325,13 +417,16 @@ pub fn run(args: Args) -> Result<()> {
         (None, None) if args.patch.is_some() => (patch / 2).max(1),
         (None, None) => run_stride,
     };
+    let blend_name = args
+        .blend
+        .as_deref()
+        .unwrap_or(if preset { "max" } else { "gaussian" });
     let blend = BlendMode::ALL
         .into_iter()
-        .find(|b| b.as_str() == args.blend)
+        .find(|b| b.as_str() == blend_name)
         .ok_or_else(|| {
             InputError(format!(
-                "unknown --blend {:?} (known: gaussian, mean, max, crop)",
-                args.blend
+                "unknown --blend {blend_name:?} (known: gaussian, mean, max, crop)"
             ))
         })?;
     let preprocess = match (&loaded.preprocess, args.override_preprocess) {
@@ -339,7 +434,7 @@ pub fn run(args: Args) -> Result<()> {
         _ => args.preprocess.to_config()?,
     };
     let postprocess = Postprocess {
-        threshold: args.threshold,
+        threshold: args.threshold.unwrap_or(if preset { 0.65 } else { 0.5 }),
         min_area: MinComponentArea {
             mm2: args.min_area_mm2,
             px: args.min_area_px,
@@ -353,11 +448,14 @@ pub fn run(args: Args) -> Result<()> {
     {
         return Err(InputError(format!("--spacing must be in (0, 5) mm, got {mm}")).into());
     }
-    if !(args.scale > 0.0 && args.scale <= 4.0) {
-        return Err(InputError(format!("--scale must be in (0, 4], got {}", args.scale)).into());
+    let scale = args.scale.unwrap_or(1.0);
+    if !(scale > 0.0 && scale <= 4.0) {
+        return Err(InputError(format!("--scale must be in (0, 4], got {scale}")).into());
     }
     let settings = Settings {
-        scale: args.scale,
+        preset: args.preset.clone(),
+        precision,
+        scale,
         preprocess,
         infer: InferConfig {
             patch,
@@ -415,6 +513,11 @@ pub fn run(args: Args) -> Result<()> {
         shard: (index, count),
         spacing: args.spacing,
     };
+    if loaded.scunet_checkpoint {
+        let model = load_scunet_checkpoint(&loaded.weights, precision, &device)
+            .map_err(|e| InputError(e.to_string()))?;
+        return job.process(model);
+    }
     loaded
         .spec
         .build(&device, job)
@@ -447,12 +550,18 @@ impl ModelVisitor for Job<'_> {
     type Output = Result<()>;
     fn visit<M: SegmentationModel + 'static>(self, model: M) -> Result<()> {
         let model = load_pytorch_safetensors(model, self.weights)
-            .map_err(|e| InputError(e.to_string()))?
-            .valid();
+            .map_err(|e| InputError(e.to_string()))?;
+        self.process(model)
+    }
+}
+
+impl Job<'_> {
+    fn process<M: SegmentationModel>(self, model: M) -> Result<()> {
+        let model = model.valid();
         let total = self.images.len();
         let (si, sc) = self.shard;
         eprintln!(
-            "bacseg: {} image(s){}, {} {}x{} patches at stride {}, {} blending",
+            "bacseg: {} image(s){}, {}{} {}x{} patches at stride {}, {} blending",
             total,
             if sc > 1 {
                 format!(" (shard {si} of {sc})")
@@ -460,6 +569,11 @@ impl ModelVisitor for Job<'_> {
                 String::new()
             },
             self.spec.architecture,
+            if self.settings.preset.is_some() {
+                " (published pipeline)"
+            } else {
+                ""
+            },
             self.settings.infer.patch,
             self.settings.infer.patch,
             self.settings.infer.stride,
@@ -575,56 +689,20 @@ impl Job<'_> {
             });
         }
         t.load_s = start.elapsed().as_secs_f64();
-        let s = Instant::now();
         self.settings
             .preprocess
             .validate()
             .map_err(|e| InputError(e.to_string()))?;
-        let (w, h) = (m.width(), m.height());
-        let f = self.settings.scale;
-        let scaled;
-        let work = if f == 1.0 {
-            &m
+        let (prob, pre) = if self.settings.preset.is_some() {
+            self.published_scunet(model, &m, &mut t)?
         } else {
-            let (sw, sh) = (
-                ((w as f64 * f).round() as usize).max(1),
-                ((h as f64 * f).round() as usize).max(1),
-            );
-            scaled = Mammogram {
-                pixels: resize(&m.pixels, sw, sh),
-                spacing: m.spacing.map(|p| PixelSpacing {
-                    row_mm: p.row_mm * h as f64 / sh as f64,
-                    col_mm: p.col_mm * w as f64 / sw as f64,
-                    ..p
-                }),
-                laterality: m.laterality,
-                view: m.view.clone(),
-                bits_stored: m.bits_stored,
-                value_range: m.value_range,
-                notes: Vec::new(),
-            };
-            &scaled
+            self.bacseg_pipeline(model, &m, &mut t)?
         };
-        let mut pre = preprocess(work, &self.settings.preprocess);
-        t.preprocess_s = s.elapsed().as_secs_f64();
-        let mut pred = predict_image(model, &pre.image, &pre.breast, &self.settings.infer)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        t.forward_s = pred.forward_s;
-        t.blend_s = pred.blend_s;
-        t.patches = pred.patches;
-        t.grid_patches = pred.grid_patches;
         let s = Instant::now();
-        if f != 1.0 {
-            // Back to the input's pixel grid: outputs and measures are at full resolution.
-            pred.prob = resize(&pred.prob, w, h).map(|p| p.clamp(0.0, 1.0));
-            pre.breast =
-                resize(&pre.breast.map(|&b| f32::from(u8::from(b))), w, h).map(|&v| v >= 0.5);
-            pre.image = resize(&pre.image, w, h);
-        }
-        let mask = self.settings.postprocess.apply(&pred.prob, m.spacing);
+        let mask = self.settings.postprocess.apply(&prob, m.spacing);
         let burden = measure(
             &mask,
-            Some(&pred.prob),
+            Some(&prob),
             m.spacing,
             Some(&pre.breast),
             &Grading::default(),
@@ -633,7 +711,7 @@ impl Job<'_> {
         let s = Instant::now();
         let path = |kind: &str| self.out.join(format!("{stem}.{kind}"));
         write_mask_png(&path("mask.png"), &mask)?;
-        write_unit_png16(&path("prob.png"), &pred.prob)?;
+        write_unit_png16(&path("prob.png"), &prob)?;
         let ov = overlay::render(
             &pre.image,
             Some(&pre.breast),
@@ -668,6 +746,110 @@ impl Job<'_> {
         })?;
         Ok(burden)
     }
+
+    /// bacseg's pipeline: optional resampling, preprocessing, in-breast patches, blending; the
+    /// probability map and the preprocessed image, both at the input's size.
+    fn bacseg_pipeline<M: SegmentationModel>(
+        &self,
+        model: &M,
+        m: &Mammogram,
+        t: &mut Timings,
+    ) -> Result<(ProbMap, Preprocessed)> {
+        let s = Instant::now();
+        let (w, h) = (m.width(), m.height());
+        let f = self.settings.scale;
+        let scaled;
+        let work = if f == 1.0 {
+            m
+        } else {
+            let (sw, sh) = (
+                ((w as f64 * f).round() as usize).max(1),
+                ((h as f64 * f).round() as usize).max(1),
+            );
+            scaled = Mammogram {
+                pixels: resize(&m.pixels, sw, sh),
+                spacing: m.spacing.map(|p| PixelSpacing {
+                    row_mm: p.row_mm * h as f64 / sh as f64,
+                    col_mm: p.col_mm * w as f64 / sw as f64,
+                    ..p
+                }),
+                laterality: m.laterality,
+                view: m.view.clone(),
+                bits_stored: m.bits_stored,
+                value_range: m.value_range,
+                notes: Vec::new(),
+            };
+            &scaled
+        };
+        let mut pre = preprocess(work, &self.settings.preprocess);
+        t.preprocess_s = s.elapsed().as_secs_f64();
+        let mut pred = predict_image(model, &pre.image, &pre.breast, &self.settings.infer)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        t.forward_s = pred.forward_s;
+        t.blend_s = pred.blend_s;
+        t.patches = pred.patches;
+        t.grid_patches = pred.grid_patches;
+        if f != 1.0 {
+            // Back to the input's pixel grid: outputs and measures are at full resolution.
+            pred.prob = resize(&pred.prob, w, h).map(|p| p.clamp(0.0, 1.0));
+            pre.breast =
+                resize(&pre.breast.map(|&b| f32::from(u8::from(b))), w, h).map(|&v| v >= 0.5);
+            pre.image = resize(&pre.image, w, h);
+        }
+        Ok((pred.prob, pre))
+    }
+
+    /// The published SCU-Net pipeline ([`predict_published_scunet`]) on the image's 8-bit grey
+    /// values after a 5x5 median; the breast mask and the display image (for the overlay and
+    /// the burden's breast fraction) come from that same median-filtered image.
+    fn published_scunet<M: SegmentationModel>(
+        &self,
+        model: &M,
+        m: &Mammogram,
+        t: &mut Timings,
+    ) -> Result<(ProbMap, Preprocessed)> {
+        let s = Instant::now();
+        let grey = median_filter(&grey8(m), 2);
+        let cfg = &self.settings.preprocess;
+        let breast = if cfg.breast_mask.enabled {
+            breast_mask(&grey, &cfg.breast_mask)
+        } else {
+            Raster::filled(grey.width(), grey.height(), true)
+        };
+        let window = percentile_window(&grey, &breast, cfg.low_percentile, cfg.high_percentile);
+        let image = normalise(&grey, window);
+        t.preprocess_s = s.elapsed().as_secs_f64();
+        let pred = predict_published_scunet(model, &grey, self.settings.infer.batch)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        t.forward_s = pred.forward_s;
+        t.blend_s = pred.blend_s;
+        t.patches = pred.patches;
+        t.grid_patches = pred.grid_patches;
+        let timings = bacseg_core::preprocess::Timings::default();
+        Ok((
+            pred.prob,
+            Preprocessed {
+                image,
+                breast,
+                window,
+                timings,
+            },
+        ))
+    }
+}
+
+/// 8-bit grey values (0-255) of a mammogram, as the published SCU-Net pipeline reads its PNGs:
+/// 8-bit sources unchanged; deeper ones mapped linearly from their value range to 0-255 and
+/// rounded (OpenCV, which the published code reads with, divides 16-bit PNG values by 256: within
+/// one grey level of this).
+fn grey8(m: &Mammogram) -> Raster<f32> {
+    let (lo, hi) = m.value_range;
+    if m.bits_stored <= 8 && lo == 0.0 && hi == 255.0 {
+        return m.pixels.map(|v| v.round().clamp(0.0, 255.0));
+    }
+    let span = (hi - lo).max(f32::MIN_POSITIVE);
+    m.pixels
+        .map(|v| ((v - lo) / span * 255.0).round().clamp(0.0, 255.0))
 }
 
 fn csv_field(s: &str) -> String {
