@@ -146,4 +146,84 @@ fn predict_refuses_bad_models_and_options() {
         "median",
     ]);
     assert_eq!(blend.status.code(), Some(2));
+    // .pt checkpoints are SCU-Net's only; the published pipeline needs an SCU-Net.
+    let pt = tmp.path().join("model.pt");
+    std::fs::write(&pt, b"not a checkpoint").unwrap();
+    let not_scunet = bacseg(&["predict", "--model", s(&pt), "--out", s(&out), s(&img)]);
+    assert_eq!(not_scunet.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&not_scunet.stderr).contains("scunet"));
+    let absent = tmp.path().join("absent.pt");
+    let model = format!("scunet:{}", s(&absent));
+    let absent_run = bacseg(&["predict", "--model", &model, "--out", s(&out), s(&img)]);
+    assert_eq!(absent_run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&absent_run.stderr).contains("absent.pt"));
+    let model = format!("scunet:{}", s(&pt));
+    let corrupt = bacseg(&["predict", "--model", &model, "--out", s(&out), s(&img)]);
+    assert_eq!(corrupt.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&corrupt.stderr).contains("model.pt"));
+    let preset_other = bacseg(&[
+        "predict",
+        "--model",
+        s(&bogus),
+        "--preset",
+        "scunet",
+        "--out",
+        s(&out),
+        s(&img),
+    ]);
+    assert_eq!(preset_other.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&preset_other.stderr).contains("published SCU-Net"));
+    let preset_patch = bacseg(&[
+        "predict",
+        "--model",
+        &model,
+        "--preset",
+        "scunet",
+        "--patch",
+        "256",
+        "--out",
+        s(&out),
+        s(&img),
+    ]);
+    assert_eq!(preset_patch.status.code(), Some(2));
+    assert!(!out.join("a.bac.json").exists());
+}
+
+/// The published SCU-Net pipeline on a 640x576 crop of the shared emory image (calcified
+/// vessels): every output, a non-empty mask, and the preset recorded in the JSON.
+#[test]
+fn published_scunet_pipeline_on_a_real_crop() {
+    let Some(shared) = std::env::var_os("BACSEG_SHARED_DATA").map(std::path::PathBuf::from) else {
+        eprintln!("SKIPPED: set BACSEG_SHARED_DATA to run SCU-Net on a real crop");
+        return;
+    };
+    let checkpoint = shared.join("../models/scunet/SCUNet_dice_512_512_best.pt");
+    let tmp = tempfile::tempdir().unwrap();
+    let full = image::open(shared.join("real/emory-bac-positive-cc.png"))
+        .unwrap()
+        .to_luma8();
+    let crop = image::imageops::crop_imm(&full, 200, 2300, 640, 576).to_image();
+    let img = tmp.path().join("crop.png");
+    crop.save(&img).unwrap();
+    let out = tmp.path().join("out");
+    let model = format!("scunet:{}", s(&checkpoint));
+    ok(&bacseg(&[
+        "predict",
+        "--model",
+        &model,
+        "--preset",
+        "scunet",
+        "--out",
+        s(&out),
+        s(&img),
+    ]));
+    for kind in ["mask.png", "prob.png", "overlay.png", "bac.json"] {
+        assert!(out.join(format!("crop.{kind}")).is_file(), "{kind}");
+    }
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("crop.bac.json")).unwrap()).unwrap();
+    assert_eq!(record["settings"]["preset"], "scunet");
+    assert_eq!(record["settings"]["postprocess"]["threshold"], 0.65);
+    assert_eq!(record["timings"]["grid_patches"], 4);
+    assert!(record["burden"]["area_px"].as_u64().unwrap() > 1000);
 }

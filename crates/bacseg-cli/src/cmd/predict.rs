@@ -15,8 +15,8 @@ use bacseg_core::postprocess::{MinComponentArea, Postprocess};
 use bacseg_core::preprocess::{
     Preprocess, Preprocessed, breast_mask, median_filter, normalise, percentile_window, preprocess,
 };
-use bacseg_core::raster::{ProbMap, Raster};
 use bacseg_core::quantify::{BacBurden, Grading, measure};
+use bacseg_core::raster::{ProbMap, Raster};
 use bacseg_core::resample::resize;
 use bacseg_core::stitch::BlendMode;
 use bacseg_nn::infer::{
@@ -549,8 +549,8 @@ struct Row {
 impl ModelVisitor for Job<'_> {
     type Output = Result<()>;
     fn visit<M: SegmentationModel + 'static>(self, model: M) -> Result<()> {
-        let model = load_pytorch_safetensors(model, self.weights)
-            .map_err(|e| InputError(e.to_string()))?;
+        let model =
+            load_pytorch_safetensors(model, self.weights).map_err(|e| InputError(e.to_string()))?;
         self.process(model)
     }
 }
