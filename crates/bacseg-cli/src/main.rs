@@ -46,6 +46,9 @@ enum Command {
     /// Train several architectures on the same data, split, seed and time budget and compare
     /// them on the held-out images: patch and whole-image metric table, figures.
     Compare(Box<cmd::compare::Args>),
+    /// Published pretrained weights: download into the user's cache with SHA-256 verification
+    /// (`fetch scunet`), list them.
+    Weights(cmd::weights::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,6 +65,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(a) => cmd::train::run(*a),
         Command::Predict(a) => cmd::predict::run(*a),
         Command::Compare(a) => cmd::compare::run(*a),
+        Command::Weights(a) => cmd::weights::run(a),
     };
     exit::report(result)
 }

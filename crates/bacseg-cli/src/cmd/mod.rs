@@ -12,3 +12,4 @@ pub mod preprocess;
 pub mod quantify;
 pub mod synth;
 pub mod train;
+pub mod weights;

@@ -39,7 +39,8 @@ use crate::exit::InputError;
 pub struct Args {
     /// A training run directory (config.json + best.safetensors), a .safetensors weights
     /// file (PyTorch tensor names) of the --arch reference configuration, or a published
-    /// SCU-Net checkpoint as `scunet:PATH.pt` (see `bacseg weights fetch scunet`).
+    /// SCU-Net checkpoint as `scunet:PATH.pt` (`scunet:` alone: the one that
+    /// `bacseg weights fetch scunet` cached).
     #[arg(long)]
     model: PathBuf,
     /// Architecture of a bare weights file: dt-unet, unet, segnet, contextnet or scunet.
@@ -142,6 +143,13 @@ struct Loaded {
 fn resolve_model(args: &Args) -> Result<Loaded> {
     let text = args.model.to_string_lossy();
     if let Some(path) = text.strip_prefix("scunet:") {
+        if path.is_empty() {
+            // The published reference checkpoint, from the weights cache.
+            let cache = crate::cmd::weights::cache_dir(None)?;
+            let weights = crate::cmd::weights::published("scunet")
+                .ok_or_else(|| anyhow::anyhow!("no published scunet weights entry"))?;
+            return scunet_checkpoint(&crate::cmd::weights::cached_path(&cache, weights));
+        }
         return scunet_checkpoint(Path::new(path));
     }
     let m = &args.model;
