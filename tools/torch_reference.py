@@ -32,6 +32,17 @@ Commands (run from the repository root):
 ``bench``
     Times the reference DT-UNet forward on 1x1x512x512 in eval mode (median of repeats), for
     the comparison table in README.md (burn's side: ``cargo bench -p bacseg-nn``).
+
+``predict-time --image PRE.png --breast MASK.png --weights W.safetensors``
+    Times the reference DT-UNet over the in-breast patches of one whole mammogram, the patches
+    ``bacseg predict`` uses: ``PRE.png`` and ``MASK.png`` come from ``bacseg preprocess IMAGE
+    --image PRE.png --mask MASK.png``; the grid is bacseg's (``--patch``, ``--stride``, last row
+    and column snapped to the edge, patches kept when at least ``--min-breast-fraction`` of
+    their pixels are breast). ``--write-weights`` first writes the deterministic reference
+    weights to ``W.safetensors`` for ``bacseg predict --model W.safetensors`` to load. Prints
+    the patch count (compare with ``timings.patches`` of bacseg's ``bac.json``) and the forward
+    time over all of them in batches of ``--batch`` after one warm-up batch. Needs
+    opencv-python-headless to read the 16-bit PNG.
 """
 
 from __future__ import annotations
@@ -484,6 +495,56 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def grid_origins(length: int, size: int, stride: int) -> list[int]:
+    """bacseg's PatchGrid origins along one axis: every ``stride``, the last one at the edge."""
+    if length <= size:
+        return [0]
+    last = length - size
+    return list(range(0, last, stride)) + [last]
+
+
+def cmd_predict_time(args) -> int:
+    import cv2  # only this command needs it
+
+    torch.set_num_threads(args.threads)
+    model = DtUnet()
+    if args.write_weights:
+        save_file(deterministic_state(model), args.weights)
+    state = load_file(args.weights)
+    model.load_state_dict(state, strict=False)
+    model.eval()
+    image = cv2.imread(args.image, cv2.IMREAD_UNCHANGED)
+    breast = cv2.imread(args.breast, cv2.IMREAD_UNCHANGED)
+    if image is None or breast is None:
+        print(f"cannot read {args.image} or {args.breast}", file=sys.stderr)
+        return 2
+    image = image.astype(np.float32) / (65535.0 if image.dtype == np.uint16 else 255.0)
+    breast = breast > 0
+    h, w = image.shape
+    n = args.patch
+    patches = []
+    for y in grid_origins(h, n, args.stride):
+        for x in grid_origins(w, n, args.stride):
+            vh, vw = min(n, h - y), min(n, w - x)
+            if breast[y:y + vh, x:x + vw].sum() >= args.min_breast_fraction * vh * vw:
+                tile = np.zeros((n, n), np.float32)
+                tile[:vh, :vw] = image[y:y + vh, x:x + vw]
+                patches.append(tile)
+    total = len(grid_origins(h, n, args.stride)) * len(grid_origins(w, n, args.stride))
+    batches = [np.stack(patches[i:i + args.batch]) for i in range(0, len(patches), args.batch)]
+    with torch.no_grad():
+        model(torch.from_numpy(batches[0][:, None]))  # warm-up
+        start = time.perf_counter()
+        for b in batches:
+            torch.sigmoid(model(torch.from_numpy(b[:, None])))
+        forward = time.perf_counter() - start
+    print(f"pytorch {torch.__version__} eager, {args.threads} threads: reference DT-UNet over "
+          f"{len(patches)} of {total} {n}x{n} patches (stride {args.stride}), batch {args.batch}: "
+          f"forward {forward:.1f} s ({forward / len(patches):.3f} s per patch, "
+          f"{8.900313088 * len(patches) / forward:.1f} GFLOP/s)")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -495,6 +556,17 @@ def main() -> int:
     bench.add_argument("--threads", type=int, default=2)
     bench.add_argument("--repeats", type=int, default=10)
     bench.set_defaults(run=cmd_bench)
+    pt = sub.add_parser("predict-time", help="time DT-UNet over one mammogram's in-breast patches")
+    pt.add_argument("--image", required=True)
+    pt.add_argument("--breast", required=True)
+    pt.add_argument("--weights", required=True)
+    pt.add_argument("--write-weights", action="store_true")
+    pt.add_argument("--patch", type=int, default=512)
+    pt.add_argument("--stride", type=int, default=256)
+    pt.add_argument("--min-breast-fraction", type=float, default=0.05)
+    pt.add_argument("--batch", type=int, default=4)
+    pt.add_argument("--threads", type=int, default=2)
+    pt.set_defaults(run=cmd_predict_time)
     args = parser.parse_args()
     return args.run(args)
 
