@@ -34,6 +34,9 @@ fn predict_writes_every_output_and_survives_a_broken_file() {
         std::fs::copy(&p, inputs.join(p.file_name().unwrap())).unwrap();
     }
     std::fs::write(inputs.join("broken.dcm"), b"DICM but not really").unwrap();
+    // Extension-less files: taken when their content is an image (a PACS export), not otherwise.
+    std::fs::copy(data.join("images/synth-00000.png"), inputs.join("exported")).unwrap();
+    std::fs::write(inputs.join("LICENSE"), b"MIT licence text").unwrap();
     let out_dir = tmp.path().join("pred");
     let args = [
         "predict",
@@ -52,7 +55,11 @@ fn predict_writes_every_output_and_survives_a_broken_file() {
         "one broken input fails the batch's exit code"
     );
     let summary = std::fs::read_to_string(out_dir.join("summary.csv")).unwrap();
-    assert_eq!(summary.lines().count(), 5, "{summary}");
+    assert_eq!(summary.lines().count(), 6, "{summary}");
+    assert!(
+        summary.contains("\nexported,") && !summary.contains("LICENSE"),
+        "{summary}"
+    );
     assert!(summary.starts_with("stem,input,status,area_px,"));
     let broken: Vec<&str> = summary
         .lines()
@@ -87,7 +94,7 @@ fn predict_writes_every_output_and_survives_a_broken_file() {
     let again = bacseg(&args);
     assert_eq!(again.status.code(), Some(1));
     let summary = std::fs::read_to_string(out_dir.join("summary.csv")).unwrap();
-    assert_eq!(summary.matches(",skipped,").count(), 3, "{summary}");
+    assert_eq!(summary.matches(",skipped,").count(), 4, "{summary}");
 
     // Two shards split the inputs between them, each image exactly once.
     let mut seen = 0;

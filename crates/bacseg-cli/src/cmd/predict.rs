@@ -245,8 +245,24 @@ fn is_image_name(p: &Path) -> bool {
         .map(str::to_ascii_lowercase)
     {
         Some(e) => matches!(e.as_str(), "dcm" | "dicom" | "png" | "tif" | "tiff"),
-        None => true, // PACS exports often have no extension; the format is read from content
+        // PACS exports often have no extension: such a file is taken when its content starts
+        // like DICOM, PNG or TIFF (so a LICENSE or README beside the images is not).
+        None => looks_like_image(p),
     }
+}
+
+fn looks_like_image(p: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 132];
+    let Ok(mut file) = std::fs::File::open(p) else {
+        return false;
+    };
+    let n = file.read(&mut head).unwrap_or(0);
+    let head = &head[..n];
+    head.starts_with(b"\x89PNG")
+        || head.starts_with(b"II*\0")
+        || head.starts_with(b"MM\0*")
+        || head.get(128..132) == Some(b"DICM")
 }
 
 fn collect_inputs(args: &Args) -> Result<Vec<PathBuf>> {
