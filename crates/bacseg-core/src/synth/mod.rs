@@ -53,6 +53,16 @@ pub enum Severity {
     Severe,
 }
 
+impl From<Severity> for crate::quantify::Grade {
+    fn from(s: Severity) -> Self {
+        match s {
+            Severity::Mild => Self::Mild,
+            Severity::Moderate => Self::Moderate,
+            Severity::Severe => Self::Severe,
+        }
+    }
+}
+
 impl Severity {
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -20,6 +20,7 @@ use super::{
     stream_rng,
 };
 use crate::mammogram::{Laterality, View};
+use crate::quantify::Grade;
 use crate::raster::{Mask, Raster};
 
 /// Linear attenuation coefficients at a typical mammographic effective energy (about
@@ -503,33 +504,61 @@ pub(crate) fn generate(
         &mut canvas,
         &mut soft,
     );
+    // Calcified vessels, planned for the requested severity. The plan aims at the grade's
+    // band of measured length, but what the mask measures depends on how the walls render
+    // (a thin tram-track may stay under the mask level at coarse pixels): when the mask does
+    // not grade as requested, the vessels are planned and rendered again from the same stream
+    // (at most MAX_VESSEL_PLANS times; the last plan stays whatever it grades).
+    const MAX_VESSEL_PLANS: usize = 4;
     let mut vrng = stream_rng(config.seed, index, Stream::Vessels);
-    let trees = severity
-        .map(|s| vessels::plan(&mut vrng, &geom, s))
-        .unwrap_or_default();
-    let grain_seed = vrng.random();
-    let calcified_vessels = vessels::render(
-        &trees,
-        &geom,
-        &mut canvas,
-        &mut calcium,
-        &mut soft,
-        grain_seed,
-    );
-    drop(canvas);
-
-    // The mask is taken here, before blur and noise, from the same numbers as the image.
+    let soft_before = severity.map(|_| soft.clone());
     let flip = laterality == Laterality::Right;
     let out_x = |x: usize| if flip { width - 1 - x } else { x };
-    let mut mask = Mask::filled(width, height, false);
-    for (y, row) in calcium.chunks(width).enumerate() {
-        let mrow = mask.row_mut(y);
-        for (x, &c) in row.iter().enumerate() {
-            if c >= MASK_LEVEL_MM {
-                mrow[out_x(x)] = true;
+    let mut attempt = 0;
+    let (trees, calcified_vessels, mask) = loop {
+        attempt += 1;
+        let trees = severity
+            .map(|s| vessels::plan(&mut vrng, &geom, s))
+            .unwrap_or_default();
+        let grain_seed = vrng.random();
+        let calcified_vessels = vessels::render(
+            &trees,
+            &geom,
+            &mut canvas,
+            &mut calcium,
+            &mut soft,
+            grain_seed,
+        );
+        // The mask is taken here, before blur and noise, from the same numbers as the image.
+        let mut mask = Mask::filled(width, height, false);
+        for (y, row) in calcium.chunks(width).enumerate() {
+            let mrow = mask.row_mut(y);
+            for (x, &c) in row.iter().enumerate() {
+                if c >= MASK_LEVEL_MM {
+                    mrow[out_x(x)] = true;
+                }
             }
         }
-    }
+        let (Some(wanted), Some(before)) = (severity, &soft_before) else {
+            break (trees, calcified_vessels, mask);
+        };
+        let graded = crate::quantify::measure(
+            &mask,
+            None,
+            Some(config.pixel_spacing()),
+            None,
+            &crate::quantify::Grading::default(),
+        )
+        .grade;
+        if graded == Some(Grade::from(wanted)) || attempt == MAX_VESSEL_PLANS {
+            break (trees, calcified_vessels, mask);
+        }
+        soft.copy_from_slice(before);
+        calcium.fill(0.0);
+    };
+    drop(soft_before);
+    drop(canvas);
+
     for (s, c) in soft.iter_mut().zip(&calcium) {
         *s += MU_CALCIUM * c;
     }
@@ -581,7 +610,7 @@ pub(crate) fn generate(
                 let i = (y * width + x) as u64;
                 if d <= 0.0 && l == 0.0 {
                     let v = present(sigma_air * hash_normal(noise_seed, i));
-                    out[out_x(x)] = (v * maxv).round().clamp(0.0, maxv) as u16;
+                    out[out_x(x)] = (v * maxv + 0.5).min(maxv) as u16;
                     continue;
                 }
                 let mut flat = 0.0;
@@ -621,7 +650,7 @@ pub(crate) fn generate(
                 let sigma = (var.sqrt() / q.max(1.0)).min(0.5);
                 let noisy = l + sigma * hash_normal(noise_seed, i);
                 let v = present(noisy - flat);
-                out[out_x(x)] = (v * maxv).round().clamp(0.0, maxv) as u16;
+                out[out_x(x)] = (v * maxv + 0.5).min(maxv) as u16;
             }
         });
     drop(soft);

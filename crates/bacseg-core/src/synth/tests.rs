@@ -168,6 +168,27 @@ fn severe_images_have_more_calcified_length_than_mild_ones() {
     assert!(min_severe > max_mild, "mild {mild:?} severe {severe:?}");
 }
 
+#[test]
+fn positives_measure_the_requested_severity() {
+    let grading = Grading::default();
+    let mut mismatches = Vec::new();
+    for sev in [Severity::Mild, Severity::Moderate, Severity::Severe] {
+        let cfg = SynthConfig {
+            spacing_mm: 0.35,
+            size: Size::new(384, 480),
+            ..only(sev, 31)
+        };
+        for i in 0..6 {
+            let s = generate(&cfg, i);
+            let measured = dataset::measure(&s, &cfg, &grading);
+            if measured.grade != Some(sev.into()) {
+                mismatches.push((i, sev, measured.grade, measured.length_mm));
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "{mismatches:?}");
+}
+
 fn read_dir_sorted(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for sub in ["images", "masks"] {
