@@ -363,13 +363,16 @@ fn build_fields(
     // along the radius, then resample it onto the image grid. Its positive lobes are long,
     // roughly radial streaks of varying width and contrast that fade out at their ends.
     let fc = 1.0 / strand_mm;
-    let ratio = rng.random_range(14.0..24.0);
+    // Elongation of the streaks; long straight bright streaks are what models trained on the
+    // phantom confused with calcified vessels, so they stay moderate and are bent below.
+    let ratio = rng.random_range(8.0..14.0);
     let [polar_a, polar_b] = texture::field_pair(rng, n, cell_mm, |fx, fy| {
         let f = texture::anisotropic(fx, fy, 0.0, ratio).max(1e-9);
         let l = (f / fc).ln();
         (-l * l / (2.0 * 0.5 * 0.5)).exp()
     });
     let r_ref = f64::from(geom.depth_px) * 0.6;
+    let bend = rng.random_range(0.08..0.16);
     let fine = rng.random_range(0.4..0.6f32);
     let mut net_a = vec![0.0f32; n * n];
     let mut net_b = vec![0.0f32; n * n];
@@ -381,7 +384,8 @@ fn build_fields(
             );
             let (dx, dy) = (f64::from(geom.nipple[0] - x), f64::from(y - geom.nipple[1]));
             let r = (dx * dx + dy * dy).sqrt();
-            let theta = dy.atan2(dx);
+            // The low-frequency modulation field bends the streaks: trabeculae curve.
+            let theta = dy.atan2(dx) + bend * f64::from(modu[gy * n + gx]);
             let (u, v) = (
                 (r / cell as f64) as f32,
                 (theta * r_ref / cell as f64) as f32,
@@ -480,7 +484,7 @@ pub(crate) fn generate(
     let electronic = rng.random_range(1.0..4.0f64);
     let equalisation = rng.random_range(0.8..0.92f64);
     let fat_level = rng.random_range(0.12..0.22f32);
-    let strand_contrast = rng.random_range(0.1..0.2f32);
+    let strand_contrast = rng.random_range(0.05..0.11f32);
     let density_bias = match density {
         Density::A => rng.random_range(1.3..1.8),
         Density::B => rng.random_range(0.7..1.2),
