@@ -322,6 +322,23 @@ fn ring_groups(bits: u8) -> u32 {
     groups
 }
 
+/// Whether a foreground pixel whose 8 neighbours are `ring` goes in sub-iteration `step` (0 or
+/// 1) of Zhang-Suen thinning.
+fn zhang_suen_removable(ring: u8, step: usize) -> bool {
+    let bit = |k: usize| ring & (1 << k) != 0;
+    let b = ring.count_ones();
+    // A: 0 -> 1 transitions around the ring P2, P3, ..., P9, P2.
+    let a = (0..8).filter(|&k| !bit(k) && bit((k + 1) % 8)).count();
+    let (n, e, s, wst) = (bit(0), bit(2), bit(4), bit(6));
+    // Step 1: P2.P4.P6 = 0 and P4.P6.P8 = 0; step 2: P2.P4.P8 = 0 and P2.P6.P8 = 0.
+    let cond = if step == 0 {
+        !(e && s && (n || wst))
+    } else {
+        !(n && wst && (e || s))
+    };
+    (2..=6).contains(&b) && a == 1 && cond
+}
+
 /// One-pixel-wide, 8-connected centreline of `mask`: Zhang-Suen thinning (1984), then the
 /// removal of staircase corners it leaves, which would otherwise make a diagonal vessel
 /// measure as a staircase (2 per step instead of sqrt 2).
@@ -361,19 +378,7 @@ pub fn skeletonize(mask: &Mask) -> Mask {
         for step in 0..2 {
             remove.clear();
             for &i in &cand {
-                let p = img.ring(i);
-                let bit = |k: usize| p & (1 << k) != 0;
-                let b = p.count_ones();
-                // A: 0 -> 1 transitions around the ring P2, P3, ..., P9, P2.
-                let a = (0..8).filter(|&k| !bit(k) && bit((k + 1) % 8)).count();
-                let (n, e, s, wst) = (bit(0), bit(2), bit(4), bit(6));
-                // Step 1: P2.P4.P6 = 0 and P4.P6.P8 = 0; step 2: P2.P4.P8 = 0 and P2.P6.P8 = 0.
-                let cond = if step == 0 {
-                    !(e && s && (n || wst))
-                } else {
-                    !(n && wst && (e || s))
-                };
-                if (2..=6).contains(&b) && a == 1 && cond {
+                if zhang_suen_removable(img.ring(i), step) {
                     remove.push(i);
                 } else {
                     survived[i] = survived[i].saturating_add(1);
@@ -859,8 +864,8 @@ mod tests {
         assert_eq!(json["severe_from_mm"], 30.0);
     }
 
-    /// Zhang-Suen checking every foreground pixel on every sub-iteration, then the same
-    /// staircase pass: what [`skeletonize`] must equal.
+    /// Zhang-Suen checking every foreground pixel on every sub-iteration (same per-pixel rule),
+    /// then the same staircase pass: what [`skeletonize`]'s candidate bookkeeping must equal.
     fn full_scan_skeleton(mask: &Mask) -> Mask {
         let mut img = Padded::new(mask);
         let w = img.w;
@@ -869,18 +874,7 @@ mod tests {
             for step in 0..2 {
                 let remove: Vec<usize> = (0..img.data.len())
                     .filter(|&i| img.data[i])
-                    .filter(|&i| {
-                        let p = img.ring(i);
-                        let bit = |k: usize| p & (1 << k) != 0;
-                        let a = (0..8).filter(|&k| !bit(k) && bit((k + 1) % 8)).count();
-                        let (n, e, s, wst) = (bit(0), bit(2), bit(4), bit(6));
-                        let cond = if step == 0 {
-                            !(e && s && (n || wst))
-                        } else {
-                            !(n && wst && (e || s))
-                        };
-                        (2..=6).contains(&p.count_ones()) && a == 1 && cond
-                    })
+                    .filter(|&i| zhang_suen_removable(img.ring(i), step))
                     .collect();
                 changed |= !remove.is_empty();
                 for i in remove {

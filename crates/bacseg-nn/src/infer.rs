@@ -276,14 +276,19 @@ mod tests {
     use crate::dt_unet::DtUnetConfig;
     use burn::module::Module;
 
+    /// A two-level DT-UNet of width 2, in validation mode.
+    fn tiny_model() -> crate::dt_unet::DtUnet {
+        DtUnetConfig::new()
+            .with_widths(vec![2, 4])
+            .init(&Device::default())
+            .unwrap()
+            .valid()
+    }
+
     #[test]
     fn outside_the_breast_is_zero_and_the_map_matches_a_single_patch_forward() {
         let device = Device::default();
-        let model = DtUnetConfig::new()
-            .with_widths(vec![2, 4])
-            .init(&device)
-            .unwrap()
-            .valid();
+        let model = tiny_model();
         let (w, h) = (40, 24);
         let image = Raster::from_fn(w, h, |x, y| ((x * 7 + y * 3) % 11) as f32 / 10.0);
         let breast = Raster::from_fn(w, h, |x, _| x < 20);
@@ -351,12 +356,7 @@ mod tests {
 
     #[test]
     fn published_pipeline_skips_dark_tiles_and_merges_by_maximum() {
-        let device = Device::default();
-        let model = DtUnetConfig::new()
-            .with_widths(vec![2, 4])
-            .init(&device)
-            .unwrap()
-            .valid();
+        let model = tiny_model();
         // Columns of tiles at x = 0, 480 and 588 (snapped to the edge); one row.
         let (w, h) = (1100, 512);
         let grey = Raster::from_fn(w, h, |x, y| {

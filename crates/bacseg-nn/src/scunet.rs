@@ -447,34 +447,10 @@ pub fn load_scunet_checkpoint(
     let result = model
         .load_from(&mut store)
         .map_err(|e| fail(e.to_string()))?;
-    if let Some(error) = result.errors.first() {
-        return Err(fail(error.to_string()));
-    }
-    if !result.missing.is_empty() {
-        let names: Vec<_> = result
-            .missing
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .collect();
-        return Err(fail(format!(
-            "not an SCU-Net checkpoint: tensors missing: {}",
-            names.join(", ")
-        )));
-    }
-    let unexpected: Vec<String> = result
-        .unused
-        .into_iter()
-        .filter(|name| {
-            !name.ends_with("num_batches_tracked")
-                && !UNUSED_PUBLISHED.iter().any(|p| name.starts_with(p))
-        })
-        .collect();
-    if !unexpected.is_empty() {
-        return Err(NnError::UnexpectedTensors {
-            path: path.to_path_buf(),
-            names: unexpected,
-        });
-    }
+    crate::weights::check_applied(path, result, |name| {
+        name.ends_with("num_batches_tracked")
+            || UNUSED_PUBLISHED.iter().any(|p| name.starts_with(p))
+    })?;
     Ok(model.with_precision(precision))
 }
 

@@ -6,7 +6,9 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{
+    ApplyResult, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
+};
 
 use crate::error::NnError;
 
@@ -28,6 +30,21 @@ pub fn load_pytorch_safetensors<M: Module>(mut model: M, path: &Path) -> Result<
     let result = model
         .load_from(&mut store)
         .map_err(|e| fail(e.to_string()))?;
+    check_applied(path, result, |name| name.ends_with("num_batches_tracked"))?;
+    Ok(model)
+}
+
+/// Check what loading a weight file into a model did: no tensor in error, none of the model's
+/// missing, and no file tensor left unused unless `ignorable` says it may be.
+pub(crate) fn check_applied(
+    path: &Path,
+    result: ApplyResult,
+    ignorable: impl Fn(&str) -> bool,
+) -> Result<(), NnError> {
+    let fail = |message: String| NnError::Weights {
+        path: path.to_path_buf(),
+        message,
+    };
     if let Some(error) = result.errors.first() {
         return Err(fail(error.to_string()));
     }
@@ -45,7 +62,7 @@ pub fn load_pytorch_safetensors<M: Module>(mut model: M, path: &Path) -> Result<
     let unexpected: Vec<String> = result
         .unused
         .into_iter()
-        .filter(|name| !name.ends_with("num_batches_tracked"))
+        .filter(|name| !ignorable(name))
         .collect();
     if !unexpected.is_empty() {
         return Err(NnError::UnexpectedTensors {
@@ -53,7 +70,7 @@ pub fn load_pytorch_safetensors<M: Module>(mut model: M, path: &Path) -> Result<
             names: unexpected,
         });
     }
-    Ok(model)
+    Ok(())
 }
 
 /// Save `model`'s weights as PyTorch-named safetensors (replacing any file at `path`; burn

@@ -28,7 +28,7 @@ pub struct Args {
     /// exists, defines the split).
     #[arg(long)]
     data: PathBuf,
-    /// Architectures to compare, comma-separated: dt-unet, unet, segnet, contextnet.
+    /// Architectures to compare, comma-separated: dt-unet, unet, segnet, contextnet, scunet.
     #[arg(
         long,
         value_delimiter = ',',
@@ -124,7 +124,7 @@ pub fn run(args: Args) -> Result<()> {
     for name in &args.models {
         let arch = Architecture::from_name(name.trim()).ok_or_else(|| {
             InputError(format!(
-                "unknown model {name:?} in --models (known: dt-unet, unet, segnet, contextnet)"
+                "unknown model {name:?} in --models (known: dt-unet, unet, segnet, contextnet, scunet)"
             ))
         })?;
         if archs.contains(&arch) {

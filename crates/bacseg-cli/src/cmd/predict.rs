@@ -20,7 +20,7 @@ use bacseg_core::raster::{ProbMap, Raster};
 use bacseg_core::resample::resize;
 use bacseg_core::stitch::BlendMode;
 use bacseg_nn::infer::{
-    InferConfig, PUBLISHED_SCUNET_STRIDE, PUBLISHED_SCUNET_TILE, predict_image,
+    InferConfig, PUBLISHED_SCUNET_STRIDE, PUBLISHED_SCUNET_TILE, Prediction, predict_image,
     predict_published_scunet,
 };
 use bacseg_nn::spec::{ModelSpec, ModelVisitor};
@@ -400,6 +400,16 @@ struct Timings {
     total_s: f64,
     patches: usize,
     grid_patches: usize,
+}
+
+impl Timings {
+    /// Forward and blending times and patch counts of a whole-image prediction.
+    fn add_prediction(&mut self, pred: &Prediction) {
+        self.forward_s = pred.forward_s;
+        self.blend_s = pred.blend_s;
+        self.patches = pred.patches;
+        self.grid_patches = pred.grid_patches;
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -809,10 +819,7 @@ impl Job<'_> {
         t.preprocess_s = s.elapsed().as_secs_f64();
         let mut pred = predict_image(model, &pre.image, &pre.breast, &self.settings.infer)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        t.forward_s = pred.forward_s;
-        t.blend_s = pred.blend_s;
-        t.patches = pred.patches;
-        t.grid_patches = pred.grid_patches;
+        t.add_prediction(&pred);
         if f != 1.0 {
             // Back to the input's pixel grid: outputs and measures are at full resolution.
             pred.prob = resize(&pred.prob, w, h).map(|p| p.clamp(0.0, 1.0));
@@ -845,10 +852,7 @@ impl Job<'_> {
         t.preprocess_s = s.elapsed().as_secs_f64();
         let pred = predict_published_scunet(model, &grey, self.settings.infer.batch)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        t.forward_s = pred.forward_s;
-        t.blend_s = pred.blend_s;
-        t.patches = pred.patches;
-        t.grid_patches = pred.grid_patches;
+        t.add_prediction(&pred);
         let timings = bacseg_core::preprocess::Timings::default();
         Ok((
             pred.prob,

@@ -25,7 +25,7 @@ pub struct Args {
     /// Dataset directory: images/ and masks/ matched by file stem (optional splits.json).
     #[arg(long, required_unless_present = "resume")]
     data: Option<PathBuf>,
-    /// Architecture: dt-unet, unet, segnet or contextnet.
+    /// Architecture: dt-unet, unet, segnet, contextnet or scunet (SCU-Net from scratch).
     #[arg(long, default_value = "dt-unet")]
     model: String,
     /// Run directory to create (or to continue with --resume).
@@ -126,7 +126,7 @@ fn new_config(args: &Args, data: &Path, dataset: &Dataset) -> Result<RunConfig> 
         "model",
         &args.model,
         Architecture::from_name,
-        "dt-unet, unet, segnet, contextnet",
+        "dt-unet, unet, segnet, contextnet, scunet",
     )?;
     let model = ModelSpec::reference(arch)
         .with_overrides(args.width, args.depth)
