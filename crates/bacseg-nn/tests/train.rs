@@ -13,7 +13,7 @@ use bacseg_core::cache::{CacheSpec, PatchCache};
 use bacseg_core::dataset::{Dataset, Split};
 use bacseg_core::preprocess::Preprocess;
 use bacseg_core::raster::Size;
-use bacseg_core::synth::{SynthConfig, WriteOptions, write_dataset};
+use bacseg_core::synth::{SeverityMix, SynthConfig, WriteOptions, write_dataset};
 use bacseg_nn::spec::{ModelSpec, ModelVisitor};
 use bacseg_nn::train::{
     Control, Outcome, Quiet, RunConfig, RunDir, Stop, TrainConfig, TrainData, train,
@@ -24,9 +24,16 @@ fn synth_dataset(dir: &Path) -> Dataset {
     let config = SynthConfig {
         count: 4,
         seed: 3,
-        size: Size::new(128, 160),
-        spacing_mm: 0.625,
+        size: Size::new(192, 240),
+        spacing_mm: 0.42,
         negative_fraction: 0.0,
+        // Moderate and severe BAC only: enough calcified pixels per patch at 0.42 mm for a
+        // width-4 network to fit them within the test's epochs.
+        severity_mix: SeverityMix {
+            mild: 0.0,
+            moderate: 0.5,
+            severe: 0.5,
+        },
         bits: Some(12),
         ..SynthConfig::default()
     };
@@ -46,7 +53,7 @@ fn run_config(data: &Path, dataset: &Dataset, epochs: usize) -> RunConfig {
             test: vec![],
         },
         patches: CacheSpec {
-            // At 0.625 mm a pixel, a 5x5 median would erase the thinnest vessels.
+            // At 0.42 mm a pixel, a 5x5 median would erase the thinnest vessels.
             preprocess: Preprocess {
                 median_radius: 0,
                 ..Preprocess::default()
