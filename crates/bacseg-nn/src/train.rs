@@ -257,7 +257,9 @@ pub enum Stop {
 /// Limits for this invocation (not part of the run's definition).
 #[derive(Debug, Clone, Default)]
 pub struct Control {
-    /// Stop cleanly rather than start an epoch that would end after this many minutes.
+    /// Stop cleanly rather than start an epoch that would end after this many minutes, and
+    /// drop an epoch still running when they are spent; the first epoch of a run is always
+    /// completed, so that a run has weights however short the budget.
     pub max_minutes: Option<f64>,
     /// Stop after this many finished epochs in total (used to interrupt a run on purpose).
     pub stop_after_epochs: Option<usize>,
@@ -515,7 +517,10 @@ pub fn train<M: SegmentationModel>(
                 loss_sum += value * len as f64;
                 seen += len;
                 observer.step(seen, value);
+                // Out of time mid-epoch: drop the epoch, unless none has finished yet (the run
+                // would have no weights at all), in which case the first one is completed.
                 if let Some(minutes) = control.max_minutes
+                    && state.epochs_done > 0
                     && started.elapsed().as_secs_f64() > minutes * 60.0
                 {
                     out_of_time = true;

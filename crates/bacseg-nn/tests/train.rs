@@ -254,3 +254,22 @@ fn an_interrupted_run_resumes_to_the_same_metrics() {
     let csv_b = std::fs::read_to_string(tmp.path().join("b/metrics.csv")).unwrap();
     assert_eq!(csv_a.lines().count(), csv_b.lines().count());
 }
+
+#[test]
+fn a_budget_shorter_than_one_epoch_still_leaves_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let dataset = synth_dataset(&data);
+    let config = run_config(&data, &dataset, 3);
+    let cache = caches(&dataset, &config, &tmp.path().join("cache"));
+    // Spent before the first batch ends: the first epoch is completed all the same, and no
+    // second one is started.
+    let tiny = Control {
+        max_minutes: Some(1e-9),
+        ..Control::default()
+    };
+    let run = tmp.path().join("run");
+    let out = go(&config, &cache, &run, false, tiny);
+    assert_eq!((out.stop, out.history.len()), (Stop::TimeBudget, 1));
+    assert!(RunDir::new(&run).best_weights().is_file());
+}

@@ -88,7 +88,8 @@ pub struct Args {
     /// Seed of the split, the initial weights, patch sampling and augmentation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Stop cleanly before an epoch that would end after this many minutes.
+    /// Stop cleanly before an epoch that would end after this many minutes (the first epoch is
+    /// always completed).
     #[arg(long)]
     max_minutes: Option<f64>,
     /// Width of the first level (doubling per level) instead of the reference.
