@@ -49,6 +49,10 @@ enum Command {
     /// Published pretrained weights: download into the user's cache with SHA-256 verification
     /// (`fetch scunet`), list them.
     Weights(cmd::weights::Args),
+    /// Inference and training speed of this build: forward per architecture and batch size,
+    /// the training step, a whole mammogram with and without breast skipping; PyTorch beside
+    /// it with --torch-python.
+    Bench(Box<cmd::bench::Args>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,6 +70,7 @@ fn main() -> std::process::ExitCode {
         Command::Predict(a) => cmd::predict::run(*a),
         Command::Compare(a) => cmd::compare::run(*a),
         Command::Weights(a) => cmd::weights::run(a),
+        Command::Bench(a) => cmd::bench::run(*a),
     };
     exit::report(result)
 }

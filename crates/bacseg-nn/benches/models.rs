@@ -8,12 +8,11 @@
 //! forward FLOPs (the backward pass computes gradients for inputs and weights: about 2x).
 #![allow(clippy::unwrap_used)]
 
-use std::time::Instant;
-
-use bacseg_nn::loss::soft_dice;
-use bacseg_nn::{ContextNetConfig, DtUnetConfig, SegNetConfig, SegmentationModel, UnetConfig};
-use burn::optim::{AdamWConfig, GradientsParams};
-use burn::tensor::{Device, Distribution, Tensor};
+use bacseg_nn::bench::{peak_gflops, time_forward, time_train_step};
+use bacseg_nn::{
+    ContextNetConfig, DtUnetConfig, ScuNetConfig, SegNetConfig, SegmentationModel, UnetConfig,
+};
+use burn::tensor::Device;
 
 struct Options {
     filter: Option<String>,
@@ -38,50 +37,15 @@ fn options() -> Options {
     }
 }
 
-fn peak_gflops() -> (f64, String) {
-    if let Some(p) = std::env::var("BACSEG_PEAK_GFLOPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        return (p, "BACSEG_PEAK_GFLOPS".into());
-    }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mhz = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("cpu MHz"))
-        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
-        .fold(0.0, f64::max);
-    let ghz = if mhz > 0.0 { mhz / 1000.0 } else { 1.0 };
-    (
-        cores as f64 * 32.0 * ghz,
-        format!("{cores} cores x 32 FLOP/cycle x {ghz:.3} GHz"),
-    )
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn bench_forward<M: SegmentationModel>(model: &M, side: usize, opts: &Options, peak: f64) {
-    let device = Device::default();
     let shape = [1, model.in_channels(), side, side];
-    let x = Tensor::<4>::random(shape, Distribution::Default, &device);
     let flops = model.forward_flops([side, side]) as f64;
-    let _ = model.forward(x.clone()).into_data(); // warm-up: allocations, kernel selection
-    let times = (0..opts.repeats)
-        .map(|_| {
-            let start = Instant::now();
-            let _ = model.forward(x.clone()).into_data();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
+    let seconds = time_forward(model, 1, side, opts.repeats);
     report(
         M::NAME,
         "forward",
         &format!("{shape:?}"),
-        median(times),
+        seconds,
         flops,
         peak,
     );
@@ -93,33 +57,20 @@ fn bench_train<M: SegmentationModel>(
     opts: &Options,
     peak: f64,
 ) {
-    // Built on the autodiff device so that its parameters are tracked leaves.
-    let device = Device::default().autodiff();
-    let model = build(&device);
     let batch = 4;
-    let shape = [batch, model.in_channels(), side, side];
-    let x = Tensor::<4>::random(shape, Distribution::Default, &device);
-    let y = Tensor::<4>::random(
-        [batch, 1, side, side],
-        Distribution::Bernoulli(0.05),
-        &device,
+    let probe = build(&Device::default());
+    let shape = [batch, probe.in_channels(), side, side];
+    let flops = 3.0 * batch as f64 * probe.forward_flops([side, side]) as f64;
+    drop(probe);
+    // Built on the autodiff device so that its parameters are tracked leaves.
+    let seconds = time_train_step(
+        build(&Device::default().autodiff()),
+        batch,
+        side,
+        opts.repeats,
     );
-    let flops = 3.0 * batch as f64 * model.forward_flops([side, side]) as f64;
-    let mut optim = AdamWConfig::new().init();
-    let mut model = model;
-    let mut times = Vec::new();
-    for i in 0..=opts.repeats {
-        let start = Instant::now();
-        let loss = soft_dice(model.forward(x.clone()), y.clone(), 1.0);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(1e-3, model, grads);
-        let _ = loss.into_data();
-        if i > 0 {
-            times.push(start.elapsed().as_secs_f64()); // step 0 is the warm-up
-        }
-    }
     let name = format!("{shape:?} Dice+AdamW");
-    report(M::NAME, "train", &name, median(times), flops, peak);
+    report(M::NAME, "train", &name, seconds, flops, peak);
 }
 
 fn report(arch: &str, phase: &str, shape: &str, seconds: f64, flops: f64, peak: f64) {
@@ -157,4 +108,5 @@ fn main() {
     run!("unet", UnetConfig::new());
     run!("segnet", SegNetConfig::new());
     run!("contextnet", ContextNetConfig::new());
+    run!("scunet", ScuNetConfig::new());
 }

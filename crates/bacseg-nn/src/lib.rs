@@ -5,6 +5,7 @@
 //! The compute backend follows the [`burn::tensor::Device`] a model is built on; which backends
 //! exist is chosen by this crate's cargo features (`flex` CPU by default, `wgpu`, `cuda`).
 
+pub mod bench;
 pub mod blocks;
 pub mod catalog;
 pub mod contextnet;

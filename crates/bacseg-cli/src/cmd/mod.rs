@@ -1,5 +1,6 @@
 //! One module per subcommand: its validated arguments and its `run`.
 
+pub mod bench;
 pub mod chain;
 pub mod compare;
 pub mod convert;

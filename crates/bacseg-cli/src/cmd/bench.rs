@@ -1,0 +1,457 @@
+//! `bacseg bench`: inference and training speed of this build, in one run on the same inputs:
+//! the forward pass of each architecture at each batch size, the DT-UNet training step, and a
+//! whole mammogram predicted with and without breast skipping; optionally PyTorch eager on the
+//! same DT-UNet, weights and patches (`--torch-python`, through tools/torch_reference.py).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use bacseg_core::io::{self, write_mask_png, write_unit_png16};
+use bacseg_core::mammogram::{Mammogram, PixelSpacing, SpacingSource};
+use bacseg_core::preprocess::{Preprocess, Preprocessed, preprocess};
+use bacseg_core::stitch::BlendMode;
+use bacseg_core::synth::{self, SynthConfig};
+use bacseg_nn::bench::{peak_gflops, time_forward, time_train_step};
+use bacseg_nn::infer::{InferConfig, predict_image};
+use bacseg_nn::spec::{ModelSpec, ModelVisitor};
+use bacseg_nn::{Architecture, Device, SegmentationModel, save_pytorch_safetensors};
+
+use crate::exit::InputError;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Architectures whose forward pass is timed, comma-separated.
+    #[arg(long, default_value = "dt-unet,unet,segnet,contextnet,scunet")]
+    models: String,
+    /// Batch sizes of the forward passes, comma-separated; the smallest is used for the whole
+    /// mammogram.
+    #[arg(long, default_value = "1,4")]
+    batches: String,
+    /// Patch side.
+    #[arg(long, default_value_t = 512)]
+    patch: usize,
+    /// Timed runs per measurement (median reported, after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Width and depth of the networks instead of the reference, for a quick check (ContextNet
+    /// takes only the width, SCU-Net neither; PyTorch is then not run).
+    #[arg(long)]
+    width: Option<usize>,
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Skip the DT-UNet training step.
+    #[arg(long)]
+    no_train: bool,
+    /// Skip the whole-mammogram predictions.
+    #[arg(long)]
+    no_whole: bool,
+    /// The mammogram predicted whole (default: a synthetic 3328x4096 image at 0.07 mm, seed 0).
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// A Python with torch, safetensors and opencv-python-headless: also time PyTorch eager on
+    /// the same DT-UNet, weights and patches, and print the ratios.
+    #[arg(long)]
+    torch_python: Option<PathBuf>,
+    /// Where tools/torch_reference.py is.
+    #[arg(long, default_value = "tools")]
+    tools: PathBuf,
+}
+
+fn list<T: std::str::FromStr>(what: &str, text: &str) -> Result<Vec<T>> {
+    text.split(',')
+        .map(|v| {
+            v.trim()
+                .parse()
+                .map_err(|_| InputError(format!("--{what}: {v:?} is not valid")).into())
+        })
+        .collect()
+}
+
+/// One printed measurement.
+fn row(what: &str, engine: &str, seconds: f64, gflop: Option<f64>, peak: f64, note: &str) {
+    let (rate, share) = match gflop {
+        Some(g) if seconds > 0.0 => (
+            format!("{:.1}", g / seconds),
+            format!("{:.0}%", 100.0 * g / seconds / peak),
+        ),
+        _ => ("-".into(), "-".into()),
+    };
+    println!("| {what} | {engine} | {seconds:.3} s | {rate} | {share} | {note} |");
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let models: Vec<Architecture> = args
+        .models
+        .split(',')
+        .map(|m| {
+            Architecture::from_name(m.trim()).ok_or_else(|| {
+                InputError(format!(
+                    "unknown model {m:?} in --models (known: dt-unet, unet, segnet, contextnet, \
+                     scunet)"
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let mut batches: Vec<usize> = list("batches", &args.batches)?;
+    batches.sort_unstable();
+    if batches.first().is_none_or(|&b| b == 0) || args.patch == 0 || args.repeats == 0 {
+        return Err(InputError("--batches, --patch and --repeats must be >= 1".into()).into());
+    }
+    let reference = args.width.is_none() && args.depth.is_none();
+    if args.torch_python.is_some() && !reference {
+        return Err(InputError(
+            "--torch-python compares the reference networks: drop --width and --depth".into(),
+        )
+        .into());
+    }
+    let spec = |arch: Architecture| -> Result<ModelSpec> {
+        let s = ModelSpec::reference(arch);
+        // SCU-Net's shape is fixed; ContextNet's depth is.
+        let (width, depth) = match arch {
+            Architecture::ScuNet => (None, None),
+            Architecture::ContextNet => (args.width, None),
+            _ => (args.width, args.depth),
+        };
+        s.with_overrides(width, depth)
+            .map_err(|e| InputError(e.to_string()).into())
+    };
+    let device = Device::default();
+    let (peak, how) = peak_gflops();
+    println!(
+        "bacseg {} ({:?}), fp32 peak {peak:.0} GFLOP/s ({how}); median of {} runs",
+        env!("CARGO_PKG_VERSION"),
+        device,
+        args.repeats
+    );
+    println!("| measurement | engine | time | GFLOP/s | of peak | note |");
+    println!("|---|---|---|---|---|---|");
+    let n = args.patch;
+    let mut burn_forward_1 = None;
+    for &arch in &models {
+        for &b in &batches {
+            let (seconds, gflop) = spec(arch)?
+                .build(
+                    &device,
+                    Forward {
+                        b,
+                        n,
+                        repeats: args.repeats,
+                    },
+                )
+                .map_err(|e| InputError(e.to_string()))??;
+            if arch == Architecture::DtUnet && b == 1 {
+                burn_forward_1 = Some(seconds);
+            }
+            row(
+                &format!("{} forward {b}x{n}x{n}", arch.name()),
+                "burn",
+                seconds,
+                Some(gflop),
+                peak,
+                &format!("{:.3} s per patch", seconds / b as f64),
+            );
+        }
+    }
+    let mut burn_train = None;
+    if !args.no_train {
+        let side = (n / 2).max(1);
+        let (seconds, gflop) = spec(Architecture::DtUnet)?
+            .build(
+                &device.clone().autodiff(),
+                Train {
+                    side,
+                    repeats: args.repeats,
+                },
+            )
+            .map_err(|e| InputError(e.to_string()))??;
+        burn_train = Some(seconds);
+        row(
+            &format!("dt-unet train step 4x{side}x{side}, Dice + AdamW"),
+            "burn",
+            seconds,
+            Some(gflop),
+            peak,
+            "3x forward FLOPs",
+        );
+    }
+    let torch = args.torch_python.as_deref().map(|py| Torch {
+        python: py,
+        tools: &args.tools,
+    });
+    if let Some(t) = &torch {
+        let (forward, train) = t.bench(args.repeats)?;
+        row(
+            "dt-unet forward 1x512x512",
+            "PyTorch eager",
+            forward,
+            Some(8.900313088),
+            peak,
+            "",
+        );
+        if let Some(b) = burn_forward_1 {
+            println!(
+                "| burn / PyTorch, dt-unet forward | ratio | {:.2}x | | | |",
+                b / forward
+            );
+        }
+        if let (Some(train), Some(b)) = (train, burn_train) {
+            row(
+                "dt-unet train step 4x256x256",
+                "PyTorch eager",
+                train,
+                None,
+                peak,
+                "",
+            );
+            println!(
+                "| burn / PyTorch, dt-unet train step | ratio | {:.2}x | | | |",
+                b / train
+            );
+        }
+    }
+    if !args.no_whole {
+        let m = match &args.image {
+            Some(path) => io::load(path)?,
+            None => synthetic_mammogram(),
+        };
+        let pre = preprocess(&m, &Preprocess::default());
+        let b = batches[0];
+        let dir = tempfile::tempdir().context("creating a temporary directory")?;
+        let weights = dir.path().join("dt-unet.safetensors");
+        let whole = spec(Architecture::DtUnet)?
+            .build(
+                &device,
+                Whole {
+                    pre: &pre,
+                    patch: n,
+                    batch: b,
+                    weights: &weights,
+                },
+            )
+            .map_err(|e| InputError(e.to_string()))??;
+        for (skip, (seconds, forward, patches, grid)) in [("on", whole.0), ("off", whole.1)] {
+            row(
+                &format!(
+                    "dt-unet whole {}x{} mammogram, breast skipping {skip}, batch {b}",
+                    m.width(),
+                    m.height()
+                ),
+                "burn",
+                seconds,
+                None,
+                peak,
+                &format!("{patches} of {grid} patches, forward {forward:.1} s"),
+            );
+        }
+        println!(
+            "| peak resident memory | burn | | | | {} |",
+            peak_rss().unwrap_or_else(|| "unknown".into())
+        );
+        if let Some(t) = &torch {
+            let image = dir.path().join("pre.png");
+            let breast = dir.path().join("breast.png");
+            write_unit_png16(&image, &pre.image)?;
+            write_mask_png(&breast, &pre.breast)?;
+            let forward = t.whole(&image, &breast, &weights, n, b)?;
+            row(
+                "dt-unet whole mammogram forward, breast skipping on",
+                "PyTorch eager",
+                forward,
+                None,
+                peak,
+                "same patches and weights",
+            );
+            let burn = whole.0.1;
+            println!(
+                "| burn / PyTorch, whole-mammogram forward | ratio | {:.2}x | | | |",
+                burn / forward
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A default-size synthetic mammogram (seed 0, first image).
+fn synthetic_mammogram() -> Mammogram {
+    let config = SynthConfig {
+        count: 1,
+        ..SynthConfig::default()
+    };
+    let sample = synth::generate(&config, 0);
+    let bits = u16::from(sample.params.bits_stored);
+    Mammogram {
+        pixels: sample.image.map(|&v| f32::from(v)),
+        spacing: Some(PixelSpacing {
+            row_mm: sample.spacing_mm,
+            col_mm: sample.spacing_mm,
+            source: SpacingSource::User,
+        }),
+        laterality: None,
+        view: None,
+        bits_stored: bits,
+        value_range: (0.0, ((1u32 << bits) - 1) as f32),
+        notes: Vec::new(),
+    }
+}
+
+/// VmHWM of this process (Linux).
+fn peak_rss() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.trim_start_matches("VmHWM:").trim().to_string())
+}
+
+struct Forward {
+    b: usize,
+    n: usize,
+    repeats: usize,
+}
+
+impl ModelVisitor for Forward {
+    type Output = Result<(f64, f64)>;
+    fn visit<M: SegmentationModel + 'static>(self, model: M) -> Self::Output {
+        let model = model.valid();
+        model.check_input([self.b, model.in_channels(), self.n, self.n])?;
+        let seconds = time_forward(&model, self.b, self.n, self.repeats);
+        let gflop = self.b as f64 * model.forward_flops([self.n, self.n]) as f64 / 1e9;
+        Ok((seconds, gflop))
+    }
+}
+
+struct Train {
+    side: usize,
+    repeats: usize,
+}
+
+impl ModelVisitor for Train {
+    type Output = Result<(f64, f64)>;
+    fn visit<M: SegmentationModel + 'static>(self, model: M) -> Self::Output {
+        model.check_input([4, model.in_channels(), self.side, self.side])?;
+        let gflop = 3.0 * 4.0 * model.forward_flops([self.side, self.side]) as f64 / 1e9;
+        Ok((time_train_step(model, 4, self.side, self.repeats), gflop))
+    }
+}
+
+/// (total seconds, forward seconds, patches predicted, patches in the grid).
+type WholeTiming = (f64, f64, usize, usize);
+
+struct Whole<'a> {
+    pre: &'a Preprocessed,
+    patch: usize,
+    batch: usize,
+    weights: &'a Path,
+}
+
+impl ModelVisitor for Whole<'_> {
+    type Output = Result<(WholeTiming, WholeTiming)>;
+    fn visit<M: SegmentationModel + 'static>(self, model: M) -> Self::Output {
+        // The weights PyTorch loads for the same comparison.
+        save_pytorch_safetensors(&model, self.weights)?;
+        let model = model.valid();
+        let run = |min_breast_fraction: f64| -> Result<WholeTiming> {
+            let cfg = InferConfig {
+                patch: self.patch,
+                stride: (self.patch / 2).max(1),
+                batch: self.batch,
+                blend: BlendMode::Gaussian,
+                tta: false,
+                min_breast_fraction,
+            };
+            let start = Instant::now();
+            let pred = predict_image(&model, &self.pre.image, &self.pre.breast, &cfg)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok((
+                start.elapsed().as_secs_f64(),
+                pred.forward_s,
+                pred.patches,
+                pred.grid_patches,
+            ))
+        };
+        Ok((run(0.05)?, run(0.0)?))
+    }
+}
+
+/// PyTorch eager through tools/torch_reference.py.
+struct Torch<'a> {
+    python: &'a Path,
+    tools: &'a Path,
+}
+
+impl Torch<'_> {
+    fn script(&self) -> Result<PathBuf> {
+        let script = self.tools.join("torch_reference.py");
+        if !script.is_file() {
+            return Err(InputError(format!(
+                "{}: not found (give --tools, the repository's tools/ directory)",
+                script.display()
+            ))
+            .into());
+        }
+        Ok(script)
+    }
+
+    fn call(&self, args: &[&str]) -> Result<String> {
+        let script = self.script()?;
+        let out = Command::new(self.python)
+            .arg(&script)
+            .args(args)
+            .output()
+            .with_context(|| format!("running {}", self.python.display()))?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "{} {} {}: {}",
+                self.python.display(),
+                script.display(),
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Median seconds of the reference DT-UNet forward (1x1x512x512) and training step.
+    fn bench(&self, repeats: usize) -> Result<(f64, Option<f64>)> {
+        let text = self.call(&["bench", "--repeats", &repeats.to_string()])?;
+        let seconds_after = |marker: &str| -> Option<f64> {
+            let line = text.lines().find(|l| l.contains(marker))?;
+            let rest = &line[line.find("median ")? + "median ".len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        };
+        let forward = seconds_after("forward")
+            .ok_or_else(|| anyhow::anyhow!("no forward time in the PyTorch output:\n{text}"))?;
+        Ok((forward, seconds_after("training step")))
+    }
+
+    /// Seconds of PyTorch's forward passes over the in-breast patches of one mammogram.
+    fn whole(
+        &self,
+        image: &Path,
+        breast: &Path,
+        weights: &Path,
+        patch: usize,
+        batch: usize,
+    ) -> Result<f64> {
+        let s = |p: &Path| p.display().to_string();
+        let text = self.call(&[
+            "predict-time",
+            "--image",
+            &s(image),
+            "--breast",
+            &s(breast),
+            "--weights",
+            &s(weights),
+            "--patch",
+            &patch.to_string(),
+            "--stride",
+            &(patch / 2).max(1).to_string(),
+            "--batch",
+            &batch.to_string(),
+        ])?;
+        text.split("forward ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no forward time in the PyTorch output:\n{text}"))
+    }
+}

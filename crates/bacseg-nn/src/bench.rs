@@ -1,0 +1,95 @@
+//! Timing helpers shared by `cargo bench -p bacseg-nn --bench models` and `bacseg bench`:
+//! the machine's fp32 peak, a model's forward pass and a training step (median of repeats,
+//! after one warm-up run).
+
+use std::time::Instant;
+
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::{Distribution, Tensor};
+
+use crate::loss::soft_dice;
+use crate::model::SegmentationModel;
+
+/// The fp32 peak in GFLOP/s and how it was obtained: `BACSEG_PEAK_GFLOPS` when set, else
+/// cores x 32 FLOP/cycle (two 8-lane FMA units) x the largest `cpu MHz` of /proc/cpuinfo.
+pub fn peak_gflops() -> (f64, String) {
+    if let Some(p) = std::env::var("BACSEG_PEAK_GFLOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return (p, "BACSEG_PEAK_GFLOPS".into());
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mhz = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("cpu MHz"))
+        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    let ghz = if mhz > 0.0 { mhz / 1000.0 } else { 1.0 };
+    (
+        cores as f64 * 32.0 * ghz,
+        format!("{cores} cores x 32 FLOP/cycle x {ghz:.3} GHz"),
+    )
+}
+
+/// Median of `values` (the upper one of the two middle values for an even count).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Median seconds of `repeats` forward passes of `model` on a random
+/// `[batch, in_channels, side, side]` input, after one warm-up pass.
+pub fn time_forward<M: SegmentationModel>(
+    model: &M,
+    batch: usize,
+    side: usize,
+    repeats: usize,
+) -> f64 {
+    let device = model.devices().first().cloned().unwrap_or_default();
+    let shape = [batch, model.in_channels(), side, side];
+    let x = Tensor::<4>::random(shape, Distribution::Default, &device);
+    let _ = model.forward(x.clone()).into_data(); // warm-up: allocations, kernel selection
+    let times = (0..repeats.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            let _ = model.forward(x.clone()).into_data();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(times)
+}
+
+/// Median seconds of `repeats` training steps (soft Dice, AdamW at lr 1e-3) of `model`, which
+/// must live on an autodiff device (`Device::default().autodiff()`), on a random
+/// `[batch, in_channels, side, side]` batch with 5% positive pixels, after one warm-up step.
+pub fn time_train_step<M: SegmentationModel>(
+    model: M,
+    batch: usize,
+    side: usize,
+    repeats: usize,
+) -> f64 {
+    let device = model.devices().first().cloned().unwrap_or_default();
+    let mut model = model;
+    let shape = [batch, model.in_channels(), side, side];
+    let x = Tensor::<4>::random(shape, Distribution::Default, &device);
+    let y = Tensor::<4>::random(
+        [batch, 1, side, side],
+        Distribution::Bernoulli(0.05),
+        &device,
+    );
+    let mut optim = AdamWConfig::new().init();
+    let mut times = Vec::new();
+    for i in 0..=repeats.max(1) {
+        let start = Instant::now();
+        let loss = soft_dice(model.forward(x.clone()), y.clone(), 1.0);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-3, model, grads);
+        let _ = loss.into_data();
+        if i > 0 {
+            times.push(start.elapsed().as_secs_f64()); // step 0 is the warm-up
+        }
+    }
+    median(times)
+}
