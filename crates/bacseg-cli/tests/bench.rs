@@ -43,6 +43,9 @@ fn bench_prints_forward_training_and_whole_image_rows() {
     ]);
     ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
+    // 96x128 at patch 32, stride 16: 5 columns x 7 rows = 35 patches, all predicted without
+    // breast skipping.
+    assert!(text.contains("35 of 35 patches"), "{text}");
     for row in [
         "| dt-unet forward 1x32x32 | burn |",
         "| dt-unet forward 2x32x32 | burn |",

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use bacseg_core::io::{self, write_mask_png, write_unit_png16};
 use bacseg_core::mammogram::{Mammogram, PixelSpacing, SpacingSource};
 use bacseg_core::preprocess::{Preprocess, Preprocessed, preprocess};
+use bacseg_core::raster::{Mask, Raster};
 use bacseg_core::stitch::BlendMode;
 use bacseg_core::synth::{self, SynthConfig};
 use bacseg_nn::bench::{peak_gflops, time_forward, time_train_step};
@@ -350,7 +351,9 @@ impl ModelVisitor for Whole<'_> {
         // The weights PyTorch loads for the same comparison.
         save_pytorch_safetensors(&model, self.weights)?;
         let model = model.valid();
-        let run = |min_breast_fraction: f64| -> Result<WholeTiming> {
+        // Without skipping, every patch of the grid is predicted: the breast is the whole image.
+        let everything = Raster::filled(self.pre.image.width(), self.pre.image.height(), true);
+        let run = |breast: &Mask, min_breast_fraction: f64| -> Result<WholeTiming> {
             let cfg = InferConfig {
                 patch: self.patch,
                 stride: (self.patch / 2).max(1),
@@ -360,7 +363,7 @@ impl ModelVisitor for Whole<'_> {
                 min_breast_fraction,
             };
             let start = Instant::now();
-            let pred = predict_image(&model, &self.pre.image, &self.pre.breast, &cfg)
+            let pred = predict_image(&model, &self.pre.image, breast, &cfg)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok((
                 start.elapsed().as_secs_f64(),
@@ -369,7 +372,7 @@ impl ModelVisitor for Whole<'_> {
                 pred.grid_patches,
             ))
         };
-        Ok((run(0.05)?, run(0.0)?))
+        Ok((run(&self.pre.breast, 0.05)?, run(&everything, 0.0)?))
     }
 }
 
