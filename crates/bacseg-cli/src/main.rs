@@ -38,8 +38,8 @@ enum Command {
     Models(cmd::models::Args),
     /// Write synthetic mammograms with exact BAC masks (or insert BAC into real images).
     Synth(cmd::synth::Args),
-    /// Predict BAC on whole mammograms with a trained model: masks, probabilities, overlays,
-    /// burden.
+    /// Predict BAC on whole mammograms with a trained model or the published SCU-Net: masks,
+    /// probabilities, overlays, burden.
     Predict(Box<cmd::predict::Args>),
     /// Train a segmentation network on annotated mammograms (resumable run directory).
     Train(Box<cmd::train::Args>),

@@ -76,14 +76,14 @@ pub const PUBLISHED: [Published; 3] = [
         file: "SCUNet_dice_512_512_best_nosigmoid.pt",
         url: "https://github.com/Emory-HITI/BAC_segmentation/raw/HEAD/SCUNet_dice_512_512_best_nosigmoid.pt",
         sha256: "5c8e535b083826ec3f8a8dfaeb3d65264ee7c4f5d75b7f0d0b9bd4b45a8a5db7",
-        about: "SCU-Net, Dice loss without sigmoid in training; MIT, Emory HITI",
+        about: "SCU-Net, the published Dice 'nosigmoid' checkpoint; MIT, Emory HITI",
     },
     Published {
         name: "scunet-bce",
         file: "SCU_Net_512_512_best_BCE_pos_all.pt",
         url: "https://github.com/Emory-HITI/BAC_segmentation/raw/HEAD/SCU_Net_512_512_best_BCE_pos_all.pt",
         sha256: "c17bf2dd8cca8e003f8bc8665365ea9419f1412df6b6a99aa78fbc35b03eaa3c",
-        about: "SCU-Net, binary cross-entropy on positive patches; MIT, Emory HITI",
+        about: "SCU-Net, the published 'BCE_pos_all' checkpoint; MIT, Emory HITI",
     },
 ];
 
