@@ -403,6 +403,25 @@ impl ScuNet {
     }
 }
 
+/// Published tensor names -> ours (regular expression, replacement): no DataParallel prefix,
+/// snake-case context modules, the SE gate's Sequential indices, PReLU `weight` -> `alpha`,
+/// the decoder Sequential's indices, the bare head convolution.
+const PUBLISHED_NAMES: [(&str, &str); 13] = [
+    (r"^module\.", ""),
+    (r"\.F_loc\.", ".f_loc."),
+    (r"\.F_sur\.", ".f_sur."),
+    (r"\.F_glo\.fc\.0\.", ".f_glo.fc1."),
+    (r"\.F_glo\.fc\.2\.", ".f_glo.fc2."),
+    (r"\.act\.weight$", ".act.alpha"),
+    (r"\.conv\.conv\.0\.", ".conv.conv1."),
+    (r"\.conv\.conv\.1\.", ".conv.bn1."),
+    (r"\.conv\.conv\.2\.weight$", ".conv.act1.alpha"),
+    (r"\.conv\.conv\.3\.", ".conv.conv2."),
+    (r"\.conv\.conv\.4\.", ".conv.bn2."),
+    (r"\.conv\.conv\.5\.weight$", ".conv.act2.alpha"),
+    (r"^outc\.conv\.", "outc."),
+];
+
 /// Tensors of the published checkpoints that the forward pass never uses.
 const UNUSED_PUBLISHED: [&str; 3] = ["level3_1.", "up3.up.", "up4.up."];
 
@@ -425,23 +444,12 @@ pub fn load_scunet_checkpoint(
     let mut model = ScuNetConfig::new()
         .with_output(OutputActivation::Clamp)
         .init(device)?;
-    // Published names -> ours: no DataParallel prefix, snake-case context modules, the SE
-    // gate's Sequential indices, PReLU `weight` -> `alpha`, the decoder Sequential's indices.
-    let mut store = PytorchStore::from_file(path)
-        .with_top_level_key("model_state_dict")
-        .with_key_remapping(r"^module\.", "")
-        .with_key_remapping(r"\.F_loc\.", ".f_loc.")
-        .with_key_remapping(r"\.F_sur\.", ".f_sur.")
-        .with_key_remapping(r"\.F_glo\.fc\.0\.", ".f_glo.fc1.")
-        .with_key_remapping(r"\.F_glo\.fc\.2\.", ".f_glo.fc2.")
-        .with_key_remapping(r"\.act\.weight$", ".act.alpha")
-        .with_key_remapping(r"\.conv\.conv\.0\.", ".conv.conv1.")
-        .with_key_remapping(r"\.conv\.conv\.1\.", ".conv.bn1.")
-        .with_key_remapping(r"\.conv\.conv\.2\.weight$", ".conv.act1.alpha")
-        .with_key_remapping(r"\.conv\.conv\.3\.", ".conv.conv2.")
-        .with_key_remapping(r"\.conv\.conv\.4\.", ".conv.bn2.")
-        .with_key_remapping(r"\.conv\.conv\.5\.weight$", ".conv.act2.alpha")
-        .with_key_remapping(r"^outc\.conv\.", "outc.")
+    let mut store = PUBLISHED_NAMES
+        .iter()
+        .fold(
+            PytorchStore::from_file(path).with_top_level_key("model_state_dict"),
+            |store, &(from, to)| store.with_key_remapping(from, to),
+        )
         .validate(true)
         .allow_partial(true);
     let result = model
