@@ -80,6 +80,10 @@ pub fn run(args: Args) -> Result<()> {
             "512x640",
             "--spacing",
             "0.2",
+            // More moderate and severe BAC than the default mix: in a few minutes of training
+            // the network needs to see enough calcified vessels.
+            "--severity-mix",
+            "mild=0.2,moderate=0.4,severe=0.4",
             "--seed",
             &seed,
             "--preview",
