@@ -13,7 +13,7 @@ use bacseg_core::mammogram::{Mammogram, PixelSpacing, SpacingSource};
 use bacseg_core::overlay;
 use bacseg_core::postprocess::{MinComponentArea, Postprocess};
 use bacseg_core::preprocess::{
-    Preprocess, Preprocessed, breast_mask, median_filter, normalise, percentile_window, preprocess,
+    Preprocess, Preprocessed, median_filter, preprocess, preprocess_denoised,
 };
 use bacseg_core::quantify::{BacBurden, Grading, measure};
 use bacseg_core::raster::{ProbMap, Raster};
@@ -841,28 +841,12 @@ impl Job<'_> {
     ) -> Result<(ProbMap, Preprocessed)> {
         let s = Instant::now();
         let grey = median_filter(&grey8(m), 2);
-        let cfg = &self.settings.preprocess;
-        let breast = if cfg.breast_mask.enabled {
-            breast_mask(&grey, &cfg.breast_mask)
-        } else {
-            Raster::filled(grey.width(), grey.height(), true)
-        };
-        let window = percentile_window(&grey, &breast, cfg.low_percentile, cfg.high_percentile);
-        let image = normalise(&grey, window);
+        let pre = preprocess_denoised(&grey, &self.settings.preprocess);
         t.preprocess_s = s.elapsed().as_secs_f64();
         let pred = predict_published_scunet(model, &grey, self.settings.infer.batch)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         t.add_prediction(&pred);
-        let timings = bacseg_core::preprocess::Timings::default();
-        Ok((
-            pred.prob,
-            Preprocessed {
-                image,
-                breast,
-                window,
-                timings,
-            },
-        ))
+        Ok((pred.prob, pre))
     }
 }
 

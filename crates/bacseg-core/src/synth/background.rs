@@ -10,8 +10,6 @@
 
 use std::path::{Path, PathBuf};
 
-use rand::Rng;
-
 use super::phantom::{Geometry, MU_CALCIUM};
 use super::stroke::StrokeCanvas;
 use super::vessels::{self, MASK_LEVEL_MM};
@@ -99,37 +97,41 @@ pub fn insert_into_background(
     let flip = touches(width - 1) > touches(0);
     let geom = Geometry::from_mask(&breast, mm, flip);
     let severity = config.plan(index);
-    let mut rng = stream_rng(config.seed, index, Stream::Vessels);
-    let trees = severity
-        .map(|s| vessels::plan(&mut rng, &geom, s))
-        .unwrap_or_default();
-    let grain_seed = rng.random();
     let n = width * height;
     let mut calcium = vec![0.0f32; n];
     let mut soft = vec![0.0f32; n];
     let mut canvas = StrokeCanvas::new(width, height);
-    let calcified_vessels = vessels::render(
-        &trees,
+    let out_x = |x: usize| if flip { width - 1 - x } else { x };
+    let spacing = crate::mammogram::PixelSpacing {
+        row_mm: mm,
+        col_mm: mm,
+        source: crate::mammogram::SpacingSource::User,
+    };
+    let (trees, calcified_vessels, mask) = vessels::plan_and_render(
+        &mut stream_rng(config.seed, index, Stream::Vessels),
         &geom,
+        severity,
+        spacing,
         &mut canvas,
         &mut calcium,
         &mut soft,
-        grain_seed,
+        // Only inside the breast mask, whatever the geometry's approximation says.
+        |calcium| {
+            Mask::from_fn(width, height, |x, y| {
+                let o = y * width + x;
+                let p = y * width + out_x(x);
+                breast.data()[o] && calcium[p] >= MASK_LEVEL_MM
+            })
+        },
     );
     drop(canvas);
 
-    let out_x = |x: usize| if flip { width - 1 - x } else { x };
-    let mut mask = Mask::filled(width, height, false);
     let mut added = vec![0.0f32; n];
     for y in 0..height {
         for x in 0..width {
             let p = y * width + x;
             let o = y * width + out_x(x);
-            // Only inside the breast mask, whatever the geometry's approximation says.
             if breast.data()[o] {
-                if calcium[p] >= MASK_LEVEL_MM {
-                    mask.data_mut()[o] = true;
-                }
                 added[o] = MU_CALCIUM * calcium[p] + soft[p];
             }
         }

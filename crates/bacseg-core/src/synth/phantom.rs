@@ -20,7 +20,6 @@ use super::{
     stream_rng,
 };
 use crate::mammogram::{Laterality, View};
-use crate::quantify::Grade;
 use crate::raster::{Mask, Raster};
 
 /// Linear attenuation coefficients at a typical mammographic effective energy (about
@@ -508,59 +507,37 @@ pub(crate) fn generate(
         &mut canvas,
         &mut soft,
     );
-    // Calcified vessels, planned for the requested severity. The plan aims at the grade's
-    // band of measured length, but what the mask measures depends on how the walls render
-    // (a thin tram-track may stay under the mask level at coarse pixels): when the mask does
-    // not grade as requested, the vessels are planned and rendered again from the same stream
-    // (at most MAX_VESSEL_PLANS times; the last plan stays whatever it grades).
-    const MAX_VESSEL_PLANS: usize = 4;
-    let mut vrng = stream_rng(config.seed, index, Stream::Vessels);
-    let soft_before = severity.map(|_| soft.clone());
+    // Calcified vessels, rendered into their own buffers (re-planned when the mask does not
+    // grade as requested), then added to the tissue.
     let flip = laterality == Laterality::Right;
     let out_x = |x: usize| if flip { width - 1 - x } else { x };
-    let mut attempt = 0;
-    let (trees, calcified_vessels, mask) = loop {
-        attempt += 1;
-        let trees = severity
-            .map(|s| vessels::plan(&mut vrng, &geom, s))
-            .unwrap_or_default();
-        let grain_seed = vrng.random();
-        let calcified_vessels = vessels::render(
-            &trees,
-            &geom,
-            &mut canvas,
-            &mut calcium,
-            &mut soft,
-            grain_seed,
-        );
+    let mut vessel_soft = vec![0.0f32; n];
+    let (trees, calcified_vessels, mask) = vessels::plan_and_render(
+        &mut stream_rng(config.seed, index, Stream::Vessels),
+        &geom,
+        severity,
+        config.pixel_spacing(),
+        &mut canvas,
+        &mut calcium,
+        &mut vessel_soft,
         // The mask is taken here, before blur and noise, from the same numbers as the image.
-        let mut mask = Mask::filled(width, height, false);
-        for (y, row) in calcium.chunks(width).enumerate() {
-            let mrow = mask.row_mut(y);
-            for (x, &c) in row.iter().enumerate() {
-                if c >= MASK_LEVEL_MM {
-                    mrow[out_x(x)] = true;
+        |calcium| {
+            let mut mask = Mask::filled(width, height, false);
+            for (y, row) in calcium.chunks(width).enumerate() {
+                let mrow = mask.row_mut(y);
+                for (x, &c) in row.iter().enumerate() {
+                    if c >= MASK_LEVEL_MM {
+                        mrow[out_x(x)] = true;
+                    }
                 }
             }
-        }
-        let (Some(wanted), Some(before)) = (severity, &soft_before) else {
-            break (trees, calcified_vessels, mask);
-        };
-        let graded = crate::quantify::measure(
-            &mask,
-            None,
-            Some(config.pixel_spacing()),
-            None,
-            &crate::quantify::Grading::default(),
-        )
-        .grade;
-        if graded == Some(Grade::from(wanted)) || attempt == MAX_VESSEL_PLANS {
-            break (trees, calcified_vessels, mask);
-        }
-        soft.copy_from_slice(before);
-        calcium.fill(0.0);
-    };
-    drop(soft_before);
+            mask
+        },
+    );
+    for (s, v) in soft.iter_mut().zip(&vessel_soft) {
+        *s += v;
+    }
+    drop(vessel_soft);
     drop(canvas);
 
     for (s, c) in soft.iter_mut().zip(&calcium) {

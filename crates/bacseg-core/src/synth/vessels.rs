@@ -430,6 +430,54 @@ fn make_segment(
 /// Draw the trees: calcium path length (mm) into `calcium`, the arteries' soft tissue into
 /// `soft` (attenuation). Returns the number of trees with at least one pixel of their own at
 /// or above [`MASK_LEVEL_MM`].
+/// Plans of a positive image rendered at most this many times (see [`plan_and_render`]).
+const MAX_VESSEL_PLANS: usize = 4;
+
+/// The calcified vessels of an image: planned for `severity` from `rng` and rendered into
+/// `calcium` and `soft` (image-sized, zero on entry), with `mask_of` turning the rendered
+/// calcium into the image's BAC mask. The plan aims at the grade's band of measured length,
+/// but what the mask measures depends on how the walls render (a thin tram-track may stay
+/// under the mask level at coarse pixels, a background's breast mask may cut a vessel): when
+/// the mask (measured at `spacing`) does not grade as requested, the buffers are cleared and
+/// the vessels planned again from the same stream, at most [`MAX_VESSEL_PLANS`] times (the
+/// last plan stays whatever it grades). Returns the trees, the number drawn visibly, the mask.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn plan_and_render(
+    rng: &mut impl Rng,
+    geom: &Geometry,
+    severity: Option<Severity>,
+    spacing: crate::mammogram::PixelSpacing,
+    canvas: &mut StrokeCanvas,
+    calcium: &mut [f32],
+    soft: &mut [f32],
+    mask_of: impl Fn(&[f32]) -> crate::raster::Mask,
+) -> (Vec<VesselTree>, usize, crate::raster::Mask) {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let trees = severity.map(|s| plan(rng, geom, s)).unwrap_or_default();
+        let grain_seed = rng.random();
+        let visible = render(&trees, geom, canvas, calcium, soft, grain_seed);
+        let mask = mask_of(calcium);
+        let Some(wanted) = severity else {
+            return (trees, visible, mask);
+        };
+        let graded = crate::quantify::measure(
+            &mask,
+            None,
+            Some(spacing),
+            None,
+            &crate::quantify::Grading::default(),
+        )
+        .grade;
+        if graded == Some(wanted.into()) || attempt == MAX_VESSEL_PLANS {
+            return (trees, visible, mask);
+        }
+        calcium.fill(0.0);
+        soft.fill(0.0);
+    }
+}
+
 pub(crate) fn render(
     trees: &[VesselTree],
     geom: &Geometry,
