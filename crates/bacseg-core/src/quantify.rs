@@ -219,6 +219,20 @@ pub fn measure(
     }
 }
 
+impl BacBurden {
+    /// The same burden with its share of `breast` (ignored when the sizes differ, as in
+    /// [`measure`]): what `measure` with that breast mask returns, without measuring the BAC
+    /// mask again.
+    pub fn with_breast(mut self, breast: &Mask, mask_size: crate::Size) -> Self {
+        if breast.size() == mask_size {
+            let b = breast.count();
+            self.breast_area_px = Some(b);
+            self.area_pct_of_breast = (b > 0).then(|| 100.0 * self.area_px as f64 / b as f64);
+        }
+        self
+    }
+}
+
 /// Errors for a probability map or breast mask whose size differs from the BAC mask's.
 pub fn check_sizes(
     mask: &Mask,
@@ -826,6 +840,13 @@ mod tests {
         assert!((b.length_px - 14.0).abs() < 1e-3, "{}", b.length_px);
         assert_eq!(b.area_mm2, None);
         assert_eq!(b.grade, None, "BAC without spacing cannot be graded in mm");
+        // Adding the breast afterwards gives what measuring with it gives.
+        let later = measure(&m, Some(&prob), None, None, &Grading::default());
+        assert_ne!(later, b);
+        assert_eq!(later.with_breast(&breast, m.size()), b);
+        let other = Raster::from_fn(8, 8, |_, _| true);
+        let unchanged = measure(&m, None, None, None, &Grading::default());
+        assert_eq!(unchanged.clone().with_breast(&other, m.size()), unchanged);
     }
 
     #[test]

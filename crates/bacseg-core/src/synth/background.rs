@@ -107,7 +107,12 @@ pub fn insert_into_background(
         col_mm: mm,
         source: crate::mammogram::SpacingSource::User,
     };
-    let (trees, calcified_vessels, mask) = vessels::plan_and_render(
+    let vessels::Rendered {
+        trees,
+        visible: calcified_vessels,
+        mask,
+        burden,
+    } = vessels::plan_and_render(
         &mut stream_rng(config.seed, index, Stream::Vessels),
         &geom,
         severity,
@@ -182,6 +187,7 @@ pub fn insert_into_background(
         },
         spacing_mm: mm,
         calcified_vessels,
+        burden,
     })
 }
 

@@ -336,11 +336,20 @@ fn write_sample(
     })
 }
 
-/// The true burden of a sample: what `bacseg quantify` measures on its mask.
+/// The true burden of a sample: what `bacseg quantify` measures on its mask (the sample's
+/// own measurement with its breast share added when spacing and grading agree, which they do
+/// for every sample the generator makes).
 pub fn measure(sample: &SynthSample, config: &SynthConfig, grading: &Grading) -> BacBurden {
     let mut spacing = config.pixel_spacing();
     spacing.row_mm = sample.spacing_mm;
     spacing.col_mm = sample.spacing_mm;
+    let own = &sample.burden;
+    if own.spacing == Some(spacing)
+        && own.grading == (*grading).into()
+        && own.area_px == sample.mask.count()
+    {
+        return own.clone().with_breast(&sample.breast, sample.mask.size());
+    }
     quantify::measure(
         &sample.mask,
         None,

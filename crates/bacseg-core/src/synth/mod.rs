@@ -309,7 +309,10 @@ pub(crate) fn hash_normal(seed: u64, i: u64) -> f32 {
 #[inline]
 pub(crate) fn fast_exp(x: f32) -> f32 {
     let t = x.clamp(-87.0, 87.0) * std::f32::consts::LOG2_E;
-    let k = t.round();
+    // Round to nearest by adding and removing 1.5 * 2^23 (exact for |t| < 2^22): `round`
+    // is a libm call on baseline x86-64, and this runs twice per pixel.
+    const MAGIC: f32 = 12_582_912.0;
+    let k = (t + MAGIC) - MAGIC;
     let f = (t - k) * std::f32::consts::LN_2;
     // Taylor series of e^f on |f| <= ln2/2.
     let p = 1.0
@@ -354,6 +357,9 @@ pub struct SynthSample {
     pub spacing_mm: f64,
     /// Calcified vessel trees with at least one mask pixel of their own.
     pub calcified_vessels: usize,
+    /// The mask's burden as `quantify::measure` gives it with the default grading at the
+    /// sample's spacing, without a breast mask (measured once, when the severity was checked).
+    pub burden: crate::quantify::BacBurden,
 }
 
 /// Generate image `index` of the dataset described by `config` (which must have passed

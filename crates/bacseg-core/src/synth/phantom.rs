@@ -266,6 +266,28 @@ impl Geometry {
         (self.edge[row] - x) * self.cosf[row] * self.mm_per_px as f32
     }
 
+    /// Pixels of row `y`, from the chest wall, inside the breast (`dist_mm > 0` at their
+    /// centres): distance to the skin falls along a row, so they are a prefix.
+    pub fn breast_run(&self, y: usize) -> usize {
+        let yc = y as f32 + 0.5;
+        let inside = |x: usize| self.dist_mm(x as f32 + 0.5, yc) > 0.0;
+        // Start from the estimate and settle it on the exact test.
+        let mut n = ((self.edge[y] - 0.5).ceil().max(0.0) as usize).min(self.width);
+        while n > 0 && !inside(n - 1) {
+            n -= 1;
+        }
+        while n < self.width && inside(n) {
+            n += 1;
+        }
+        n
+    }
+
+    /// Row `y`'s skin position and the factor that turns `edge - x` into mm normal to the
+    /// skin: `dist_mm(x, y) = (edge - x) * factor` inside the image.
+    pub fn row_distance(&self, y: usize) -> (f32, f32) {
+        (self.edge[y], self.cosf[y] * self.mm_per_px as f32)
+    }
+
     pub fn has_pectoral(&self) -> bool {
         self.pectoral.is_some()
     }
@@ -512,7 +534,12 @@ pub(crate) fn generate(
     let flip = laterality == Laterality::Right;
     let out_x = |x: usize| if flip { width - 1 - x } else { x };
     let mut vessel_soft = vec![0.0f32; n];
-    let (trees, calcified_vessels, mask) = vessels::plan_and_render(
+    let vessels::Rendered {
+        trees,
+        visible: calcified_vessels,
+        mask,
+        burden,
+    } = vessels::plan_and_render(
         &mut stream_rng(config.seed, index, Stream::Vessels),
         &geom,
         severity,
@@ -534,15 +561,11 @@ pub(crate) fn generate(
             mask
         },
     );
-    for (s, v) in soft.iter_mut().zip(&vessel_soft) {
-        *s += v;
+    drop(canvas);
+    for ((s, v), c) in soft.iter_mut().zip(&vessel_soft).zip(&calcium) {
+        *s += v + MU_CALCIUM * c;
     }
     drop(vessel_soft);
-    drop(canvas);
-
-    for (s, c) in soft.iter_mut().zip(&calcium) {
-        *s += MU_CALCIUM * c;
-    }
     drop(calcium);
     blur_rows(&mut soft, width);
 
@@ -569,6 +592,17 @@ pub(crate) fn generate(
     let e_noise = electronic as f32;
     let mut image = Raster::filled(width, height, 0u16);
     let mut breast = Mask::filled(width, height, false);
+    let e2 = e_noise * e_noise;
+    // Noise of pixels that see no tissue: the direct beam.
+    let sigma_air = ((q0 + e2).sqrt() / q0).min(0.5);
+    // Quanta reaching the detector: Poisson (as its Gaussian limit) plus electronic noise,
+    // then back to the log domain, and the presentation curve.
+    let detect = |l: f32, flat: f32, i: u64| {
+        let q = q0 * fast_exp(-l);
+        let sigma = ((q + e2).sqrt() / q.max(1.0)).min(0.5);
+        let v = present(l + sigma * hash_normal(noise_seed, i) - flat);
+        (v * maxv + 0.5).min(maxv) as u16
+    };
     image
         .data_mut()
         .par_chunks_mut(width)
@@ -579,59 +613,61 @@ pub(crate) fn generate(
             let up = &soft[y.saturating_sub(1) * width..][..width];
             let mid = &soft[y * width..][..width];
             let down = &soft[(y + 1).min(height - 1) * width..][..width];
+            let blurred = |x: usize| 0.25 * up[x] + 0.5 * mid[x] + 0.25 * down[x];
             let ty = fields.taps_y[y];
             let pect = geom.pectoral;
             let pect_x = pect.map_or(0.0, |p| p.border(yc));
-            // Noise of pixels that see no tissue: the direct beam.
-            let sigma_air = ((q0 + e_noise * e_noise).sqrt() / q0).min(0.5);
-            for x in 0..width {
+            let row0 = (y * width) as u64;
+            // The breast is a prefix of the canonical row (distance to the skin falls with x),
+            // the muscle a prefix of that.
+            let breast_end = geom.breast_run(y);
+            let (edge, slope_mm) = geom.row_distance(y);
+            for x in 0..breast_end {
                 let xc = x as f32 + 0.5;
-                let mut l = 0.25 * up[x] + 0.5 * mid[x] + 0.25 * down[x];
-                let d = geom.dist_mm(xc, yc);
-                let i = (y * width + x) as u64;
-                if d <= 0.0 && l == 0.0 {
-                    let v = present(sigma_air * hash_normal(noise_seed, i));
-                    out[out_x(x)] = (v * maxv + 0.5).min(maxv) as u16;
-                    continue;
-                }
-                let mut flat = 0.0;
-                if d > 0.0 {
-                    brow[out_x(x)] = true;
-                    let (skin, tissue, total) = geom.paths(d);
-                    let f = fields.grid.sample(fields.taps_x[x], ty);
-                    // Subcutaneous and retromammary fat carry no glandular tissue.
-                    let fat_rims = smoothstep(2.0, 14.0, d) * smoothstep(2.0, 18.0, xc * mmf);
-                    let fa = (f[CH_FIBRE_A] - 0.6).max(0.0);
-                    let fb = (f[CH_FIBRE_B] - 0.8).max(0.0);
-                    // Glandular tissue follows the fibres, so dense areas are streaky too.
-                    let z = (f[CH_DENSITY] + 0.35 * f[CH_FIBRE_A] - density_bias) / 1.2;
-                    let sig = 0.5 + 0.5 * z / (1.0 + z.abs());
-                    let g = (f[CH_ENV] * fat_rims * sig * 1.3).min(1.0);
-                    let vis = smoothstep(-1.5, 1.0, f[CH_MOD]);
-                    let strands = strand_contrast
-                        * (fa * fa * (0.3 + 0.7 * vis) + 0.8 * fb * fb)
-                        * (1.0 - 0.4 * g)
-                        * (tissue / t_mm).min(1.0);
-                    l += MU_FAT * tissue
-                        + (MU_GLAND - MU_FAT) * g * tissue
-                        + MU_SKIN * skin
-                        + strands;
-                    if xc < pect_x {
-                        if let Some(p) = pect {
-                            let inside = ((pect_x - xc) / p.ramp_px).min(1.0).sqrt();
-                            l += MU_SOFT_EXCESS * p.thickness_mm * inside * (0.9 + 0.1 * f[CH_MOD]);
-                        }
+                let d = (edge - xc) * slope_mm;
+                let (skin, tissue, total) = geom.paths(d);
+                let f = fields.grid.sample(fields.taps_x[x], ty);
+                // Subcutaneous and retromammary fat carry no glandular tissue.
+                let fat_rims = smoothstep(2.0, 14.0, d) * smoothstep(2.0, 18.0, xc * mmf);
+                let fa = (f[CH_FIBRE_A] - 0.6).max(0.0);
+                let fb = (f[CH_FIBRE_B] - 0.8).max(0.0);
+                // Glandular tissue follows the fibres, so dense areas are streaky too.
+                let z = (f[CH_DENSITY] + 0.35 * f[CH_FIBRE_A] - density_bias) / 1.2;
+                let sig = 0.5 + 0.5 * z / (1.0 + z.abs());
+                let g = (f[CH_ENV] * fat_rims * sig * 1.3).min(1.0);
+                let vis = smoothstep(-1.5, 1.0, f[CH_MOD]);
+                let strands = strand_contrast
+                    * (fa * fa * (0.3 + 0.7 * vis) + 0.8 * fb * fb)
+                    * (1.0 - 0.4 * g)
+                    * (tissue / t_mm).min(1.0);
+                let mut l = blurred(x)
+                    + MU_FAT * tissue
+                    + (MU_GLAND - MU_FAT) * g * tissue
+                    + MU_SKIN * skin
+                    + strands;
+                if xc < pect_x {
+                    if let Some(p) = pect {
+                        let inside = ((pect_x - xc) / p.ramp_px).min(1.0).sqrt();
+                        l += MU_SOFT_EXCESS * p.thickness_mm * inside * (0.9 + 0.1 * f[CH_MOD]);
                     }
-                    flat = eq * MU_FAT * total;
                 }
-                // Quanta reaching the detector: Poisson (as its Gaussian limit) plus
-                // electronic noise, then back to the log domain.
-                let q = q0 * fast_exp(-l);
-                let var = q + e_noise * e_noise;
-                let sigma = (var.sqrt() / q.max(1.0)).min(0.5);
-                let noisy = l + sigma * hash_normal(noise_seed, i);
-                let v = present(noisy - flat);
-                out[out_x(x)] = (v * maxv + 0.5).min(maxv) as u16;
+                let flat = eq * MU_FAT * total;
+                out[out_x(x)] = detect(l, flat, row0 + x as u64);
+            }
+            for x in breast_end..width {
+                let l = blurred(x);
+                let i = row0 + x as u64;
+                out[out_x(x)] = if l == 0.0 {
+                    let v = present(sigma_air * hash_normal(noise_seed, i));
+                    (v * maxv + 0.5).min(maxv) as u16
+                } else {
+                    detect(l, 0.0, i)
+                };
+            }
+            if flip {
+                brow[width - breast_end..].fill(true);
+            } else {
+                brow[..breast_end].fill(true);
             }
         });
     drop(soft);
@@ -687,5 +723,6 @@ pub(crate) fn generate(
         },
         spacing_mm: mm,
         calcified_vessels,
+        burden,
     }
 }

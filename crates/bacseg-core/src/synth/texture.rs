@@ -16,41 +16,65 @@ pub(crate) fn grid_geometry(width: usize, height: usize) -> (usize, usize) {
     (need.next_power_of_two().max(16), cell)
 }
 
+/// The frequency of FFT bin `k` of `n`, cycles per mm at `cell_mm` per cell.
+fn frequency(k: usize, n: usize, cell_mm: f64) -> f64 {
+    let k = if k < n / 2 {
+        k as f64
+    } else {
+        k as f64 - n as f64
+    };
+    k / (n as f64 * cell_mm)
+}
+
+/// `amp` on the `n x n` FFT grid, 0 at the origin. The spectra are point-symmetric,
+/// amp(-f) = amp(f), and the frequencies of bins k and n - k are exact negatives (bit for bit)
+/// except at k = n / 2: each value off the Nyquist row and column serves its mirror too,
+/// halving the evaluations.
+fn amplitudes(n: usize, cell_mm: f64, amp: impl Fn(f64, f64) -> f64) -> Vec<f32> {
+    let mirror = |k: usize| (n - k) % n;
+    let mut amps = vec![f32::NAN; n * n];
+    for ky in 0..n {
+        let fy = frequency(ky, n, cell_mm);
+        for kx in 0..n {
+            if !amps[ky * n + kx].is_nan() {
+                continue;
+            }
+            let a = if kx == 0 && ky == 0 {
+                0.0
+            } else {
+                amp(frequency(kx, n, cell_mm), fy) as f32
+            };
+            amps[ky * n + kx] = a;
+            if kx != n / 2 && ky != n / 2 {
+                amps[mirror(ky) * n + mirror(kx)] = a;
+            }
+        }
+    }
+    amps
+}
+
 /// Two independent zero-mean, unit-variance Gaussian fields on an `n x n` grid whose
 /// amplitude spectrum is `amp(fx, fy)` (frequencies in cycles per mm, `cell_mm` per cell).
 /// A complex white spectrum without Hermitian symmetry gives two real fields at once: the
-/// real and imaginary parts of its inverse transform are independent.
+/// real and imaginary parts of its inverse transform are independent. `amp` must be
+/// point-symmetric, `amp(-fx, -fy) = amp(fx, fy)`, as every power spectrum is.
 pub(crate) fn field_pair(
     rng: &mut impl Rng,
     n: usize,
     cell_mm: f64,
     amp: impl Fn(f64, f64) -> f64,
 ) -> [Vec<f32>; 2] {
-    let freq = |k: usize| {
-        let k = if k < n / 2 {
-            k as f64
-        } else {
-            k as f64 - n as f64
-        };
-        k / (n as f64 * cell_mm)
-    };
     let seed: u64 = rng.random();
-    let mut buf: Vec<Complex32> = Vec::with_capacity(n * n);
-    for ky in 0..n {
-        let fy = freq(ky);
-        for kx in 0..n {
-            let a = if kx == 0 && ky == 0 {
-                0.0
-            } else {
-                amp(freq(kx), fy) as f32
-            };
-            let i = 2 * (ky * n + kx) as u64;
-            buf.push(Complex32::new(
-                hash_normal(seed, i) * a,
-                hash_normal(seed, i + 1) * a,
-            ));
-        }
-    }
+    let amps = amplitudes(n, cell_mm, amp);
+    let mut buf: Vec<Complex32> = amps
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| {
+            let i = 2 * i as u64;
+            Complex32::new(hash_normal(seed, i) * a, hash_normal(seed, i + 1) * a)
+        })
+        .collect();
+    drop(amps);
     let fft = FftPlanner::<f32>::new().plan_fft_inverse(n);
     fft.process(&mut buf);
     transpose(&mut buf, n);
@@ -101,16 +125,20 @@ pub(crate) fn anisotropic(fx: f64, fy: f64, angle: f64, ratio: f64) -> f64 {
     ((along * ratio).powi(2) + across.powi(2)).sqrt()
 }
 
-/// Bilinear sample of a periodic `n x n` field at grid coordinates `(u, v)`.
+/// Bilinear sample of a periodic `n x n` field at grid coordinates `(u, v)`; `n` is a power
+/// of two (as [`grid_geometry`] makes it) and `|u|, |v| < 2^31`.
 pub(crate) fn sample_periodic(field: &[f32], n: usize, u: f32, v: f32) -> f32 {
-    let (fu, fv) = (u.floor(), v.floor());
-    let (tu, tv) = (u - fu, v - fv);
-    let nn = n as i64;
-    let (i0, j0) = (
-        (fu as i64).rem_euclid(nn) as usize,
-        (fv as i64).rem_euclid(nn) as usize,
-    );
-    let (i1, j1) = ((i0 + 1) % n, (j0 + 1) % n);
+    debug_assert!(n.is_power_of_two());
+    // floor without libm (a call on baseline x86-64), and the wrap as a mask.
+    let floor = |t: f32| {
+        let i = t as i64;
+        i - i64::from(t < i as f32)
+    };
+    let (fu, fv) = (floor(u), floor(v));
+    let (tu, tv) = (u - fu as f32, v - fv as f32);
+    let wrap = n - 1;
+    let (i0, j0) = (fu as usize & wrap, fv as usize & wrap);
+    let (i1, j1) = ((i0 + 1) & wrap, (j0 + 1) & wrap);
     let top = field[j0 * n + i0] + tu * (field[j0 * n + i1] - field[j0 * n + i0]);
     let bot = field[j1 * n + i0] + tu * (field[j1 * n + i1] - field[j1 * n + i0]);
     top + tv * (bot - top)
@@ -176,6 +204,55 @@ impl<const C: usize> Grid<C> {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn half_plane_amplitudes_equal_direct_evaluation() {
+        let amp = |fx: f64, fy: f64| anisotropic(fx, fy, 0.7, 9.0).max(1e-9).powf(-1.3);
+        for n in [16, 32] {
+            let got = amplitudes(n, 0.3, amp);
+            for ky in 0..n {
+                for kx in 0..n {
+                    let want = if kx == 0 && ky == 0 {
+                        0.0
+                    } else {
+                        amp(frequency(kx, n, 0.3), frequency(ky, n, 0.3)) as f32
+                    };
+                    assert_eq!(got[ky * n + kx].to_bits(), want.to_bits(), "n {n} ({kx}, {ky})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn periodic_sampling_wraps_negative_and_large_coordinates() {
+        let n = 8;
+        let field: Vec<f32> = (0..n * n).map(|i| ((i * 37) % 11) as f32).collect();
+        let reference = |u: f32, v: f32| {
+            let (fu, fv) = (u.floor(), v.floor());
+            let at = |i: f32, j: f32| {
+                let (i, j) = (
+                    (i as i64).rem_euclid(n as i64) as usize,
+                    (j as i64).rem_euclid(n as i64) as usize,
+                );
+                field[j * n + i]
+            };
+            let (tu, tv) = (u - fu, v - fv);
+            let top = at(fu, fv) + tu * (at(fu + 1.0, fv) - at(fu, fv));
+            let bot = at(fu, fv + 1.0) + tu * (at(fu + 1.0, fv + 1.0) - at(fu, fv + 1.0));
+            top + tv * (bot - top)
+        };
+        for &(u, v) in &[
+            (0.0, 0.0),
+            (3.25, 7.5),
+            (-0.25, -7.75),
+            (-8.0, 15.999),
+            (1234.5, -987.125),
+            (7.0, -1.0),
+        ] {
+            let (got, want) = (sample_periodic(&field, n, u, v), reference(u, v));
+            assert!((got - want).abs() < 1e-5, "({u}, {v}): {got} vs {want}");
+        }
+    }
 
     #[test]
     fn power_law_slope_is_recovered() {

@@ -427,9 +427,6 @@ fn make_segment(
     }
 }
 
-/// Draw the trees: calcium path length (mm) into `calcium`, the arteries' soft tissue into
-/// `soft` (attenuation). Returns the number of trees with at least one pixel of their own at
-/// or above [`MASK_LEVEL_MM`].
 /// Plans of a positive image rendered at most this many times (see [`plan_and_render`]).
 const MAX_VESSEL_PLANS: usize = 4;
 
@@ -440,7 +437,9 @@ const MAX_VESSEL_PLANS: usize = 4;
 /// under the mask level at coarse pixels, a background's breast mask may cut a vessel): when
 /// the mask (measured at `spacing`) does not grade as requested, the buffers are cleared and
 /// the vessels planned again from the same stream, at most [`MAX_VESSEL_PLANS`] times (the
-/// last plan stays whatever it grades). Returns the trees, the number drawn visibly, the mask.
+/// last plan stays whatever it grades). Returns the trees, the number drawn visibly, the mask
+/// and its burden as `quantify::measure` gives it at `spacing` with the default grading and no
+/// breast mask (the manifest reuses it instead of measuring the mask again).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn plan_and_render(
     rng: &mut impl Rng,
@@ -451,7 +450,7 @@ pub(crate) fn plan_and_render(
     calcium: &mut [f32],
     soft: &mut [f32],
     mask_of: impl Fn(&[f32]) -> crate::raster::Mask,
-) -> (Vec<VesselTree>, usize, crate::raster::Mask) {
+) -> Rendered {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -459,25 +458,43 @@ pub(crate) fn plan_and_render(
         let grain_seed = rng.random();
         let visible = render(&trees, geom, canvas, calcium, soft, grain_seed);
         let mask = mask_of(calcium);
-        let Some(wanted) = severity else {
-            return (trees, visible, mask);
-        };
-        let graded = crate::quantify::measure(
+        let burden = crate::quantify::measure(
             &mask,
             None,
             Some(spacing),
             None,
             &crate::quantify::Grading::default(),
-        )
-        .grade;
-        if graded == Some(wanted.into()) || attempt == MAX_VESSEL_PLANS {
-            return (trees, visible, mask);
+        );
+        let done = match severity {
+            None => true,
+            Some(wanted) => burden.grade == Some(wanted.into()) || attempt == MAX_VESSEL_PLANS,
+        };
+        if done {
+            return Rendered {
+                trees,
+                visible,
+                mask,
+                burden,
+            };
         }
         calcium.fill(0.0);
         soft.fill(0.0);
     }
 }
 
+/// What [`plan_and_render`] made.
+pub(crate) struct Rendered {
+    pub trees: Vec<VesselTree>,
+    /// Trees with at least one mask pixel of their own.
+    pub visible: usize,
+    pub mask: crate::raster::Mask,
+    /// The mask's burden without a breast mask (see [`plan_and_render`]).
+    pub burden: crate::quantify::BacBurden,
+}
+
+/// Draw the trees: calcium path length (mm) into `calcium`, the arteries' soft tissue into
+/// `soft` (attenuation). Returns the number of trees with at least one pixel of their own at
+/// or above [`MASK_LEVEL_MM`].
 pub(crate) fn render(
     trees: &[VesselTree],
     geom: &Geometry,
