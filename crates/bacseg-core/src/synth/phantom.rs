@@ -17,7 +17,7 @@ use super::texture::{self, Grid, Tap};
 use super::vessels::{self, MASK_LEVEL_MM, smoothstep};
 use super::{
     Severity, Stream, SynthConfig, SynthParams, SynthSample, fast_exp, hash_normal, labels,
-    stream_rng,
+    round_u16, stream_rng,
 };
 use crate::mammogram::{Laterality, View};
 use crate::raster::{Mask, Raster};
@@ -327,19 +327,14 @@ impl Geometry {
     /// Projected path lengths (mm) through the skin and through the tissue inside it at
     /// distance `d` (mm) from the skin: the compressed breast's rim is modelled as a half
     /// ellipse of semi-axes (`edge_radius`, thickness / 2), its skin as a shell of constant
-    /// thickness. Returns (skin, tissue, total).
+    /// thickness. Returns (skin, tissue, total). Branch-free (0 outside, the full thickness
+    /// beyond the rim), so that a row of pixels vectorises.
     #[inline]
     fn paths(&self, d: f32) -> (f32, f32, f32) {
         let (t, re, s) = (self.thickness_mm, self.edge_radius_mm, self.skin_mm);
         let outer = |d: f32, t: f32, re: f32| {
-            if d <= 0.0 {
-                0.0
-            } else if d >= re {
-                t
-            } else {
-                let u = 1.0 - d / re;
-                t * (1.0 - u * u).sqrt()
-            }
+            let u = (1.0 - d / re).clamp(0.0, 1.0);
+            t * (1.0 - u * u).sqrt()
         };
         let total = outer(d, t, re);
         let inner = outer(d - s, t - 2.0 * s, re - s);
@@ -450,18 +445,50 @@ fn build_fields(
     }
 }
 
-/// Separable [1 2 1]/4 blur along rows, in place: the detector's unsharpness (focal spot and
-/// scintillator spread) of about 0.7 px sigma.
-fn blur_rows(buf: &mut [f32], width: usize) {
-    buf.par_chunks_mut(width).for_each(|row| {
-        let mut prev = row[0];
-        for x in 0..width {
-            let cur = row[x];
-            let next = row[(x + 1).min(width - 1)];
-            row[x] = 0.25 * prev + 0.5 * cur + 0.25 * next;
-            prev = cur;
+/// Row buffers of the composition, one set per rayon task.
+struct RowScratch {
+    /// Column-blurred tissue attenuation, then (in `l`) also blurred along the row.
+    column: Vec<f32>,
+    l: Vec<f32>,
+    /// Attenuation removed by the periphery equalisation.
+    flat: Vec<f32>,
+    noise: Vec<f32>,
+    values: Vec<u16>,
+    grid_row: Vec<[f32; 5]>,
+    fields: Vec<[f32; 5]>,
+}
+
+impl RowScratch {
+    fn new(width: usize) -> Self {
+        Self {
+            column: vec![0.0; width],
+            l: vec![0.0; width],
+            flat: vec![0.0; width],
+            noise: vec![0.0; width],
+            values: vec![0; width],
+            grid_row: Vec::new(),
+            fields: vec![[0.0; 5]; width],
         }
-    });
+    }
+}
+
+/// [1 2 1]/4 along a row with replicated ends: the detector's unsharpness (focal spot and
+/// scintillator spread) of about 0.7 px sigma, together with the same down the columns.
+fn blur_row(src: &[f32], dst: &mut [f32]) {
+    let w = src.len();
+    if w < 2 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    dst[0] = 0.75 * src[0] + 0.25 * src[1];
+    dst[w - 1] = 0.25 * src[w - 2] + 0.75 * src[w - 1];
+    let inner = dst[1..w - 1]
+        .iter_mut()
+        .zip(src.windows(3))
+        .map(|(d, s)| (d, s[0], s[1], s[2]));
+    for (d, a, b, c) in inner {
+        *d = 0.25 * a + 0.5 * b + 0.25 * c;
+    }
 }
 
 /// Generate one image (see [`super::generate`]); `severity` is `None` for a BAC-free image.
@@ -523,17 +550,11 @@ pub(crate) fn generate(
     let mut soft = vec![0.0f32; n];
     let mut calcium = vec![0.0f32; n];
     let mut canvas = StrokeCanvas::new(width, height);
-    let counts = distractors::render(
-        &mut stream_rng(config.seed, index, Stream::Distractors),
-        &geom,
-        &mut canvas,
-        &mut soft,
-    );
-    // Calcified vessels, rendered into their own buffers (re-planned when the mask does not
-    // grade as requested), then added to the tissue.
+    // Calcified vessels first, straight into the tissue buffers (a re-plan, when the mask
+    // does not grade as requested, clears them), then the distractors on top: each has its
+    // own random stream, so the order changes nothing but the buffers needed.
     let flip = laterality == Laterality::Right;
     let out_x = |x: usize| if flip { width - 1 - x } else { x };
-    let mut vessel_soft = vec![0.0f32; n];
     let vessels::Rendered {
         trees,
         visible: calcified_vessels,
@@ -546,7 +567,7 @@ pub(crate) fn generate(
         config.pixel_spacing(),
         &mut canvas,
         &mut calcium,
-        &mut vessel_soft,
+        &mut soft,
         // The mask is taken here, before blur and noise, from the same numbers as the image.
         |calcium| {
             let mut mask = Mask::filled(width, height, false);
@@ -561,13 +582,17 @@ pub(crate) fn generate(
             mask
         },
     );
+    let counts = distractors::render(
+        &mut stream_rng(config.seed, index, Stream::Distractors),
+        &geom,
+        &mut canvas,
+        &mut soft,
+    );
     drop(canvas);
-    for ((s, v), c) in soft.iter_mut().zip(&vessel_soft).zip(&calcium) {
-        *s += v + MU_CALCIUM * c;
+    for (s, c) in soft.iter_mut().zip(&calcium) {
+        *s += MU_CALCIUM * c;
     }
-    drop(vessel_soft);
     drop(calcium);
-    blur_rows(&mut soft, width);
 
     let maxv = f32::from((1u16 << bits) - 1);
     let noise_seed: u64 = stream_rng(config.seed, index, Stream::Noise).random();
@@ -580,12 +605,12 @@ pub(crate) fn generate(
     let d_dense = (MU_GLAND - MU_FAT) * t_mm * 0.7;
     let dense_level = rng.random_range(0.68..0.8f32);
     let shoulder = d_dense / -((1.0 - (dense_level - fat_level) / (1.0 - fat_level)).ln());
+    // Both branches are computed and one selected, so that rows of pixels vectorise.
+    let (inv_d_fat, inv_shoulder) = (1.0 / d_fat, 1.0 / shoulder);
     let present = move |dd: f32| {
-        if dd <= d_fat {
-            fat_level * dd.max(0.0) / d_fat
-        } else {
-            fat_level + (1.0 - fat_level) * (1.0 - fast_exp(-(dd - d_fat) / shoulder))
-        }
+        let toe = fat_level * dd.max(0.0) * inv_d_fat;
+        let knee = fat_level + (1.0 - fat_level) * (1.0 - fast_exp((d_fat - dd) * inv_shoulder));
+        if dd <= d_fat { toe } else { knee }
     };
     let mmf = mm as f32;
     let q0 = quanta as f32;
@@ -593,83 +618,98 @@ pub(crate) fn generate(
     let mut image = Raster::filled(width, height, 0u16);
     let mut breast = Mask::filled(width, height, false);
     let e2 = e_noise * e_noise;
-    // Noise of pixels that see no tissue: the direct beam.
-    let sigma_air = ((q0 + e2).sqrt() / q0).min(0.5);
-    // Quanta reaching the detector: Poisson (as its Gaussian limit) plus electronic noise,
-    // then back to the log domain, and the presentation curve.
-    let detect = |l: f32, flat: f32, i: u64| {
-        let q = q0 * fast_exp(-l);
-        let sigma = ((q + e2).sqrt() / q.max(1.0)).min(0.5);
-        let v = present(l + sigma * hash_normal(noise_seed, i) - flat);
-        (v * maxv + 0.5).min(maxv) as u16
-    };
+    // The muscle's border, inverse ramp and attenuation (none: zero attenuation).
+    let pect = geom
+        .pectoral
+        .map(|p| (p, 1.0 / p.ramp_px, MU_SOFT_EXCESS * p.thickness_mm));
+    // Each row in stages over row buffers, so that the arithmetic vectorises: the detector
+    // blur ([1 2 1]/4 down the columns, then along the row), the grid fields, the tissue
+    // inside the breast (a prefix of the canonical row: distance to the skin falls with x),
+    // the noise, then detection and presentation.
     image
         .data_mut()
         .par_chunks_mut(width)
         .zip(breast.data_mut().par_chunks_mut(width))
         .enumerate()
-        .for_each(|(y, (out, brow))| {
-            let yc = y as f32 + 0.5;
-            let up = &soft[y.saturating_sub(1) * width..][..width];
-            let mid = &soft[y * width..][..width];
-            let down = &soft[(y + 1).min(height - 1) * width..][..width];
-            let blurred = |x: usize| 0.25 * up[x] + 0.5 * mid[x] + 0.25 * down[x];
-            let ty = fields.taps_y[y];
-            let pect = geom.pectoral;
-            let pect_x = pect.map_or(0.0, |p| p.border(yc));
-            let row0 = (y * width) as u64;
-            // The breast is a prefix of the canonical row (distance to the skin falls with x),
-            // the muscle a prefix of that.
-            let breast_end = geom.breast_run(y);
-            let (edge, slope_mm) = geom.row_distance(y);
-            for x in 0..breast_end {
-                let xc = x as f32 + 0.5;
-                let d = (edge - xc) * slope_mm;
-                let (skin, tissue, total) = geom.paths(d);
-                let f = fields.grid.sample(fields.taps_x[x], ty);
-                // Subcutaneous and retromammary fat carry no glandular tissue.
-                let fat_rims = smoothstep(2.0, 14.0, d) * smoothstep(2.0, 18.0, xc * mmf);
-                let fa = (f[CH_FIBRE_A] - 0.6).max(0.0);
-                let fb = (f[CH_FIBRE_B] - 0.8).max(0.0);
-                // Glandular tissue follows the fibres, so dense areas are streaky too.
-                let z = (f[CH_DENSITY] + 0.35 * f[CH_FIBRE_A] - density_bias) / 1.2;
-                let sig = 0.5 + 0.5 * z / (1.0 + z.abs());
-                let g = (f[CH_ENV] * fat_rims * sig * 1.3).min(1.0);
-                let vis = smoothstep(-1.5, 1.0, f[CH_MOD]);
-                let strands = strand_contrast
-                    * (fa * fa * (0.3 + 0.7 * vis) + 0.8 * fb * fb)
-                    * (1.0 - 0.4 * g)
-                    * (tissue / t_mm).min(1.0);
-                let mut l = blurred(x)
-                    + MU_FAT * tissue
-                    + (MU_GLAND - MU_FAT) * g * tissue
-                    + MU_SKIN * skin
-                    + strands;
-                if xc < pect_x {
-                    if let Some(p) = pect {
-                        let inside = ((pect_x - xc) / p.ramp_px).min(1.0).sqrt();
-                        l += MU_SOFT_EXCESS * p.thickness_mm * inside * (0.9 + 0.1 * f[CH_MOD]);
-                    }
+        .for_each_init(
+            || RowScratch::new(width),
+            |rs, (y, (out, brow))| {
+                let yc = y as f32 + 0.5;
+                let up = &soft[y.saturating_sub(1) * width..][..width];
+                let mid = &soft[y * width..][..width];
+                let down = &soft[(y + 1).min(height - 1) * width..][..width];
+                for (((v, a), b), c) in rs.column.iter_mut().zip(up).zip(mid).zip(down) {
+                    *v = 0.25 * a + 0.5 * b + 0.25 * c;
                 }
-                let flat = eq * MU_FAT * total;
-                out[out_x(x)] = detect(l, flat, row0 + x as u64);
-            }
-            for x in breast_end..width {
-                let l = blurred(x);
-                let i = row0 + x as u64;
-                out[out_x(x)] = if l == 0.0 {
-                    let v = present(sigma_air * hash_normal(noise_seed, i));
-                    (v * maxv + 0.5).min(maxv) as u16
-                } else {
-                    detect(l, 0.0, i)
+                blur_row(&rs.column, &mut rs.l);
+                let breast_end = geom.breast_run(y);
+                let (edge, slope_mm) = geom.row_distance(y);
+                let (pect_x, inv_ramp, pect_mu) = match pect {
+                    Some((p, inv, mu)) => (p.border(yc), inv, mu),
+                    None => (0.0, 1.0, 0.0),
                 };
-            }
-            if flip {
-                brow[width - breast_end..].fill(true);
-            } else {
-                brow[..breast_end].fill(true);
-            }
-        });
+                fields.grid.row_into(fields.taps_y[y], &mut rs.grid_row);
+                for (x, f) in rs.fields[..breast_end].iter_mut().enumerate() {
+                    *f = Grid::lerp(&rs.grid_row, fields.taps_x[x]);
+                }
+                let tissue_part = rs.l[..breast_end]
+                    .iter_mut()
+                    .zip(&mut rs.flat[..breast_end])
+                    .zip(&rs.fields[..breast_end]);
+                for (x, ((l, flat), f)) in tissue_part.enumerate() {
+                    // Through i32, which converts in vector registers (rows are < 2^31).
+                    let xc = x as i32 as f32 + 0.5;
+                    let d = (edge - xc) * slope_mm;
+                    let (skin, tissue, total) = geom.paths(d);
+                    // Subcutaneous and retromammary fat carry no glandular tissue.
+                    let fat_rims = smoothstep(2.0, 14.0, d) * smoothstep(2.0, 18.0, xc * mmf);
+                    let fa = (f[CH_FIBRE_A] - 0.6).max(0.0);
+                    let fb = (f[CH_FIBRE_B] - 0.8).max(0.0);
+                    // Glandular tissue follows the fibres, so dense areas are streaky too.
+                    let z = (f[CH_DENSITY] + 0.35 * f[CH_FIBRE_A] - density_bias) / 1.2;
+                    let sig = 0.5 + 0.5 * z / (1.0 + z.abs());
+                    let g = (f[CH_ENV] * fat_rims * sig * 1.3).min(1.0);
+                    let vis = smoothstep(-1.5, 1.0, f[CH_MOD]);
+                    let strands = strand_contrast
+                        * (fa * fa * (0.3 + 0.7 * vis) + 0.8 * fb * fb)
+                        * (1.0 - 0.4 * g)
+                        * (tissue / t_mm).min(1.0);
+                    // The pectoral muscle, 0 right of its border.
+                    let inside = ((pect_x - xc) * inv_ramp).clamp(0.0, 1.0).sqrt();
+                    *l += MU_FAT * tissue
+                        + (MU_GLAND - MU_FAT) * g * tissue
+                        + MU_SKIN * skin
+                        + strands
+                        + pect_mu * inside * (0.9 + 0.1 * f[CH_MOD]);
+                    *flat = eq * MU_FAT * total;
+                }
+                rs.flat[breast_end..].fill(0.0);
+                let row0 = (y * width) as u64;
+                for (x, n) in rs.noise.iter_mut().enumerate() {
+                    *n = hash_normal(noise_seed, row0 + x as u64);
+                }
+                // Quanta reaching the detector: Poisson (as its Gaussian limit) plus
+                // electronic noise, then back to the log domain and the presentation curve.
+                // (Outside the breast with nothing in the beam this is the direct beam's
+                // noise: l = 0, q = q0.)
+                let pixels = rs.values.iter_mut().zip(&rs.l).zip(&rs.flat).zip(&rs.noise);
+                for (((v, &l), &flat), &n) in pixels {
+                    let q = q0 * fast_exp(-l);
+                    let sigma = ((q + e2).sqrt() / q.max(1.0)).min(0.5);
+                    let p = present(l + sigma * n - flat);
+                    *v = round_u16((p * maxv).min(maxv));
+                }
+                if flip {
+                    for (o, &v) in out.iter_mut().rev().zip(&rs.values) {
+                        *o = v;
+                    }
+                    brow[width - breast_end..].fill(true);
+                } else {
+                    out.copy_from_slice(&rs.values);
+                    brow[..breast_end].fill(true);
+                }
+            },
+        );
     drop(soft);
     let mut lrng = stream_rng(config.seed, index, Stream::Labels);
     let label = labels::draw(

@@ -337,3 +337,23 @@ fn config_validation_and_severity_mix_parsing() {
     assert!("awful=1".parse::<SeverityMix>().is_err());
     assert!("mild=0".parse::<SeverityMix>().is_err());
 }
+
+#[test]
+fn fast_exp_and_rounding_match_the_library() {
+    for i in -1990..=1990 {
+        let x = i as f32 * 0.0437;
+        let (got, want) = (super::fast_exp(x), x.exp());
+        assert!(
+            ((got - want) / want).abs() < 1e-5,
+            "exp({x}): {got} vs {want}"
+        );
+    }
+    // Clamped outside [-87, 87], never inf or 0.
+    assert!(super::fast_exp(200.0).is_finite() && super::fast_exp(-200.0) > 0.0);
+    for x in [
+        0.0f32, 0.49, 0.51, 1.0, 2.5, 16383.4, 16383.0, 65535.0, 1234.7,
+    ] {
+        let want = x.round_ties_even() as u16;
+        assert_eq!(super::round_u16(x), want, "{x}");
+    }
+}

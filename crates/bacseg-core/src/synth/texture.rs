@@ -182,21 +182,26 @@ impl<const C: usize> Grid<C> {
             .collect()
     }
 
-    #[inline]
-    pub fn sample(&self, tx: Tap, ty: Tap) -> [f32; C] {
-        let r0 = ty.i * self.n + tx.i;
-        let r1 = r0 + self.n;
-        let (a, b, c, d) = (
-            &self.data[r0],
-            &self.data[r0 + 1],
-            &self.data[r1],
-            &self.data[r1 + 1],
+    /// Row `ty` of the grid, interpolated between its two grid rows, into `out` (resized
+    /// to the grid's side); [`Self::lerp`] then samples it along the row.
+    pub fn row_into(&self, ty: Tap, out: &mut Vec<[f32; C]>) {
+        out.clear();
+        let (r0, r1) = (
+            &self.data[ty.i * self.n..][..self.n],
+            &self.data[(ty.i + 1) * self.n..][..self.n],
         );
-        std::array::from_fn(|k| {
-            let top = a[k] + tx.f * (b[k] - a[k]);
-            let bot = c[k] + tx.f * (d[k] - c[k]);
-            top + ty.f * (bot - top)
-        })
+        out.extend(
+            r0.iter()
+                .zip(r1)
+                .map(|(a, b)| std::array::from_fn(|k| a[k] + ty.f * (b[k] - a[k]))),
+        );
+    }
+
+    /// A row made by [`Self::row_into`], sampled at `tx`.
+    #[inline]
+    pub fn lerp(row: &[[f32; C]], tx: Tap) -> [f32; C] {
+        let (a, b) = (&row[tx.i], &row[tx.i + 1]);
+        std::array::from_fn(|k| a[k] + tx.f * (b[k] - a[k]))
     }
 }
 
@@ -217,7 +222,11 @@ mod tests {
                     } else {
                         amp(frequency(kx, n, 0.3), frequency(ky, n, 0.3)) as f32
                     };
-                    assert_eq!(got[ky * n + kx].to_bits(), want.to_bits(), "n {n} ({kx}, {ky})");
+                    assert_eq!(
+                        got[ky * n + kx].to_bits(),
+                        want.to_bits(),
+                        "n {n} ({kx}, {ky})"
+                    );
                 }
             }
         }
@@ -300,8 +309,13 @@ mod tests {
         let taps = g.taps(64);
         // Pixel centre 5.5 is grid coordinate 5.5/4 - 0.5 = 0.875; 9.5 is 1.875.
         let want = 1.875 * n as f32 + 0.875;
-        assert!((g.sample(taps[5], taps[9])[0] - want).abs() < 1e-4);
+        let sample = |tx: Tap, ty: Tap| {
+            let mut row = Vec::new();
+            g.row_into(ty, &mut row);
+            Grid::lerp(&row, tx)[0]
+        };
+        assert!((sample(taps[5], taps[9]) - want).abs() < 1e-4);
         // Beyond the last cell centre the edge value holds.
-        assert!((g.sample(taps[63], taps[0])[0] - (n - 1) as f32).abs() < 1e-4);
+        assert!((sample(taps[63], taps[0]) - (n - 1) as f32).abs() < 1e-4);
     }
 }
