@@ -308,7 +308,7 @@ pub(crate) fn hash_normal(seed: u64, i: u64) -> f32 {
 /// same bits on every machine, which byte-identical datasets need.
 #[inline]
 pub(crate) fn fast_exp(x: f32) -> f32 {
-    let t = x.max(-87.0).min(87.0) * std::f32::consts::LOG2_E;
+    let t = x.clamp(-87.0, 87.0) * std::f32::consts::LOG2_E;
     // Round to nearest by adding and removing 1.5 * 2^23 (exact for |t| < 2^22); the sum's
     // low mantissa bits are then k itself. No libm `round` (a call on baseline x86-64) and
     // no float-to-int conversion, so that loops over pixels vectorise.
