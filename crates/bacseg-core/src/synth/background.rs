@@ -151,7 +151,7 @@ pub fn insert_into_background(
     let image = Raster::from_fn(width, height, |x, y| {
         let p = y * width + x;
         let v = (m.pixels.data()[p] + scale * added[p]).clamp(lo, hi);
-        ((v - lo) / span * 65535.0).round() as u16
+        super::round_u16((v - lo) / span * 65535.0)
     });
     let view = m.view.clone().unwrap_or(View::Cc);
     let laterality = m.laterality.unwrap_or(if flip {
@@ -214,12 +214,8 @@ fn grey_per_attenuation(pixels: &Raster<f32>, breast: &Mask) -> f32 {
 /// vessel is no sharper than the anatomy around it.
 fn blur3(buf: &mut [f32], width: usize, height: usize) {
     let mut tmp = vec![0.0f32; buf.len()];
-    for y in 0..height {
-        for x in 0..width {
-            let (a, b) = (x.saturating_sub(1), (x + 1).min(width - 1));
-            tmp[y * width + x] =
-                0.25 * buf[y * width + a] + 0.5 * buf[y * width + x] + 0.25 * buf[y * width + b];
-        }
+    for (src, dst) in buf.chunks(width).zip(tmp.chunks_mut(width)) {
+        super::phantom::blur_row(src, dst);
     }
     for y in 0..height {
         let (a, b) = (y.saturating_sub(1), (y + 1).min(height - 1));

@@ -337,17 +337,14 @@ fn write_sample(
 }
 
 /// The true burden of a sample: what `bacseg quantify` measures on its mask (the sample's
-/// own measurement with its breast share added when spacing and grading agree, which they do
-/// for every sample the generator makes).
+/// own measurement, which describes its mask as generated, with its breast share added when
+/// spacing and grading agree, as they do for every sample the generator makes).
 pub fn measure(sample: &SynthSample, config: &SynthConfig, grading: &Grading) -> BacBurden {
     let mut spacing = config.pixel_spacing();
     spacing.row_mm = sample.spacing_mm;
     spacing.col_mm = sample.spacing_mm;
     let own = &sample.burden;
-    if own.spacing == Some(spacing)
-        && own.grading == (*grading).into()
-        && own.area_px == sample.mask.count()
-    {
+    if own.spacing == Some(spacing) && own.grading == (*grading).into() {
         return own.clone().with_breast(&sample.breast, sample.mask.size());
     }
     quantify::measure(

@@ -328,7 +328,7 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
 /// complement).
 pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0;
 
-/// `x` in [0, 2^16) rounded to the nearest integer, without a float-to-int conversion (see
+/// `x` in [0, 65535] rounded to the nearest integer, without a float-to-int conversion (see
 /// [`ROUND_MAGIC`]).
 #[inline]
 pub(crate) fn round_u16(x: f32) -> u16 {

@@ -474,7 +474,7 @@ impl RowScratch {
 
 /// [1 2 1]/4 along a row with replicated ends: the detector's unsharpness (focal spot and
 /// scintillator spread) of about 0.7 px sigma, together with the same down the columns.
-fn blur_row(src: &[f32], dst: &mut [f32]) {
+pub(crate) fn blur_row(src: &[f32], dst: &mut [f32]) {
     let w = src.len();
     if w < 2 {
         dst.copy_from_slice(src);
