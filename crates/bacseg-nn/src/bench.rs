@@ -7,6 +7,8 @@ use std::time::Instant;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Distribution, Tensor};
 
+use crate::cpu::{Net, Nhwc};
+use crate::error::NnError;
 use crate::loss::soft_dice;
 use crate::model::SegmentationModel;
 
@@ -59,6 +61,30 @@ pub fn time_forward<M: SegmentationModel>(
         })
         .collect();
     median(times)
+}
+
+/// Median seconds of `repeats` forward passes of the CPU engine's `net` on a
+/// `[batch, in_channels, side, side]` input, after one warm-up pass (which also sizes the
+/// buffers reused by the others).
+pub fn time_forward_cpu(
+    net: &mut Net,
+    batch: usize,
+    side: usize,
+    repeats: usize,
+) -> Result<f64, NnError> {
+    let c = net.in_channels();
+    let data = (0..batch * side * side * c)
+        .map(|i| (i.wrapping_mul(2_654_435_761) % 1000) as f32 / 1000.0)
+        .collect();
+    let x = Nhwc::new(batch, side, side, c, data);
+    net.forward(&x)?;
+    let mut times = Vec::new();
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        net.forward(&x)?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    Ok(median(times))
 }
 
 /// Median seconds of `repeats` training steps (soft Dice, AdamW at lr 1e-3) of `model`, which

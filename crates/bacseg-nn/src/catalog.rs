@@ -27,6 +27,11 @@ pub enum Architecture {
 }
 
 impl Architecture {
+    /// Whether the CPU inference engine ([`crate::cpu`]) runs this architecture.
+    pub fn has_cpu_engine(self) -> bool {
+        matches!(self, Architecture::DtUnet | Architecture::Unet)
+    }
+
     /// Every architecture, in the order of the reference comparison.
     pub const ALL: [Architecture; 5] = [
         Architecture::DtUnet,

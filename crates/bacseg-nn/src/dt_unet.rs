@@ -112,6 +112,10 @@ impl SegmentationModel for DtUnet {
         self.head.forward(x)
     }
 
+    fn cpu_net(&self) -> Option<Result<crate::cpu::Net, NnError>> {
+        Some(crate::cpu::Net::from_dt_unet(self))
+    }
+
     fn in_channels(&self) -> usize {
         self.down
             .first()

@@ -10,8 +10,47 @@ use bacseg_core::stitch::{BlendMode, Blender, StitchError};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::{self, Nhwc};
 use crate::error::NnError;
-use crate::model::SegmentationModel;
+use crate::model::{OutputActivation, SegmentationModel};
+
+/// Which implementation runs the forward passes of [`predict_image`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// The CPU engine when the model is on burn's CPU device and the architecture has one
+    /// (DT-UNet, UNet), else burn.
+    #[default]
+    Auto,
+    /// burn, on the model's device (CPU or GPU).
+    Burn,
+    /// The CPU engine ([`crate::cpu`]): BatchNorm folded, fused epilogues, channels-last.
+    Cpu,
+}
+
+impl Engine {
+    pub const NAMES: &'static str = "auto, burn, cpu";
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Auto => "auto",
+            Engine::Burn => "burn",
+            Engine::Cpu => "cpu",
+        }
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Engine::Auto),
+            "burn" => Ok(Engine::Burn),
+            "cpu" => Ok(Engine::Cpu),
+            _ => Err(format!("unknown engine {s:?} (known: {})", Engine::NAMES)),
+        }
+    }
+}
 
 /// How a whole image is cut, predicted and put back together.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +67,9 @@ pub struct InferConfig {
     pub tta: bool,
     /// Patches with less breast than this fraction are not predicted (probability 0).
     pub min_breast_fraction: f64,
+    /// Which implementation runs the forward passes.
+    #[serde(default)]
+    pub engine: Engine,
 }
 
 impl Default for InferConfig {
@@ -39,6 +81,7 @@ impl Default for InferConfig {
             blend: BlendMode::Gaussian,
             tta: false,
             min_breast_fraction: 0.05,
+            engine: Engine::Auto,
         }
     }
 }
@@ -67,6 +110,8 @@ pub struct Prediction {
     pub forward_s: f64,
     /// Seconds spent cutting patches and blending.
     pub blend_s: f64,
+    /// The engine that ran the forward passes.
+    pub engine: Engine,
 }
 
 fn flip(x: Tensor<4>, h: bool, v: bool) -> Tensor<4> {
@@ -128,6 +173,143 @@ pub fn patch_probabilities<M: SegmentationModel>(
         .map_err(|e| InferError::Other(format!("reading predictions: {e:?}")))
 }
 
+/// Whether `model` lives on burn's CPU device (where the CPU engine is the faster choice).
+fn on_cpu<M: SegmentationModel>(model: &M) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        model
+            .devices()
+            .first()
+            .is_some_and(|d| d.clone().without_autodiff() == Device::flex())
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = model;
+        false
+    }
+}
+
+/// The forward passes of one prediction run: burn's model, or the model compiled once for the
+/// CPU engine (whose buffers are then reused from patch batch to patch batch).
+#[derive(Debug)]
+pub enum Runner<'m, M> {
+    Burn(&'m M),
+    Cpu {
+        net: Box<cpu::Net>,
+        activation: OutputActivation,
+    },
+}
+
+impl<'m, M: SegmentationModel> Runner<'m, M> {
+    /// The runner `engine` asks for; `Engine::Cpu` fails for an architecture without a CPU
+    /// engine.
+    pub fn new(model: &'m M, engine: Engine) -> Result<Self, InferError> {
+        let use_cpu = match engine {
+            Engine::Burn => false,
+            Engine::Cpu => true,
+            Engine::Auto => on_cpu(model) && model.cpu_net().is_some(),
+        };
+        if !use_cpu {
+            return Ok(Runner::Burn(model));
+        }
+        let net = model.cpu_net().ok_or_else(|| {
+            InferError::Other(format!(
+                "the cpu engine does not run {} (it runs dt-unet and unet); use --engine burn",
+                M::NAME
+            ))
+        })??;
+        Ok(Runner::Cpu {
+            net: Box::new(net),
+            activation: model.output_activation(),
+        })
+    }
+
+    /// Engine name for reports.
+    pub fn engine(&self) -> Engine {
+        match self {
+            Runner::Burn(_) => Engine::Burn,
+            Runner::Cpu { .. } => Engine::Cpu,
+        }
+    }
+
+    /// As [`patch_probabilities`], on this runner's engine.
+    pub fn probabilities(
+        &mut self,
+        images: Vec<f32>,
+        n: usize,
+        tta: bool,
+    ) -> Result<Vec<f32>, InferError> {
+        match self {
+            Runner::Burn(model) => patch_probabilities(*model, images, n, tta),
+            Runner::Cpu { net, activation } => {
+                cpu_probabilities(net, *activation, &images, n, tta)
+            }
+        }
+    }
+}
+
+/// `count` stacked `n x n` patches mirrored horizontally and/or vertically.
+fn flip_patches(images: &[f32], n: usize, h: bool, v: bool) -> Vec<f32> {
+    if !h && !v {
+        return images.to_vec();
+    }
+    let mut out = Vec::with_capacity(images.len());
+    for patch in images.chunks_exact(n * n) {
+        for y in 0..n {
+            let sy = if v { n - 1 - y } else { y };
+            let row = &patch[sy * n..][..n];
+            if h {
+                out.extend(row.iter().rev());
+            } else {
+                out.extend_from_slice(row);
+            }
+        }
+    }
+    out
+}
+
+fn cpu_probabilities(
+    net: &mut cpu::Net,
+    activation: OutputActivation,
+    images: &[f32],
+    n: usize,
+    tta: bool,
+) -> Result<Vec<f32>, InferError> {
+    let count = images.len() / (n * n).max(1);
+    if count == 0 || images.len() != count * n * n {
+        return Err(InferError::Other(format!(
+            "{} values are not a whole number of {n}x{n} patches",
+            images.len()
+        )));
+    }
+    let flips: &[(bool, bool)] = if tta {
+        &[(false, false), (true, false), (false, true)]
+    } else {
+        &[(false, false)]
+    };
+    let channels = net.in_channels();
+    let mut sum = vec![0.0f32; images.len()];
+    for &(h, v) in flips {
+        let grey = flip_patches(images, n, h, v);
+        let data = if channels == 1 {
+            grey
+        } else {
+            grey.iter()
+                .flat_map(|&g| std::iter::repeat_n(g, channels))
+                .collect()
+        };
+        let logits = net.forward(&Nhwc::new(count, n, n, channels, data))?;
+        for (s, o) in sum.iter_mut().zip(flip_patches(&logits, n, h, v)) {
+            *s += activation.apply_value(o);
+        }
+    }
+    if flips.len() > 1 {
+        let k = flips.len() as f32;
+        sum.iter_mut().for_each(|s| *s /= k);
+    }
+    Ok(sum)
+}
+
 /// Predict BAC probabilities for `image` (preprocessed, [0, 1]) over the patches of the grid
 /// that lie in `breast`. `model` should be in validation mode (see `Module::valid`).
 pub fn predict_image<M: SegmentationModel>(
@@ -145,6 +327,7 @@ pub fn predict_image<M: SegmentationModel>(
     let grid_patches = full.len();
     let grid = full.within_breast(breast, cfg.min_breast_fraction)?;
     let mut blender = Blender::for_grid(&grid, cfg.blend)?;
+    let mut runner = Runner::new(model, cfg.engine)?;
     let (mut forward_s, mut blend_s) = (0.0, 0.0);
     for chunk in grid.patches().chunks(cfg.batch) {
         let t0 = Instant::now();
@@ -153,7 +336,7 @@ pub fn predict_image<M: SegmentationModel>(
             data.extend_from_slice(grid.extract(image, p, 0.0).data());
         }
         let t1 = Instant::now();
-        let probs = patch_probabilities(model, data, n, cfg.tta)?;
+        let probs = runner.probabilities(data, n, cfg.tta)?;
         let t2 = Instant::now();
         for (p, values) in chunk.iter().zip(probs.chunks_exact(n * n)) {
             blender.add(p, values)?;
@@ -170,6 +353,7 @@ pub fn predict_image<M: SegmentationModel>(
         grid_patches,
         forward_s,
         blend_s,
+        engine: runner.engine(),
     })
 }
 
@@ -267,6 +451,7 @@ pub fn predict_published_scunet<M: SegmentationModel>(
         grid_patches: grid.len(),
         forward_s,
         blend_s,
+        engine: Engine::Burn,
     })
 }
 
@@ -299,6 +484,7 @@ mod tests {
             blend: BlendMode::Crop,
             tta: false,
             min_breast_fraction: 0.5,
+            engine: Engine::Burn,
         };
         let pred = predict_image(&model, &image, &breast, &cfg).unwrap();
         assert_eq!(pred.prob.size(), image.size());
@@ -340,6 +526,53 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn cpu_engine_maps_match_burn_with_and_without_mirror_averaging() {
+        let model = DtUnetConfig::new()
+            .with_widths(vec![3, 6, 12])
+            .init(&Device::default())
+            .unwrap()
+            .valid();
+        let (w, h) = (56, 40);
+        let image = Raster::from_fn(w, h, |x, y| ((x * 13 + y * 7) % 17) as f32 / 16.0);
+        let breast = Raster::from_fn(w, h, |x, y| x + y < 70);
+        for tta in [false, true] {
+            let cfg = |engine| InferConfig {
+                patch: 16,
+                stride: 8,
+                batch: 3,
+                blend: BlendMode::Gaussian,
+                tta,
+                min_breast_fraction: 0.05,
+                engine,
+            };
+            let burn = predict_image(&model, &image, &breast, &cfg(Engine::Burn)).unwrap();
+            let cpu = predict_image(&model, &image, &breast, &cfg(Engine::Cpu)).unwrap();
+            assert_eq!(burn.patches, cpu.patches);
+            let diff = burn
+                .prob
+                .data()
+                .iter()
+                .zip(cpu.prob.data())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(diff < 1e-5, "tta {tta}: largest difference {diff}");
+            // On burn's CPU device, `auto` picks the CPU engine.
+            let runner = Runner::new(&model, Engine::Auto).unwrap();
+            assert_eq!(runner.engine(), Engine::Cpu);
+        }
+        assert_eq!("cpu".parse::<Engine>(), Ok(Engine::Cpu));
+        assert!("gpu".parse::<Engine>().unwrap_err().contains("auto, burn, cpu"));
+    }
+
+    #[test]
+    fn flipping_patches_mirrors_each_patch() {
+        let images: Vec<f32> = (0..8).map(|v| v as f32).collect(); // two 2x2 patches
+        assert_eq!(flip_patches(&images, 2, true, false), [1., 0., 3., 2., 5., 4., 7., 6.]);
+        assert_eq!(flip_patches(&images, 2, false, true), [2., 3., 0., 1., 6., 7., 4., 5.]);
+        assert_eq!(flip_patches(&images, 2, false, false), images);
     }
 
     #[test]

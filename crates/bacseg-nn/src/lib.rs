@@ -10,6 +10,7 @@ pub mod blocks;
 pub mod catalog;
 pub mod contextnet;
 pub mod cost;
+pub mod cpu;
 pub mod dt_unet;
 pub mod error;
 pub mod infer;

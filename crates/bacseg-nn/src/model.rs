@@ -29,6 +29,14 @@ impl OutputActivation {
             OutputActivation::Clamp => output.clamp(0.0, 1.0),
         }
     }
+
+    /// The probability of one output value.
+    pub fn apply_value(self, output: f32) -> f32 {
+        match self {
+            OutputActivation::Sigmoid => 1.0 / (1.0 + (-output).exp()),
+            OutputActivation::Clamp => output.clamp(0.0, 1.0),
+        }
+    }
 }
 
 /// A network mapping `[batch, in_channels, height, width]` images (preprocessed grey values in
@@ -45,6 +53,12 @@ pub trait SegmentationModel: Module {
     /// How the output becomes a probability.
     fn output_activation(&self) -> OutputActivation {
         OutputActivation::Sigmoid
+    }
+
+    /// The network compiled for the CPU engine ([`crate::cpu`]), for the architectures it runs
+    /// (`None` for the others). BatchNorm layers use their running statistics.
+    fn cpu_net(&self) -> Option<Result<crate::cpu::Net, NnError>> {
+        None
     }
 
     /// Number of image channels the network expects.

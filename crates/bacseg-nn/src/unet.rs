@@ -97,6 +97,10 @@ impl SegmentationModel for Unet {
         self.head.forward(x)
     }
 
+    fn cpu_net(&self) -> Option<Result<crate::cpu::Net, NnError>> {
+        Some(crate::cpu::Net::from_unet(self))
+    }
+
     fn in_channels(&self) -> usize {
         self.down
             .first()

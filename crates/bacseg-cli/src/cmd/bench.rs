@@ -14,8 +14,8 @@ use bacseg_core::preprocess::{Preprocess, Preprocessed, preprocess};
 use bacseg_core::raster::{Mask, Raster};
 use bacseg_core::stitch::BlendMode;
 use bacseg_core::synth::{self, SynthConfig};
-use bacseg_nn::bench::{peak_gflops, time_forward, time_train_step};
-use bacseg_nn::infer::{InferConfig, predict_image};
+use bacseg_nn::bench::{peak_gflops, time_forward, time_forward_cpu, time_train_step};
+use bacseg_nn::infer::{Engine, InferConfig, Runner, predict_image};
 use bacseg_nn::spec::{ModelSpec, ModelVisitor};
 use bacseg_nn::{Architecture, Device, SegmentationModel, save_pytorch_safetensors};
 
@@ -129,10 +129,11 @@ pub fn run(args: Args) -> Result<()> {
     println!("| measurement | engine | time | GFLOP/s | of peak | note |");
     println!("|---|---|---|---|---|---|");
     let n = args.patch;
-    let mut burn_forward_1 = None;
+    // DT-UNet 1x512: the default engine's time, with its name.
+    let mut default_forward_1: Option<(f64, &str)> = None;
     for &arch in &models {
         for &b in &batches {
-            let (seconds, gflop) = spec(arch)?
+            let timing = spec(arch)?
                 .build(
                     &device,
                     Forward {
@@ -142,17 +143,25 @@ pub fn run(args: Args) -> Result<()> {
                     },
                 )
                 .map_err(|e| InputError(e.to_string()))??;
-            if arch == Architecture::DtUnet && b == 1 {
-                burn_forward_1 = Some(seconds);
+            let what = format!("{} forward {b}x{n}x{n}", arch.name());
+            let per_patch = |s: f64| format!("{:.3} s per patch", s / b as f64);
+            row(&what, "burn", timing.burn, Some(timing.gflop), peak, &per_patch(timing.burn));
+            if let Some(cpu) = timing.cpu {
+                row(
+                    &what,
+                    "cpu",
+                    cpu,
+                    Some(timing.gflop),
+                    peak,
+                    &format!("{}, {:.2}x burn's speed", per_patch(cpu), timing.burn / cpu),
+                );
             }
-            row(
-                &format!("{} forward {b}x{n}x{n}", arch.name()),
-                "burn",
-                seconds,
-                Some(gflop),
-                peak,
-                &format!("{:.3} s per patch", seconds / b as f64),
-            );
+            if arch == Architecture::DtUnet && b == 1 && n == 512 && reference {
+                default_forward_1 = Some(match timing.cpu {
+                    Some(cpu) => (cpu, "cpu"),
+                    None => (timing.burn, "burn"),
+                });
+            }
         }
     }
     let mut burn_train = None;
@@ -191,10 +200,10 @@ pub fn run(args: Args) -> Result<()> {
             peak,
             "",
         );
-        if let Some(b) = burn_forward_1 {
+        if let Some((seconds, engine)) = default_forward_1 {
             println!(
-                "| burn / PyTorch, dt-unet forward | ratio | {:.2}x | | | |",
-                b / forward
+                "| PyTorch eager / {engine}, dt-unet forward 1x512x512 | speed ratio | {:.2}x | | | |",
+                forward / seconds
             );
         }
         if let (Some(train), Some(b)) = (train, burn_train) {
@@ -239,7 +248,7 @@ pub fn run(args: Args) -> Result<()> {
                     m.width(),
                     m.height()
                 ),
-                "burn",
+                whole.2,
                 seconds,
                 None,
                 peak,
@@ -247,7 +256,7 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
         println!(
-            "| peak resident memory | burn | | | | {} |",
+            "| peak resident memory (whole run) | | | | | {} |",
             peak_rss().unwrap_or_else(|| "unknown".into())
         );
         if let Some(t) = &torch {
@@ -264,10 +273,10 @@ pub fn run(args: Args) -> Result<()> {
                 peak,
                 "same patches and weights",
             );
-            let burn = whole.0.1;
             println!(
-                "| burn / PyTorch, whole-mammogram forward | ratio | {:.2}x | | | |",
-                burn / forward
+                "| PyTorch eager / {}, whole-mammogram forward | speed ratio | {:.2}x | | | |",
+                whole.2,
+                forward / whole.0.1
             );
         }
     }
@@ -310,14 +319,26 @@ struct Forward {
     repeats: usize,
 }
 
+/// Forward-pass seconds of each engine and the GFLOP of one pass.
+struct ForwardTiming {
+    burn: f64,
+    /// For the architectures the CPU engine runs.
+    cpu: Option<f64>,
+    gflop: f64,
+}
+
 impl ModelVisitor for Forward {
-    type Output = Result<(f64, f64)>;
+    type Output = Result<ForwardTiming>;
     fn visit<M: SegmentationModel + 'static>(self, model: M) -> Self::Output {
         let model = model.valid();
         model.check_input([self.b, model.in_channels(), self.n, self.n])?;
-        let seconds = time_forward(&model, self.b, self.n, self.repeats);
+        let burn = time_forward(&model, self.b, self.n, self.repeats);
+        let cpu = match model.cpu_net() {
+            Some(net) => Some(time_forward_cpu(&mut net?, self.b, self.n, self.repeats)?),
+            None => None,
+        };
         let gflop = self.b as f64 * model.forward_flops([self.n, self.n]) as f64 / 1e9;
-        Ok((seconds, gflop))
+        Ok(ForwardTiming { burn, cpu, gflop })
     }
 }
 
@@ -346,7 +367,8 @@ struct Whole<'a> {
 }
 
 impl ModelVisitor for Whole<'_> {
-    type Output = Result<(WholeTiming, WholeTiming)>;
+    /// With and without breast skipping, and the engine's name.
+    type Output = Result<(WholeTiming, WholeTiming, &'static str)>;
     fn visit<M: SegmentationModel + 'static>(self, model: M) -> Self::Output {
         // The weights PyTorch loads for the same comparison.
         save_pytorch_safetensors(&model, self.weights)?;
@@ -361,6 +383,7 @@ impl ModelVisitor for Whole<'_> {
                 blend: BlendMode::Gaussian,
                 tta: false,
                 min_breast_fraction,
+                engine: Engine::Auto,
             };
             let start = Instant::now();
             let pred = predict_image(&model, &self.pre.image, breast, &cfg)
@@ -372,7 +395,11 @@ impl ModelVisitor for Whole<'_> {
                 pred.grid_patches,
             ))
         };
-        Ok((run(&self.pre.breast, 0.05)?, run(&everything, 0.0)?))
+        let engine = Runner::new(&model, Engine::Auto)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .engine()
+            .name();
+        Ok((run(&self.pre.breast, 0.05)?, run(&everything, 0.0)?, engine))
     }
 }
 

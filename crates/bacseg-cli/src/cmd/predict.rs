@@ -20,7 +20,7 @@ use bacseg_core::raster::{ProbMap, Raster};
 use bacseg_core::resample::resize;
 use bacseg_core::stitch::BlendMode;
 use bacseg_nn::infer::{
-    InferConfig, PUBLISHED_SCUNET_STRIDE, PUBLISHED_SCUNET_TILE, Prediction, predict_image,
+    Engine, InferConfig, PUBLISHED_SCUNET_STRIDE, PUBLISHED_SCUNET_TILE, Prediction, predict_image,
     predict_published_scunet,
 };
 use bacseg_nn::spec::{ModelSpec, ModelVisitor};
@@ -51,6 +51,11 @@ pub struct Args {
     /// threshold 0.65). Patch, blending and resampling options do not apply.
     #[arg(long, value_parser = ["scunet"], conflicts_with_all = ["patch", "stride", "overlap", "blend", "tta", "scale", "min_breast_fraction"])]
     preset: Option<String>,
+    /// What runs the forward passes: `cpu` (bacseg's CPU engine: DT-UNet and UNet), `burn`
+    /// (any architecture, on burn's device: the GPU in a wgpu or cuda build), or `auto` (cpu
+    /// where it applies on a CPU build, else burn).
+    #[arg(long, value_parser = ["auto", "burn", "cpu"], default_value = "auto")]
+    engine: String,
     /// Precision of a published SCU-Net checkpoint's computation: f32 or f64.
     #[arg(long, value_parser = ["f32", "f64"], default_value = "f32")]
     precision: String,
@@ -400,6 +405,8 @@ struct Timings {
     total_s: f64,
     patches: usize,
     grid_patches: usize,
+    /// The engine that ran the forward passes.
+    engine: &'static str,
 }
 
 impl Timings {
@@ -409,6 +416,7 @@ impl Timings {
         self.blend_s = pred.blend_s;
         self.patches = pred.patches;
         self.grid_patches = pred.grid_patches;
+        self.engine = pred.engine.name();
     }
 }
 
@@ -432,6 +440,17 @@ pub fn run(args: Args) -> Result<()> {
         return Err(InputError(
             "--precision f64 applies to published SCU-Net checkpoints only".into(),
         )
+        .into());
+    }
+    let engine: Engine = args.engine.parse().map_err(InputError)?;
+    if engine == Engine::Cpu
+        && (loaded.scunet_checkpoint || !loaded.spec.kind().is_ok_and(|a| a.has_cpu_engine()))
+    {
+        return Err(InputError(format!(
+            "--engine cpu runs dt-unet and unet models; {} is a {} model (use --engine burn)",
+            args.model.display(),
+            loaded.spec.architecture
+        ))
         .into());
     }
     let (run_patch, run_stride) = if preset {
@@ -501,6 +520,7 @@ pub fn run(args: Args) -> Result<()> {
                 .min_breast_fraction
                 .or(loaded.min_breast_fraction)
                 .unwrap_or(0.05),
+            engine,
         },
         postprocess,
     };

@@ -1,0 +1,202 @@
+//! The CPU engine against burn's own modules (the reference implementation) on small shapes.
+
+use burn::module::{Param, RunningState};
+use burn::nn::conv::{Conv2dConfig, ConvTranspose2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::tensor::{Device, Distribution, Tensor};
+
+use super::*;
+use crate::blocks::max_pool2x2 as burn_max_pool;
+use crate::model::SegmentationModel;
+use crate::{DtUnetConfig, Module, UnetConfig};
+
+fn nchw_values(t: Tensor<4>) -> (Vec<f32>, [usize; 4]) {
+    let dims = t.dims();
+    (t.into_data().try_to_vec::<f32>().unwrap(), dims)
+}
+
+/// A burn NCHW tensor as an engine map.
+fn to_nhwc(t: Tensor<4>) -> Nhwc {
+    let (v, [n, c, h, w]) = nchw_values(t);
+    let mut data = vec![0.0; v.len()];
+    for i in 0..n {
+        for ch in 0..c {
+            for p in 0..h * w {
+                data[(i * h * w + p) * c + ch] = v[(i * c + ch) * h * w + p];
+            }
+        }
+    }
+    Nhwc::new(n, h, w, c, data)
+}
+
+/// Largest difference between an engine map and a burn NCHW tensor, relative to the largest
+/// magnitude of the reference (at least 1).
+fn relative_error(got: &Nhwc, want: Tensor<4>) -> f32 {
+    let want = to_nhwc(want);
+    assert_eq!((got.n, got.h, got.w, got.c), (want.n, want.h, want.w, want.c));
+    let scale = want.data.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    got.data
+        .iter()
+        .zip(&want.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+        / scale
+}
+
+fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
+    Tensor::<4>::random(shape, Distribution::Uniform(-1.0, 1.0), device)
+}
+
+/// A BatchNorm with non-trivial statistics and affine parameters, in inference mode.
+fn random_batch_norm(channels: usize, device: &Device) -> BatchNorm {
+    let mut bn = BatchNormConfig::new(channels).init(device);
+    let vec1 = |lo: f64, hi: f64| Tensor::<1>::random([channels], Distribution::Uniform(lo, hi), device);
+    bn.gamma = Param::from_tensor(vec1(0.5, 1.5));
+    bn.beta = Param::from_tensor(vec1(-0.5, 0.5));
+    bn.running_mean = RunningState::new(vec1(-0.3, 0.3));
+    bn.running_var = RunningState::new(vec1(0.2, 2.0));
+    bn
+}
+
+#[test]
+fn convolution_with_folded_batch_norm_matches_burn() {
+    let device = Device::default();
+    for (kernel, bias, relu) in [(3, false, true), (3, true, false), (1, true, false), (5, true, true)] {
+        let (cin, cout) = (3, 4);
+        let conv = Conv2dConfig::new([cin, cout], [kernel, kernel])
+            .with_padding(PaddingConfig2d::Explicit(kernel / 2, kernel / 2, kernel / 2, kernel / 2))
+            .with_bias(bias)
+            .init(&device);
+        let bn = random_batch_norm(cout, &device);
+        let x = random([2, cin, 5, 7], &device);
+        let want = bn.forward(conv.forward(x.clone()));
+        let want = if relu { burn::tensor::activation::relu(want) } else { want };
+        let engine = compile_conv("test", &conv, Some(&bn), vec![cin], relu).unwrap();
+        let got = engine.forward(&[&to_nhwc(x)], Vec::new());
+        let err = relative_error(&got, want);
+        assert!(err < 1e-5, "kernel {kernel}: relative error {err}");
+    }
+}
+
+#[test]
+fn convolution_reads_a_concatenation_in_place() {
+    let device = Device::default();
+    let conv = Conv2dConfig::new([5, 3], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(&device);
+    let a = random([1, 2, 6, 4], &device);
+    let b = random([1, 3, 6, 4], &device);
+    let want = conv.forward(Tensor::cat(vec![a.clone(), b.clone()], 1));
+    let engine = compile_conv("test", &conv, None, vec![2, 3], false).unwrap();
+    // Reuse a too-large buffer full of garbage: every value must be overwritten.
+    let got = engine.forward(&[&to_nhwc(a), &to_nhwc(b)], vec![f32::NAN; 1000]);
+    assert!(relative_error(&got, want) < 1e-5);
+}
+
+#[test]
+fn blocked_and_whole_image_paths_agree_with_burn_on_larger_maps() {
+    // 40x40 with 24 channels in: both the per-block path (small weights) and, with 160 output
+    // channels, the single-GEMM path of the deep levels.
+    let device = Device::default();
+    for cout in [8, 160] {
+        let conv = Conv2dConfig::new([24, cout], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&device);
+        let x = random([2, 24, 40, 40], &device);
+        let want = conv.forward(x.clone());
+        let engine = compile_conv("test", &conv, None, vec![24], false).unwrap();
+        let got = engine.forward(&[&to_nhwc(x)], Vec::new());
+        let err = relative_error(&got, want);
+        assert!(err < 1e-5, "{cout} channels: relative error {err}");
+    }
+}
+
+#[test]
+fn pooling_upsampling_and_resizing_match_burn() {
+    let device = Device::default();
+    let x = random([2, 3, 6, 10], &device);
+    let got = max_pool2x2(&to_nhwc(x.clone()), Vec::new());
+    assert_eq!(relative_error(&got, burn_max_pool(x.clone())), 0.0);
+
+    let up = ConvTranspose2dConfig::new([3, 5], [2, 2])
+        .with_stride([2, 2])
+        .init(&device);
+    let engine = compile_transposed("test", &up).unwrap();
+    let got = engine.forward(&to_nhwc(x.clone()), Vec::new());
+    assert!(relative_error(&got, up.forward(x.clone())) < 1e-5);
+
+    let got = resize_bilinear_aligned(&to_nhwc(x.clone()), 13, 21, Vec::new());
+    let want = crate::blocks::resize_bilinear(x, [13, 21], true);
+    assert!(relative_error(&got, want) < 1e-5);
+}
+
+#[test]
+fn unsupported_layers_are_refused_with_the_reason() {
+    let device = Device::default();
+    let strided = Conv2dConfig::new([2, 2], [3, 3])
+        .with_stride([2, 2])
+        .init(&device);
+    let err = compile_conv("test", &strided, None, vec![2], false).unwrap_err();
+    assert!(err.to_string().contains("stride"), "{err}");
+    let dilated = Conv2dConfig::new([2, 2], [3, 3])
+        .with_dilation([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+        .init(&device);
+    assert!(compile_conv("test", &dilated, None, vec![2], false).is_err());
+    let conv = Conv2dConfig::new([2, 2], [1, 1]).init(&device);
+    assert!(compile_conv("test", &conv, None, vec![3], false).is_err());
+}
+
+/// Give every BatchNorm of a double convolution random statistics.
+fn randomise(block: &mut DoubleConv, device: &Device) {
+    block.bn1 = random_batch_norm(block.bn1.gamma.dims()[0], device);
+    block.bn2 = random_batch_norm(block.bn2.gamma.dims()[0], device);
+}
+
+#[test]
+fn dt_unet_matches_burn_and_reuses_its_buffers() {
+    let device = Device::default();
+    let mut model = DtUnetConfig::new()
+        .with_widths(vec![3, 6, 12])
+        .init(&device)
+        .unwrap();
+    for block in model.down.iter_mut() {
+        randomise(block, &device);
+    }
+    for level in model.up.iter_mut() {
+        randomise(&mut level.conv, &device);
+    }
+    let model = model.valid();
+    let mut net = Net::from_dt_unet(&model).unwrap();
+    assert_eq!((net.name(), net.in_channels()), ("dt-unet", 1));
+    for (n, side) in [(2, 16), (1, 24), (2, 16)] {
+        let x = random([n, 1, side, side], &device);
+        let want = model.forward(x.clone());
+        let got = net.forward(&to_nhwc(x)).unwrap();
+        let err = relative_error(&Nhwc::new(n, side, side, 1, got), want);
+        assert!(err < 1e-4, "{n}x{side}: relative error {err}");
+    }
+    let bad = Nhwc::new(1, 10, 16, 1, vec![0.0; 160]);
+    let err = net.forward(&bad).unwrap_err();
+    assert!(err.to_string().contains("multiples of 4"), "{err}");
+}
+
+#[test]
+fn unet_with_three_input_channels_matches_burn() {
+    let device = Device::default();
+    let mut model = UnetConfig::new()
+        .with_widths(vec![4, 8])
+        .init(&device)
+        .unwrap();
+    for block in model.down.iter_mut().chain(model.up.iter_mut()) {
+        randomise(block, &device);
+    }
+    let model = model.valid();
+    let mut net = Net::from_unet(&model).unwrap();
+    assert_eq!(net.in_channels(), model.in_channels());
+    let x = random([2, 3, 12, 20], &device);
+    let want = model.forward(x.clone());
+    let got = net.forward(&to_nhwc(x)).unwrap();
+    let err = relative_error(&Nhwc::new(2, 12, 20, 1, got), want);
+    assert!(err < 1e-4, "relative error {err}");
+}
