@@ -53,6 +53,9 @@ enum Command {
     /// the training step, a whole mammogram with and without breast skipping; PyTorch beside
     /// it with --torch-python.
     Bench(Box<cmd::bench::Args>),
+    /// A trained DT-UNet or UNet as a standard ONNX model (opset 18) for other runtimes,
+    /// optionally with a reference input and output to check it (tools/onnx_check.py).
+    Export(Box<cmd::export::Args>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -71,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::Compare(a) => cmd::compare::run(*a),
         Command::Weights(a) => cmd::weights::run(a),
         Command::Bench(a) => cmd::bench::run(*a),
+        Command::Export(a) => cmd::export::run(*a),
     };
     exit::report(result)
 }

@@ -116,6 +116,10 @@ impl SegmentationModel for DtUnet {
         Some(crate::cpu::Net::from_dt_unet(self))
     }
 
+    fn onnx(&self) -> Option<Result<Vec<u8>, NnError>> {
+        Some(crate::onnx::export_dt_unet(self))
+    }
+
     fn in_channels(&self) -> usize {
         self.down
             .first()

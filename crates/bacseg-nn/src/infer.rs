@@ -241,9 +241,7 @@ impl<'m, M: SegmentationModel> Runner<'m, M> {
     ) -> Result<Vec<f32>, InferError> {
         match self {
             Runner::Burn(model) => patch_probabilities(*model, images, n, tta),
-            Runner::Cpu { net, activation } => {
-                cpu_probabilities(net, *activation, &images, n, tta)
-            }
+            Runner::Cpu { net, activation } => cpu_probabilities(net, *activation, &images, n, tta),
         }
     }
 }
@@ -564,14 +562,25 @@ mod tests {
             assert_eq!(runner.engine(), Engine::Cpu);
         }
         assert_eq!("cpu".parse::<Engine>(), Ok(Engine::Cpu));
-        assert!("gpu".parse::<Engine>().unwrap_err().contains("auto, burn, cpu"));
+        assert!(
+            "gpu"
+                .parse::<Engine>()
+                .unwrap_err()
+                .contains("auto, burn, cpu")
+        );
     }
 
     #[test]
     fn flipping_patches_mirrors_each_patch() {
         let images: Vec<f32> = (0..8).map(|v| v as f32).collect(); // two 2x2 patches
-        assert_eq!(flip_patches(&images, 2, true, false), [1., 0., 3., 2., 5., 4., 7., 6.]);
-        assert_eq!(flip_patches(&images, 2, false, true), [2., 3., 0., 1., 6., 7., 4., 5.]);
+        assert_eq!(
+            flip_patches(&images, 2, true, false),
+            [1., 0., 3., 2., 5., 4., 7., 6.]
+        );
+        assert_eq!(
+            flip_patches(&images, 2, false, true),
+            [2., 3., 0., 1., 6., 7., 4., 5.]
+        );
         assert_eq!(flip_patches(&images, 2, false, false), images);
     }
 

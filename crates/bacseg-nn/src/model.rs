@@ -61,6 +61,12 @@ pub trait SegmentationModel: Module {
         None
     }
 
+    /// The network as an ONNX model ([`crate::onnx`]), for the architectures exported (`None`
+    /// for the others).
+    fn onnx(&self) -> Option<Result<Vec<u8>, NnError>> {
+        None
+    }
+
     /// Number of image channels the network expects.
     fn in_channels(&self) -> usize;
 
@@ -97,4 +103,24 @@ pub trait SegmentationModel: Module {
         }
         Ok(())
     }
+}
+
+/// The network outputs (logits unless [`SegmentationModel::output_activation`] says otherwise)
+/// of a `shape` batch given as row-major values, as row-major values.
+pub fn outputs_of<M: SegmentationModel>(
+    model: &M,
+    input: Vec<f32>,
+    shape: [usize; 4],
+) -> Result<Vec<f32>, NnError> {
+    model.check_input(shape)?;
+    let device = model.devices().first().cloned().unwrap_or_default();
+    let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(input, shape), &device);
+    model
+        .forward(x)
+        .into_data()
+        .try_to_vec()
+        .map_err(|e| NnError::Config {
+            model: M::NAME,
+            reason: format!("reading the output: {e:?}"),
+        })
 }

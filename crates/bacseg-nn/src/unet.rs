@@ -101,6 +101,10 @@ impl SegmentationModel for Unet {
         Some(crate::cpu::Net::from_unet(self))
     }
 
+    fn onnx(&self) -> Option<Result<Vec<u8>, NnError>> {
+        Some(crate::onnx::export_unet_model(self))
+    }
+
     fn in_channels(&self) -> usize {
         self.down
             .first()

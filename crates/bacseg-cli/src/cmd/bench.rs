@@ -145,7 +145,14 @@ pub fn run(args: Args) -> Result<()> {
                 .map_err(|e| InputError(e.to_string()))??;
             let what = format!("{} forward {b}x{n}x{n}", arch.name());
             let per_patch = |s: f64| format!("{:.3} s per patch", s / b as f64);
-            row(&what, "burn", timing.burn, Some(timing.gflop), peak, &per_patch(timing.burn));
+            row(
+                &what,
+                "burn",
+                timing.burn,
+                Some(timing.gflop),
+                peak,
+                &per_patch(timing.burn),
+            );
             if let Some(cpu) = timing.cpu {
                 row(
                     &what,

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod convert;
 pub mod demo;
 pub mod evaluate;
+pub mod export;
 pub mod info;
 pub mod models;
 pub mod predict;

@@ -135,18 +135,26 @@ pub struct Args {
 }
 
 /// What a model file resolved to.
-struct Loaded {
-    spec: ModelSpec,
-    weights: PathBuf,
+pub(crate) struct Loaded {
+    pub(crate) spec: ModelSpec,
+    pub(crate) weights: PathBuf,
     /// A published SCU-Net `.pt` checkpoint rather than safetensors.
-    scunet_checkpoint: bool,
+    pub(crate) scunet_checkpoint: bool,
     preprocess: Option<Preprocess>,
     patch: Option<(usize, usize)>,
     min_breast_fraction: Option<f64>,
 }
 
-fn resolve_model(args: &Args) -> Result<Loaded> {
-    let text = args.model.to_string_lossy();
+/// The network of `--model`: a training run directory (its best weights), a bare
+/// `.safetensors` file of architecture `arch` (reference shape unless `width`/`depth`), or a
+/// published SCU-Net checkpoint (`scunet:PATH`, `scunet:`, or a `.pt` file with `--arch scunet`).
+pub(crate) fn resolve_model(
+    m: &Path,
+    arch: &str,
+    width: Option<usize>,
+    depth: Option<usize>,
+) -> Result<Loaded> {
+    let text = m.to_string_lossy();
     if let Some(path) = text.strip_prefix("scunet:") {
         if path.is_empty() {
             // The published reference checkpoint, from the weights cache.
@@ -157,12 +165,11 @@ fn resolve_model(args: &Args) -> Result<Loaded> {
         }
         return scunet_checkpoint(Path::new(path));
     }
-    let m = &args.model;
     let is_pt = m
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("pt") || e.eq_ignore_ascii_case("pth"));
     if is_pt {
-        if args.arch != "scunet" {
+        if arch != "scunet" {
             return Err(InputError(format!(
                 "{}: PyTorch .pt checkpoints are read for the published SCU-Net only (use \
                  --model scunet:{0} or --arch scunet); other networks take .safetensors",
@@ -201,18 +208,17 @@ fn resolve_model(args: &Args) -> Result<Loaded> {
         ))
         .into());
     }
-    let arch = Architecture::from_name(&args.arch).ok_or_else(|| {
+    let arch = Architecture::from_name(arch).ok_or_else(|| {
         InputError(format!(
-            "unknown --arch {:?} (known: dt-unet, unet, segnet, contextnet, scunet)",
-            args.arch
+            "unknown --arch {arch:?} (known: dt-unet, unet, segnet, contextnet, scunet)"
         ))
     })?;
     let spec = ModelSpec::reference(arch)
-        .with_overrides(args.width, args.depth)
+        .with_overrides(width, depth)
         .map_err(|e| InputError(e.to_string()))?;
     Ok(Loaded {
         spec,
-        weights: m.clone(),
+        weights: m.to_path_buf(),
         scunet_checkpoint: false,
         preprocess: None,
         patch: None,
@@ -421,7 +427,7 @@ impl Timings {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let loaded = resolve_model(&args)?;
+    let loaded = resolve_model(&args.model, &args.arch, args.width, args.depth)?;
     let preset = args.preset.is_some();
     if preset && loaded.spec.architecture != Architecture::ScuNet.name() {
         return Err(InputError(format!(

@@ -218,7 +218,11 @@ impl Conv {
         let (n, h, w) = (first.n, first.h, first.w);
         assert_eq!(inputs.len(), self.splits.len(), "input maps");
         for (map, &c) in inputs.iter().zip(&self.splits) {
-            assert_eq!((map.n, map.h, map.w, map.c), (n, h, w, c), "input map shape");
+            assert_eq!(
+                (map.n, map.h, map.w, map.c),
+                (n, h, w, c),
+                "input map shape"
+            );
         }
         let mut out = Nhwc::with_buffer(n, h, w, self.cout, out);
         let kk = self.kernel * self.kernel * self.cin();
@@ -303,8 +307,7 @@ impl Conv {
                         let row = &map.data[(img * h + sy) * w * c..][..w * c];
                         seg[..kx0 * c].fill(0.0);
                         let sx0 = x + kx0 - pad;
-                        seg[kx0 * c..kx1 * c]
-                            .copy_from_slice(&row[sx0 * c..(sx0 + kx1 - kx0) * c]);
+                        seg[kx0 * c..kx1 * c].copy_from_slice(&row[sx0 * c..(sx0 + kx1 - kx0) * c]);
                         seg[kx1 * c..].fill(0.0);
                     }
                 }
@@ -359,7 +362,8 @@ impl ConvTranspose2x2 {
             for ci in 0..cin {
                 for co in 0..cout {
                     for j in 0..2 {
-                        m[ci * 2 * cout + j * cout + co] = weight[((ci * cout + co) * 2 + i) * 2 + j];
+                        m[ci * 2 * cout + j * cout + co] =
+                            weight[((ci * cout + co) * 2 + i) * 2 + j];
                     }
                 }
             }

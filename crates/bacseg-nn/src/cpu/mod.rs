@@ -51,7 +51,11 @@ pub struct Net {
     pool: Vec<Vec<f32>>,
 }
 
-fn values<const D: usize>(t: Tensor<D>, model: &'static str, what: &str) -> Result<Vec<f32>, NnError> {
+fn values<const D: usize>(
+    t: Tensor<D>,
+    model: &'static str,
+    what: &str,
+) -> Result<Vec<f32>, NnError> {
     t.into_data()
         .convert::<f32>()
         .try_to_vec::<f32>()
@@ -122,7 +126,10 @@ fn compile_conv(
             let (scale, shift) = (0..gamma.len())
                 .map(|i| {
                     let s = f64::from(gamma[i]) / (f64::from(var[i]) + bn.epsilon).sqrt();
-                    (s as f32, (f64::from(beta[i]) - s * f64::from(mean[i])) as f32)
+                    (
+                        s as f32,
+                        (f64::from(beta[i]) - s * f64::from(mean[i])) as f32,
+                    )
                 })
                 .unzip();
             Ok((scale, shift))
@@ -145,11 +152,20 @@ fn compile_double(
     splits: Vec<usize>,
 ) -> Result<[Conv; 2], NnError> {
     let first = compile_conv(model, &block.conv1, Some(&block.bn1), splits, true)?;
-    let second = compile_conv(model, &block.conv2, Some(&block.bn2), vec![first.cout], true)?;
+    let second = compile_conv(
+        model,
+        &block.conv2,
+        Some(&block.bn2),
+        vec![first.cout],
+        true,
+    )?;
     Ok([first, second])
 }
 
-fn compile_transposed(model: &'static str, up: &ConvTranspose2d) -> Result<ConvTranspose2x2, NnError> {
+fn compile_transposed(
+    model: &'static str,
+    up: &ConvTranspose2d,
+) -> Result<ConvTranspose2x2, NnError> {
     if up.kernel_size != [2, 2]
         || up.stride != [2, 2]
         || up.dilation != [1, 1]
@@ -172,7 +188,12 @@ fn compile_transposed(model: &'static str, up: &ConvTranspose2d) -> Result<ConvT
         .as_ref()
         .map(|b| values(b.val(), model, "transposed convolution bias"))
         .transpose()?;
-    Ok(ConvTranspose2x2::from_iohw(&weight, cin, cout, bias.as_deref()))
+    Ok(ConvTranspose2x2::from_iohw(
+        &weight,
+        cin,
+        cout,
+        bias.as_deref(),
+    ))
 }
 
 impl Net {
@@ -238,7 +259,12 @@ impl Net {
 
     /// UNet for the CPU engine.
     pub fn from_unet(model: &crate::Unet) -> Result<Self, NnError> {
-        Self::compile_unet("unet", &model.down, model.up.iter().map(|b| (None, b)), &model.head)
+        Self::compile_unet(
+            "unet",
+            &model.down,
+            model.up.iter().map(|b| (None, b)),
+            &model.head,
+        )
     }
 
     /// Architecture name.

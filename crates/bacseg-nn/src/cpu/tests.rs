@@ -33,7 +33,10 @@ fn to_nhwc(t: Tensor<4>) -> Nhwc {
 /// magnitude of the reference (at least 1).
 fn relative_error(got: &Nhwc, want: Tensor<4>) -> f32 {
     let want = to_nhwc(want);
-    assert_eq!((got.n, got.h, got.w, got.c), (want.n, want.h, want.w, want.c));
+    assert_eq!(
+        (got.n, got.h, got.w, got.c),
+        (want.n, want.h, want.w, want.c)
+    );
     let scale = want.data.iter().fold(1.0f32, |m, v| m.max(v.abs()));
     got.data
         .iter()
@@ -50,7 +53,8 @@ fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
 /// A BatchNorm with non-trivial statistics and affine parameters, in inference mode.
 fn random_batch_norm(channels: usize, device: &Device) -> BatchNorm {
     let mut bn = BatchNormConfig::new(channels).init(device);
-    let vec1 = |lo: f64, hi: f64| Tensor::<1>::random([channels], Distribution::Uniform(lo, hi), device);
+    let vec1 =
+        |lo: f64, hi: f64| Tensor::<1>::random([channels], Distribution::Uniform(lo, hi), device);
     bn.gamma = Param::from_tensor(vec1(0.5, 1.5));
     bn.beta = Param::from_tensor(vec1(-0.5, 0.5));
     bn.running_mean = RunningState::new(vec1(-0.3, 0.3));
@@ -61,16 +65,30 @@ fn random_batch_norm(channels: usize, device: &Device) -> BatchNorm {
 #[test]
 fn convolution_with_folded_batch_norm_matches_burn() {
     let device = Device::default();
-    for (kernel, bias, relu) in [(3, false, true), (3, true, false), (1, true, false), (5, true, true)] {
+    for (kernel, bias, relu) in [
+        (3, false, true),
+        (3, true, false),
+        (1, true, false),
+        (5, true, true),
+    ] {
         let (cin, cout) = (3, 4);
         let conv = Conv2dConfig::new([cin, cout], [kernel, kernel])
-            .with_padding(PaddingConfig2d::Explicit(kernel / 2, kernel / 2, kernel / 2, kernel / 2))
+            .with_padding(PaddingConfig2d::Explicit(
+                kernel / 2,
+                kernel / 2,
+                kernel / 2,
+                kernel / 2,
+            ))
             .with_bias(bias)
             .init(&device);
         let bn = random_batch_norm(cout, &device);
         let x = random([2, cin, 5, 7], &device);
         let want = bn.forward(conv.forward(x.clone()));
-        let want = if relu { burn::tensor::activation::relu(want) } else { want };
+        let want = if relu {
+            burn::tensor::activation::relu(want)
+        } else {
+            want
+        };
         let engine = compile_conv("test", &conv, Some(&bn), vec![cin], relu).unwrap();
         let got = engine.forward(&[&to_nhwc(x)], Vec::new());
         let err = relative_error(&got, want);

@@ -1,0 +1,163 @@
+//! `bacseg export`: a trained network as a standard ONNX model, optionally with a test input
+//! and burn's output for it (`.npy`) to check the export in another runtime
+//! (`tools/onnx_check.py`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use bacseg_core::io::write_atomic;
+use bacseg_nn::onnx::{IR_VERSION, OPSET};
+use bacseg_nn::spec::ModelVisitor;
+use bacseg_nn::{Device, SegmentationModel, load_pytorch_safetensors, outputs_of};
+
+use crate::cmd::predict::resolve_model;
+use crate::exit::InputError;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A training run directory (its best weights) or a `.safetensors` weights file.
+    #[arg(long)]
+    model: PathBuf,
+    /// Architecture of a bare weights file: dt-unet or unet (the architectures exported).
+    #[arg(long, default_value = "dt-unet")]
+    arch: String,
+    /// Width and depth of a bare weights file's network, when not the reference.
+    #[arg(long)]
+    width: Option<usize>,
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Output format.
+    #[arg(long, value_parser = ["onnx"], default_value = "onnx")]
+    format: String,
+    /// The model file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write `input.npy` (a seeded `[1, channels, side, side]` test input) and
+    /// `output.npy` (burn's logits for it) into this directory.
+    #[arg(long)]
+    reference_io: Option<PathBuf>,
+    /// Side of the reference input (a multiple of the network's input multiple).
+    #[arg(long, default_value_t = 64)]
+    reference_side: usize,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let loaded = resolve_model(&args.model, &args.arch, args.width, args.depth)?;
+    if loaded.scunet_checkpoint {
+        return Err(InputError(
+            "ONNX export covers dt-unet and unet models; the published SCU-Net checkpoint is \
+             not exported"
+                .into(),
+        )
+        .into());
+    }
+    if let Some(dir) = &args.reference_io {
+        std::fs::create_dir_all(dir).map_err(|e| InputError(format!("{}: {e}", dir.display())))?;
+    }
+    let job = Export {
+        args: &args,
+        weights: &loaded.weights,
+    };
+    loaded
+        .spec
+        .build(&Device::default(), job)
+        .map_err(|e| InputError(e.to_string()))?
+}
+
+struct Export<'a> {
+    args: &'a Args,
+    weights: &'a Path,
+}
+
+impl ModelVisitor for Export<'_> {
+    type Output = Result<()>;
+    fn visit<M: SegmentationModel + 'static>(self, model: M) -> Result<()> {
+        let model = load_pytorch_safetensors(model, self.weights)
+            .map_err(|e| InputError(e.to_string()))?
+            .valid();
+        let bytes = model
+            .onnx()
+            .ok_or_else(|| {
+                InputError(format!(
+                    "ONNX export covers dt-unet and unet models, not {}",
+                    M::NAME
+                ))
+            })?
+            .map_err(|e| InputError(e.to_string()))?;
+        let args = self.args;
+        write_atomic(&args.out, |w| {
+            std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())
+        })?;
+        eprintln!(
+            "bacseg: wrote {} ({}, ONNX IR {IR_VERSION}, opset {OPSET}, {:.1} MB; input \
+             [batch, {}, height, width], output logits [batch, 1, height, width])",
+            args.out.display(),
+            M::NAME,
+            bytes.len() as f64 / 1e6,
+            model.in_channels()
+        );
+        if let Some(dir) = &args.reference_io {
+            let side = args.reference_side;
+            let shape = [1, model.in_channels(), side, side];
+            // A fixed, reproducible input in [0, 1].
+            let input: Vec<f32> = (0..shape.iter().product::<usize>())
+                .map(|i| ((i as u64).wrapping_mul(2_654_435_761) % 10_007) as f32 / 10_006.0)
+                .collect();
+            let output = outputs_of(&model, input.clone(), shape)
+                .map_err(|e| InputError(format!("--reference-side: {e}")))?;
+            write_npy(&dir.join("input.npy"), &shape, &input)?;
+            write_npy(&dir.join("output.npy"), &[1, 1, side, side], &output)?;
+            eprintln!(
+                "bacseg: wrote {}/input.npy and output.npy (burn's logits)",
+                dir.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A little-endian float32 array in NumPy's `.npy` format (version 1.0, C order).
+fn write_npy(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    // Magic (6) + version (2) + length (2) + header, padded with spaces to a multiple of 64
+    // and ended by a newline.
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+    header.push('\n');
+    let mut bytes = Vec::with_capacity(10 + header.len() + 4 * values.len());
+    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    write_atomic(path, |w| {
+        std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_header_is_aligned_and_describes_the_array() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.npy");
+        write_npy(&path, &[1, 2, 3], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.5]).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+        let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        assert_eq!((10 + len) % 64, 0);
+        let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
+        assert!(
+            header.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 3,), }")
+        );
+        assert!(header.ends_with('\n'));
+        assert_eq!(bytes.len(), 10 + len + 24);
+        assert_eq!(&bytes[bytes.len() - 4..], 5.5f32.to_le_bytes());
+    }
+}
