@@ -48,15 +48,22 @@ fn bench_prints_forward_training_and_whole_image_rows() {
     assert!(text.contains("35 of 35 patches"), "{text}");
     for row in [
         "| dt-unet forward 1x32x32 | burn |",
+        "| dt-unet forward 1x32x32 | cpu |",
         "| dt-unet forward 2x32x32 | burn |",
+        "| dt-unet forward 2x32x32 | cpu |",
         "| contextnet forward 1x32x32 | burn |",
         "| dt-unet train step 4x16x16, Dice + AdamW | burn |",
-        "| dt-unet whole 96x128 mammogram, breast skipping on, batch 1 | burn |",
-        "| dt-unet whole 96x128 mammogram, breast skipping off, batch 1 | burn |",
-        "| peak resident memory | burn |",
+        "| dt-unet whole 96x128 mammogram, breast skipping on, batch 1 | cpu |",
+        "| dt-unet whole 96x128 mammogram, breast skipping off, batch 1 | cpu |",
+        "| peak resident memory (whole run) |",
     ] {
         assert!(text.contains(row), "missing {row:?} in\n{text}");
     }
+    // The CPU engine does not run ContextNet: burn's row only.
+    assert!(
+        !text.contains("| contextnet forward 1x32x32 | cpu |"),
+        "{text}"
+    );
     // Comparing with PyTorch needs the reference networks.
     let refused = bacseg(&["bench", "--width", "4", "--torch-python", "python3"]);
     assert_eq!(refused.status.code(), Some(2));

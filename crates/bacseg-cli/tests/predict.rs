@@ -85,6 +85,8 @@ fn predict_writes_every_output_and_survives_a_broken_file() {
         assert_eq!(json["model"]["architecture"], "dt-unet");
         assert!(json["burden"]["area_px"].is_u64());
         assert!(json["timings"]["patches"].as_u64().unwrap() > 0);
+        // A DT-UNet on a CPU build runs on the CPU engine by default.
+        assert_eq!(json["timings"]["engine"], "cpu");
         let text = json.to_string().to_lowercase();
         for id in ["patientname", "patient_name", "birth", "accession"] {
             assert!(!text.contains(id));
@@ -233,4 +235,26 @@ fn published_scunet_pipeline_on_a_real_crop() {
     assert_eq!(record["settings"]["postprocess"]["threshold"], 0.65);
     assert_eq!(record["timings"]["grid_patches"], 4);
     assert!(record["burden"]["area_px"].as_u64().unwrap() > 1000);
+}
+
+#[test]
+fn the_cpu_engine_is_refused_for_architectures_it_does_not_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = tmp.path().join("segnet.safetensors");
+    std::fs::write(&weights, b"not read: the option is checked first").unwrap();
+    let out = bacseg(&[
+        "predict",
+        "--model",
+        s(&weights),
+        "--arch",
+        "segnet",
+        "--engine",
+        "cpu",
+        "--out",
+        s(&tmp.path().join("pred")),
+        s(&weights),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--engine cpu runs dt-unet and unet"), "{err}");
 }

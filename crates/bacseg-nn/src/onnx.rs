@@ -423,6 +423,14 @@ fn export_unet<'a>(
     Ok(proto.encode_to_vec())
 }
 
+/// Decode an ONNX model file's bytes (for inspecting an export).
+pub fn read(bytes: &[u8]) -> Result<ModelProto, NnError> {
+    ModelProto::decode(bytes).map_err(|e| NnError::Config {
+        model: "onnx",
+        reason: format!("not an ONNX model: {e}"),
+    })
+}
+
 /// The ONNX model of a DT-UNet (see the module documentation).
 pub fn export_dt_unet(model: &crate::DtUnet) -> Result<Vec<u8>, NnError> {
     export_unet(
@@ -446,7 +454,7 @@ pub fn export_unet_model(model: &crate::Unet) -> Result<Vec<u8>, NnError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Device, DtUnetConfig, Module, UnetConfig};
+    use crate::{Device, DtUnetConfig, Module, SegmentationModel, UnetConfig};
 
     #[test]
     fn dt_unet_graph_has_the_expected_operators_and_every_weight() {

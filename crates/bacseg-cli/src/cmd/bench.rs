@@ -129,6 +129,10 @@ pub fn run(args: Args) -> Result<()> {
     println!("| measurement | engine | time | GFLOP/s | of peak | note |");
     println!("|---|---|---|---|---|---|");
     let n = args.patch;
+    // With a Python, ONNX Runtime also runs the DT-UNet the forward pass timed (same weights).
+    let scratch = tempfile::tempdir().context("creating a temporary directory")?;
+    let onnx_path = scratch.path().join("dt-unet.onnx");
+    let torch_wanted = args.torch_python.is_some();
     // DT-UNet 1x512: the default engine's time, with its name.
     let mut default_forward_1: Option<(f64, &str)> = None;
     for &arch in &models {
@@ -140,6 +144,8 @@ pub fn run(args: Args) -> Result<()> {
                         b,
                         n,
                         repeats: args.repeats,
+                        onnx: (arch == Architecture::DtUnet && b == 1 && torch_wanted)
+                            .then_some(onnx_path.as_path()),
                     },
                 )
                 .map_err(|e| InputError(e.to_string()))??;
@@ -212,6 +218,27 @@ pub fn run(args: Args) -> Result<()> {
                 "| PyTorch eager / {engine}, dt-unet forward 1x512x512 | speed ratio | {:.2}x | | | |",
                 forward / seconds
             );
+        }
+        if onnx_path.is_file() {
+            match t.onnxruntime(&onnx_path, 512, args.repeats) {
+                Ok(ort) => {
+                    row(
+                        "dt-unet forward 1x512x512",
+                        "ONNX Runtime",
+                        ort,
+                        Some(8.900313088),
+                        peak,
+                        "same weights (bacseg export)",
+                    );
+                    if let Some((seconds, engine)) = default_forward_1 {
+                        println!(
+                            "| ONNX Runtime / {engine}, dt-unet forward 1x512x512 | speed ratio | {:.2}x | | | |",
+                            ort / seconds
+                        );
+                    }
+                }
+                Err(e) => eprintln!("bacseg: ONNX Runtime not timed: {e:#}"),
+            }
         }
         if let (Some(train), Some(b)) = (train, burn_train) {
             row(
@@ -320,10 +347,12 @@ fn peak_rss() -> Option<String> {
     Some(line.trim_start_matches("VmHWM:").trim().to_string())
 }
 
-struct Forward {
+struct Forward<'a> {
     b: usize,
     n: usize,
     repeats: usize,
+    /// Where to write the model as ONNX (for ONNX Runtime on the same weights).
+    onnx: Option<&'a Path>,
 }
 
 /// Forward-pass seconds of each engine and the GFLOP of one pass.
@@ -334,11 +363,14 @@ struct ForwardTiming {
     gflop: f64,
 }
 
-impl ModelVisitor for Forward {
+impl ModelVisitor for Forward<'_> {
     type Output = Result<ForwardTiming>;
     fn visit<M: SegmentationModel + 'static>(self, model: M) -> Self::Output {
         let model = model.valid();
         model.check_input([self.b, model.in_channels(), self.n, self.n])?;
+        if let (Some(path), Some(bytes)) = (self.onnx, model.onnx()) {
+            std::fs::write(path, bytes?).with_context(|| format!("writing {}", path.display()))?;
+        }
         let burn = time_forward(&model, self.b, self.n, self.repeats);
         let cpu = match model.cpu_net() {
             Some(net) => Some(time_forward_cpu(&mut net?, self.b, self.n, self.repeats)?),
@@ -459,6 +491,36 @@ impl Torch<'_> {
         let forward = seconds_after("forward")
             .ok_or_else(|| anyhow::anyhow!("no forward time in the PyTorch output:\n{text}"))?;
         Ok((forward, seconds_after("training step")))
+    }
+
+    /// Median seconds of ONNX Runtime's forward pass of `model` on one `side x side` patch
+    /// (tools/onnx_check.py; needs onnx and onnxruntime in that Python).
+    fn onnxruntime(&self, model: &Path, side: usize, repeats: usize) -> Result<f64> {
+        let script = self.tools.join("onnx_check.py");
+        let out = Command::new(self.python)
+            .arg(&script)
+            .arg(model)
+            .args([
+                "--bench",
+                "--side",
+                &side.to_string(),
+                "--repeats",
+                &repeats.to_string(),
+            ])
+            .output()
+            .with_context(|| format!("running {}", self.python.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            anyhow::bail!(
+                "{}: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        text.split("median ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no time in the ONNX Runtime output:\n{text}"))
     }
 
     /// Seconds of PyTorch's forward passes over the in-breast patches of one mammogram.

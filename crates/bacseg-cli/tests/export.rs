@@ -1,0 +1,79 @@
+//! `bacseg export`: a small DT-UNet as ONNX with its reference input and output, and the errors
+//! for what is not exported.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up its data stops right there"
+)]
+
+mod common;
+
+use bacseg_nn::{Device, DtUnetConfig, save_pytorch_safetensors};
+use common::{bacseg, ok, s};
+
+#[test]
+fn export_writes_an_onnx_model_and_reference_arrays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = tmp.path().join("w.safetensors");
+    let model = DtUnetConfig::new()
+        .with_base_width(2, 3)
+        .init(&Device::default())
+        .unwrap();
+    save_pytorch_safetensors(&model, &weights).unwrap();
+    let onnx = tmp.path().join("out/m.onnx");
+    let io = tmp.path().join("io");
+    let export = |side: &str| {
+        bacseg(&[
+            "export",
+            "--model",
+            s(&weights),
+            "--width",
+            "2",
+            "--depth",
+            "3",
+            "--out",
+            s(&onnx),
+            "--reference-io",
+            s(&io),
+            "--reference-side",
+            side,
+        ])
+    };
+    std::fs::create_dir_all(onnx.parent().unwrap()).unwrap();
+    ok(&export("16"));
+    let proto = bacseg_nn::onnx::read(&std::fs::read(&onnx).unwrap()).unwrap();
+    let graph = proto.graph.unwrap();
+    assert_eq!(proto.opset_import[0].version, bacseg_nn::onnx::OPSET);
+    // 3 encoder + 2 decoder double convolutions and the head.
+    assert_eq!(
+        graph.node.iter().filter(|n| n.op_type == "Conv").count(),
+        11
+    );
+    // 1x1x16x16 float32 arrays after a 128-byte header.
+    for name in ["input.npy", "output.npy"] {
+        let bytes = std::fs::read(io.join(name)).unwrap();
+        assert_eq!(bytes.len(), 128 + 4 * 256, "{name}");
+    }
+    // A side the network cannot take is refused, naming the option.
+    let bad = export("10");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--reference-side"));
+    // Weights that do not match the architecture are refused.
+    let wrong = bacseg(&[
+        "export",
+        "--model",
+        s(&weights),
+        "--arch",
+        "unet",
+        "--out",
+        s(&onnx),
+    ]);
+    assert_eq!(wrong.status.code(), Some(2));
+    let missing = bacseg(&[
+        "export",
+        "--model",
+        "/nonexistent/w.safetensors",
+        "--out",
+        s(&onnx),
+    ]);
+    assert_eq!(missing.status.code(), Some(2));
+}
