@@ -123,6 +123,27 @@ fn flip(x: Tensor<4>, h: bool, v: bool) -> Tensor<4> {
     }
 }
 
+/// How many `n x n` patches `len` values are.
+fn patch_count(len: usize, n: usize) -> Result<usize, InferError> {
+    let count = len / (n * n).max(1);
+    if count == 0 || len != count * n * n {
+        return Err(InferError::Other(format!(
+            "{len} values are not a whole number of {n}x{n} patches"
+        )));
+    }
+    Ok(count)
+}
+
+/// The (horizontal, vertical) mirrorings predicted: the patch itself, and with `tta` its two
+/// mirror images.
+fn mirror_flips(tta: bool) -> &'static [(bool, bool)] {
+    if tta {
+        &[(false, false), (true, false), (false, true)]
+    } else {
+        &[(false, false)]
+    }
+}
+
 /// Probabilities (the model's [`SegmentationModel::output_activation`] of its output) of a batch
 /// of `n x n` grey patches laid out one after the other in `images` (the grey channel is
 /// replicated for networks that take more). With `tta`, the mean over the patch and its
@@ -133,13 +154,7 @@ pub fn patch_probabilities<M: SegmentationModel>(
     n: usize,
     tta: bool,
 ) -> Result<Vec<f32>, InferError> {
-    let count = images.len() / (n * n).max(1);
-    if count == 0 || images.len() != count * n * n {
-        return Err(InferError::Other(format!(
-            "{} values are not a whole number of {n}x{n} patches",
-            images.len()
-        )));
-    }
+    let count = patch_count(images.len(), n)?;
     let device = model
         .devices()
         .first()
@@ -152,11 +167,7 @@ pub fn patch_probabilities<M: SegmentationModel>(
     } else {
         x
     };
-    let flips: &[(bool, bool)] = if tta {
-        &[(false, false), (true, false), (false, true)]
-    } else {
-        &[(false, false)]
-    };
+    let flips = mirror_flips(tta);
     let mut sum: Option<Tensor<4>> = None;
     let activation = model.output_activation();
     for &(h, v) in flips {
@@ -273,18 +284,8 @@ fn cpu_probabilities(
     n: usize,
     tta: bool,
 ) -> Result<Vec<f32>, InferError> {
-    let count = images.len() / (n * n).max(1);
-    if count == 0 || images.len() != count * n * n {
-        return Err(InferError::Other(format!(
-            "{} values are not a whole number of {n}x{n} patches",
-            images.len()
-        )));
-    }
-    let flips: &[(bool, bool)] = if tta {
-        &[(false, false), (true, false), (false, true)]
-    } else {
-        &[(false, false)]
-    };
+    let count = patch_count(images.len(), n)?;
+    let flips = mirror_flips(tta);
     let channels = net.in_channels();
     let mut sum = vec![0.0f32; images.len()];
     for &(h, v) in flips {
