@@ -3,7 +3,7 @@
 //! `tools/torch_reference.py`, so weight files carry over by name.
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
@@ -145,4 +145,18 @@ pub(crate) fn resize_bilinear(x: Tensor<4>, size: Hw, align_corners: bool) -> Te
             .with_align_corners(align_corners)
             .with_output_size(size),
     )
+}
+
+/// The layers of a U-Net-shaped network (DT-UNet, UNet) in forward order, for what walks them
+/// outside burn's `forward`: the CPU engine and the ONNX export. Encoder levels are max-pooled
+/// before every block but the first; each decoder level upsamples, concatenates `[skip,
+/// upsampled]` and applies its block; the head gives the logits.
+#[derive(Debug)]
+pub struct UnetParts<'a> {
+    pub name: &'static str,
+    pub down: &'a [DoubleConv],
+    /// Deepest first: the learned 2x2 upsampling, or `None` for bilinear resizing to the
+    /// skip's size with aligned corners; then the block.
+    pub up: Vec<(Option<&'a ConvTranspose2d>, &'a DoubleConv)>,
+    pub head: &'a Conv2d,
 }

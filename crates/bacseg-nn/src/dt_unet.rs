@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::tensor::{Device, Tensor};
 
-use crate::blocks::{ConvSpec, DoubleConv, max_pool2x2};
+use crate::blocks::{ConvSpec, DoubleConv, UnetParts, max_pool2x2};
 use crate::cost::{self, Hw};
 use crate::error::NnError;
 use crate::model::SegmentationModel;
@@ -112,12 +112,13 @@ impl SegmentationModel for DtUnet {
         self.head.forward(x)
     }
 
-    fn cpu_net(&self) -> Option<Result<crate::cpu::Net, NnError>> {
-        Some(crate::cpu::Net::from_dt_unet(self))
-    }
-
-    fn onnx(&self) -> Option<Result<Vec<u8>, NnError>> {
-        Some(crate::onnx::export_dt_unet(self))
+    fn unet_parts(&self) -> Option<UnetParts<'_>> {
+        Some(UnetParts {
+            name: Self::NAME,
+            down: &self.down,
+            up: self.up.iter().map(|u| (Some(&u.up), &u.conv)).collect(),
+            head: &self.head,
+        })
     }
 
     fn in_channels(&self) -> usize {

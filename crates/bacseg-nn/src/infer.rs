@@ -215,20 +215,22 @@ impl<'m, M: SegmentationModel> Runner<'m, M> {
     /// The runner `engine` asks for; `Engine::Cpu` fails for an architecture without a CPU
     /// engine.
     pub fn new(model: &'m M, engine: Engine) -> Result<Self, InferError> {
-        let use_cpu = match engine {
-            Engine::Burn => false,
-            Engine::Cpu => true,
-            Engine::Auto => on_cpu(model) && model.cpu_net().is_some(),
+        // Compiled at most once: it reads every weight.
+        let net = match engine {
+            Engine::Burn => None,
+            Engine::Auto if !on_cpu(model) => None,
+            Engine::Auto => model.cpu_net(),
+            Engine::Cpu => Some(model.cpu_net().ok_or_else(|| {
+                InferError::Other(format!(
+                    "the cpu engine does not run {} (it runs dt-unet and unet); use --engine burn",
+                    M::NAME
+                ))
+            })?),
         };
-        if !use_cpu {
+        let Some(net) = net else {
             return Ok(Runner::Burn(model));
-        }
-        let net = model.cpu_net().ok_or_else(|| {
-            InferError::Other(format!(
-                "the cpu engine does not run {} (it runs dt-unet and unet); use --engine burn",
-                M::NAME
-            ))
-        })??;
+        };
+        let net = net?;
         Ok(Runner::Cpu {
             net: Box::new(net),
             activation: model.output_activation(),

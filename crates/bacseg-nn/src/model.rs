@@ -6,6 +6,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::sigmoid;
 use serde::{Deserialize, Serialize};
 
+use crate::blocks::UnetParts;
 use crate::cost::{Hw, trainable_parameters};
 use crate::error::NnError;
 
@@ -55,16 +56,23 @@ pub trait SegmentationModel: Module {
         OutputActivation::Sigmoid
     }
 
+    /// The network's layers when it is U-Net-shaped (`None` for the others): what the CPU
+    /// engine and the ONNX export take.
+    fn unet_parts(&self) -> Option<UnetParts<'_>> {
+        None
+    }
+
     /// The network compiled for the CPU engine ([`crate::cpu`]), for the architectures it runs
     /// (`None` for the others). BatchNorm layers use their running statistics.
     fn cpu_net(&self) -> Option<Result<crate::cpu::Net, NnError>> {
-        None
+        self.unet_parts()
+            .map(|parts| crate::cpu::Net::compile(&parts))
     }
 
     /// The network as an ONNX model ([`crate::onnx`]), for the architectures exported (`None`
     /// for the others).
     fn onnx(&self) -> Option<Result<Vec<u8>, NnError>> {
-        None
+        self.unet_parts().map(|parts| crate::onnx::export(&parts))
     }
 
     /// Number of image channels the network expects.

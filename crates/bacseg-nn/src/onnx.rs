@@ -11,7 +11,7 @@ use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::tensor::Tensor;
 use prost::Message;
 
-use crate::blocks::DoubleConv;
+use crate::blocks::{DoubleConv, UnetParts};
 use crate::error::NnError;
 
 /// The default-domain operator set the graph uses.
@@ -340,14 +340,16 @@ impl Builder {
     }
 }
 
-/// Encode a U-Net: encoder blocks, decoder levels (deepest first, each with its learned
-/// upsampling or `None` for bilinear) and the head.
-fn export_unet<'a>(
-    model: &'static str,
-    down: &[DoubleConv],
-    up: impl Iterator<Item = (Option<&'a ConvTranspose2d>, &'a DoubleConv)>,
-    head: &Conv2d,
-) -> Result<Vec<u8>, NnError> {
+/// The ONNX model of a U-Net (see the module documentation; use
+/// [`crate::SegmentationModel::onnx`]).
+pub fn export(parts: &UnetParts<'_>) -> Result<Vec<u8>, NnError> {
+    let UnetParts {
+        name: model,
+        down,
+        up,
+        head,
+    } = parts;
+    let model = *model;
     let in_channels = down.first().map_or(0, |d| d.conv1.weight.dims()[1]);
     let mut b = Builder {
         model,
@@ -368,7 +370,7 @@ fn export_unet<'a>(
         skips.push(x.clone());
     }
     skips.pop();
-    for (transposed, block) in up {
+    for &(transposed, block) in up {
         let skip = skips.pop().ok_or_else(|| NnError::Config {
             model,
             reason: "more decoder than encoder levels".into(),
@@ -431,26 +433,6 @@ pub fn read(bytes: &[u8]) -> Result<ModelProto, NnError> {
     })
 }
 
-/// The ONNX model of a DT-UNet (see the module documentation).
-pub fn export_dt_unet(model: &crate::DtUnet) -> Result<Vec<u8>, NnError> {
-    export_unet(
-        "dt-unet",
-        &model.down,
-        model.up.iter().map(|u| (Some(&u.up), &u.conv)),
-        &model.head,
-    )
-}
-
-/// The ONNX model of a UNet (see the module documentation).
-pub fn export_unet_model(model: &crate::Unet) -> Result<Vec<u8>, NnError> {
-    export_unet(
-        "unet",
-        &model.down,
-        model.up.iter().map(|b| (None, b)),
-        &model.head,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,7 +445,7 @@ mod tests {
             .init(&Device::default())
             .unwrap()
             .valid();
-        let bytes = export_dt_unet(&model).unwrap();
+        let bytes = model.onnx().unwrap().unwrap();
         let proto = ModelProto::decode(bytes.as_slice()).unwrap();
         assert_eq!(proto.ir_version, IR_VERSION);
         assert_eq!(proto.opset_import[0].version, OPSET);
@@ -501,7 +483,7 @@ mod tests {
             .with_widths(vec![2, 4])
             .init(&Device::default())
             .unwrap();
-        let proto = ModelProto::decode(export_unet_model(&model).unwrap().as_slice()).unwrap();
+        let proto = ModelProto::decode(model.onnx().unwrap().unwrap().as_slice()).unwrap();
         let graph = proto.graph.unwrap();
         let resize = graph.node.iter().find(|n| n.op_type == "Resize").unwrap();
         assert_eq!(resize.input.len(), 4);

@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
 
-use crate::blocks::{ConvSpec, DoubleConv, max_pool2x2, resize_bilinear};
+use crate::blocks::{ConvSpec, DoubleConv, UnetParts, max_pool2x2, resize_bilinear};
 use crate::cost::{self, Hw};
 use crate::error::NnError;
 use crate::model::SegmentationModel;
@@ -97,12 +97,13 @@ impl SegmentationModel for Unet {
         self.head.forward(x)
     }
 
-    fn cpu_net(&self) -> Option<Result<crate::cpu::Net, NnError>> {
-        Some(crate::cpu::Net::from_unet(self))
-    }
-
-    fn onnx(&self) -> Option<Result<Vec<u8>, NnError>> {
-        Some(crate::onnx::export_unet_model(self))
+    fn unet_parts(&self) -> Option<UnetParts<'_>> {
+        Some(UnetParts {
+            name: Self::NAME,
+            down: &self.down,
+            up: self.up.iter().map(|block| (None, block)).collect(),
+            head: &self.head,
+        })
     }
 
     fn in_channels(&self) -> usize {

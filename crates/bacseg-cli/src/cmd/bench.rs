@@ -15,7 +15,7 @@ use bacseg_core::raster::{Mask, Raster};
 use bacseg_core::stitch::BlendMode;
 use bacseg_core::synth::{self, SynthConfig};
 use bacseg_nn::bench::{peak_gflops, time_forward, time_forward_cpu, time_train_step};
-use bacseg_nn::infer::{Engine, InferConfig, Runner, predict_image};
+use bacseg_nn::infer::{Engine, InferConfig, predict_image};
 use bacseg_nn::spec::{ModelSpec, ModelVisitor};
 use bacseg_nn::{Architecture, Device, SegmentationModel, save_pytorch_safetensors};
 
@@ -275,14 +275,15 @@ pub fn run(args: Args) -> Result<()> {
                 },
             )
             .map_err(|e| InputError(e.to_string()))??;
-        for (skip, (seconds, forward, patches, grid)) in [("on", whole.0), ("off", whole.1)] {
+        for (skip, (seconds, forward, patches, grid, engine)) in [("on", whole.0), ("off", whole.1)]
+        {
             row(
                 &format!(
                     "dt-unet whole {}x{} mammogram, breast skipping {skip}, batch {b}",
                     m.width(),
                     m.height()
                 ),
-                whole.2,
+                engine,
                 seconds,
                 None,
                 peak,
@@ -309,7 +310,7 @@ pub fn run(args: Args) -> Result<()> {
             );
             println!(
                 "| PyTorch eager / {}, whole-mammogram forward | speed ratio | {:.2}x | | | |",
-                whole.2,
+                whole.0.4,
                 forward / whole.0.1
             );
         }
@@ -395,8 +396,8 @@ impl ModelVisitor for Train {
     }
 }
 
-/// (total seconds, forward seconds, patches predicted, patches in the grid).
-type WholeTiming = (f64, f64, usize, usize);
+/// (total seconds, forward seconds, patches predicted, patches in the grid, engine).
+type WholeTiming = (f64, f64, usize, usize, &'static str);
 
 struct Whole<'a> {
     pre: &'a Preprocessed,
@@ -406,8 +407,8 @@ struct Whole<'a> {
 }
 
 impl ModelVisitor for Whole<'_> {
-    /// With and without breast skipping, and the engine's name.
-    type Output = Result<(WholeTiming, WholeTiming, &'static str)>;
+    /// With and without breast skipping.
+    type Output = Result<(WholeTiming, WholeTiming)>;
     fn visit<M: SegmentationModel + 'static>(self, model: M) -> Self::Output {
         // The weights PyTorch loads for the same comparison.
         save_pytorch_safetensors(&model, self.weights)?;
@@ -432,13 +433,10 @@ impl ModelVisitor for Whole<'_> {
                 pred.forward_s,
                 pred.patches,
                 pred.grid_patches,
+                pred.engine.name(),
             ))
         };
-        let engine = Runner::new(&model, Engine::Auto)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .engine()
-            .name();
-        Ok((run(&self.pre.breast, 0.05)?, run(&everything, 0.0)?, engine))
+        Ok((run(&self.pre.breast, 0.05)?, run(&everything, 0.0)?))
     }
 }
 

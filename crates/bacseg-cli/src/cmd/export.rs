@@ -10,22 +10,14 @@ use bacseg_nn::onnx::{IR_VERSION, OPSET};
 use bacseg_nn::spec::ModelVisitor;
 use bacseg_nn::{Device, SegmentationModel, load_pytorch_safetensors, outputs_of};
 
-use crate::cmd::predict::resolve_model;
+use crate::cmd::predict::ModelArgs;
 use crate::exit::InputError;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A training run directory (its best weights) or a `.safetensors` weights file.
-    #[arg(long)]
-    model: PathBuf,
-    /// Architecture of a bare weights file: dt-unet or unet (the architectures exported).
-    #[arg(long, default_value = "dt-unet")]
-    arch: String,
-    /// Width and depth of a bare weights file's network, when not the reference.
-    #[arg(long)]
-    width: Option<usize>,
-    #[arg(long)]
-    depth: Option<usize>,
+    /// The network (DT-UNet and UNet are exported).
+    #[command(flatten)]
+    net: ModelArgs,
     /// Output format.
     #[arg(long, value_parser = ["onnx"], default_value = "onnx")]
     format: String,
@@ -42,7 +34,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let loaded = resolve_model(&args.model, &args.arch, args.width, args.depth)?;
+    let loaded = args.net.resolve()?;
     if loaded.scunet_checkpoint {
         return Err(InputError(
             "ONNX export covers dt-unet and unet models; the published SCU-Net checkpoint is \

@@ -35,17 +35,30 @@ use sha2::{Digest, Sha256};
 use crate::cmd::preprocess::PreprocessArgs;
 use crate::exit::InputError;
 
+/// The network of a command: `--model` and, for a bare weights file, its architecture and
+/// shape (shared by `predict` and `export`).
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct ModelArgs {
     /// A training run directory (config.json + best.safetensors), a .safetensors weights
     /// file (PyTorch tensor names) of the --arch reference configuration, or a published
     /// SCU-Net checkpoint as `scunet:PATH.pt` (`scunet:` alone: the one that
     /// `bacseg weights fetch scunet` cached).
     #[arg(long)]
-    model: PathBuf,
+    pub model: PathBuf,
     /// Architecture of a bare weights file: dt-unet, unet, segnet, contextnet or scunet.
     #[arg(long, default_value = "dt-unet")]
-    arch: String,
+    pub arch: String,
+    /// Width and depth of a bare weights file's network, when not the reference.
+    #[arg(long)]
+    pub width: Option<usize>,
+    #[arg(long)]
+    pub depth: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    net: ModelArgs,
     /// Run a published inference pipeline instead of bacseg's: `scunet` (8-bit grey input,
     /// 5x5 median, 512 tiles at stride 480, the published tile-skip rule, maximum merge,
     /// threshold 0.65). Patch, blending and resampling options do not apply.
@@ -59,11 +72,6 @@ pub struct Args {
     /// Precision of a published SCU-Net checkpoint's computation: f32 or f64.
     #[arg(long, value_parser = ["f32", "f64"], default_value = "f32")]
     precision: String,
-    /// Width and depth of a bare weights file's network, when not the reference.
-    #[arg(long)]
-    width: Option<usize>,
-    #[arg(long)]
-    depth: Option<usize>,
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
@@ -145,10 +153,17 @@ pub(crate) struct Loaded {
     min_breast_fraction: Option<f64>,
 }
 
-/// The network of `--model`: a training run directory (its best weights), a bare
-/// `.safetensors` file of architecture `arch` (reference shape unless `width`/`depth`), or a
-/// published SCU-Net checkpoint (`scunet:PATH`, `scunet:`, or a `.pt` file with `--arch scunet`).
-pub(crate) fn resolve_model(
+impl ModelArgs {
+    /// The network of `--model`: a training run directory (its best weights), a bare
+    /// `.safetensors` file of architecture `--arch` (reference shape unless `--width`/`--depth`),
+    /// or a published SCU-Net checkpoint (`scunet:PATH`, `scunet:`, or a `.pt` file with `--arch
+    /// scunet`).
+    pub(crate) fn resolve(&self) -> Result<Loaded> {
+        resolve_model(&self.model, &self.arch, self.width, self.depth)
+    }
+}
+
+fn resolve_model(
     m: &Path,
     arch: &str,
     width: Option<usize>,
@@ -427,12 +442,12 @@ impl Timings {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let loaded = resolve_model(&args.model, &args.arch, args.width, args.depth)?;
+    let loaded = args.net.resolve()?;
     let preset = args.preset.is_some();
     if preset && loaded.spec.architecture != Architecture::ScuNet.name() {
         return Err(InputError(format!(
             "--preset scunet runs the published SCU-Net pipeline; {} is a {} model",
-            args.model.display(),
+            args.net.model.display(),
             loaded.spec.architecture
         ))
         .into());
@@ -454,7 +469,7 @@ pub fn run(args: Args) -> Result<()> {
     {
         return Err(InputError(format!(
             "--engine cpu runs dt-unet and unet models; {} is a {} model (use --engine burn)",
-            args.model.display(),
+            args.net.model.display(),
             loaded.spec.architecture
         ))
         .into());

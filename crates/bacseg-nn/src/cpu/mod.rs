@@ -19,7 +19,7 @@ use burn::tensor::Tensor;
 pub use kernels::Nhwc;
 use kernels::{Conv, ConvTranspose2x2, max_pool2x2, resize_bilinear_aligned};
 
-use crate::blocks::DoubleConv;
+use crate::blocks::{DoubleConv, UnetParts};
 use crate::error::NnError;
 
 /// How a decoder level doubles its input's resolution.
@@ -197,14 +197,15 @@ fn compile_transposed(
 }
 
 impl Net {
-    /// Compile a U-Net from its encoder blocks, decoder levels (deepest first: upsampling and
-    /// block) and head.
-    fn compile_unet<'a>(
-        name: &'static str,
-        down: &[DoubleConv],
-        up: impl Iterator<Item = (Option<&'a ConvTranspose2d>, &'a DoubleConv)>,
-        head: &Conv2d,
-    ) -> Result<Self, NnError> {
+    /// Compile a U-Net (use [`crate::SegmentationModel::cpu_net`]).
+    pub fn compile(parts: &UnetParts<'_>) -> Result<Self, NnError> {
+        let UnetParts {
+            name,
+            down,
+            up,
+            head,
+        } = parts;
+        let name = *name;
         let in_channels = down
             .first()
             .map(|d| d.conv1.weight.dims()[1])
@@ -212,7 +213,7 @@ impl Net {
         let mut channels = in_channels;
         let mut compiled_down = Vec::with_capacity(down.len());
         let mut skips = Vec::with_capacity(down.len());
-        for block in down {
+        for block in down.iter() {
             let convs = compile_double(name, block, vec![channels])?;
             channels = convs[1].cout;
             skips.push(channels);
@@ -220,7 +221,7 @@ impl Net {
         }
         skips.pop();
         let mut compiled_up = Vec::new();
-        for (transposed, block) in up {
+        for &(transposed, block) in up {
             let skip = skips
                 .pop()
                 .ok_or_else(|| unsupported(name, "more decoder than encoder levels".into()))?;
@@ -245,26 +246,6 @@ impl Net {
             head,
             pool: Vec::new(),
         })
-    }
-
-    /// DT-UNet for the CPU engine.
-    pub fn from_dt_unet(model: &crate::DtUnet) -> Result<Self, NnError> {
-        Self::compile_unet(
-            "dt-unet",
-            &model.down,
-            model.up.iter().map(|u| (Some(&u.up), &u.conv)),
-            &model.head,
-        )
-    }
-
-    /// UNet for the CPU engine.
-    pub fn from_unet(model: &crate::Unet) -> Result<Self, NnError> {
-        Self::compile_unet(
-            "unet",
-            &model.down,
-            model.up.iter().map(|b| (None, b)),
-            &model.head,
-        )
     }
 
     /// Architecture name.

@@ -185,7 +185,7 @@ fn dt_unet_matches_burn_and_reuses_its_buffers() {
         randomise(&mut level.conv, &device);
     }
     let model = model.valid();
-    let mut net = Net::from_dt_unet(&model).unwrap();
+    let mut net = model.cpu_net().unwrap().unwrap();
     assert_eq!((net.name(), net.in_channels()), ("dt-unet", 1));
     for (n, side) in [(2, 16), (1, 24), (2, 16)] {
         let x = random([n, 1, side, side], &device);
@@ -210,7 +210,7 @@ fn unet_with_three_input_channels_matches_burn() {
         randomise(block, &device);
     }
     let model = model.valid();
-    let mut net = Net::from_unet(&model).unwrap();
+    let mut net = model.cpu_net().unwrap().unwrap();
     assert_eq!(net.in_channels(), model.in_channels());
     let x = random([2, 3, 12, 20], &device);
     let want = model.forward(x.clone());
