@@ -87,6 +87,30 @@ pub fn time_forward_cpu(
     Ok(median(times))
 }
 
+/// Median seconds of `repeats` forward passes of the `ort` engine's `net` on a
+/// `[batch, in_channels, side, side]` input, after one warm-up pass.
+#[cfg(feature = "ort")]
+pub fn time_forward_ort(
+    net: &mut crate::ort_engine::OrtNet,
+    batch: usize,
+    side: usize,
+    repeats: usize,
+) -> Result<f64, NnError> {
+    let shape = [batch, net.in_channels(), side, side];
+    let data: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|i| (i.wrapping_mul(2_654_435_761) % 1000) as f32 / 1000.0)
+        .collect();
+    net.forward(data.clone(), shape)?;
+    let mut times = Vec::new();
+    for _ in 0..repeats.max(1) {
+        let input = data.clone();
+        let start = Instant::now();
+        net.forward(input, shape)?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    Ok(median(times))
+}
+
 /// Median seconds of `repeats` training steps (soft Dice, AdamW at lr 1e-3) of `model`, which
 /// must live on an autodiff device (`Device::default().autodiff()`), on a random
 /// `[batch, in_channels, side, side]` batch with 5% positive pixels, after one warm-up step.

@@ -22,4 +22,7 @@ pub enum NnError {
     /// A configuration that describes no valid network.
     #[error("invalid {model} configuration: {reason}")]
     Config { model: &'static str, reason: String },
+    /// ONNX Runtime (the `ort` engine) could not be loaded or failed.
+    #[error("onnx runtime: {0}")]
+    OnnxRuntime(String),
 }

@@ -26,16 +26,20 @@ pub enum Engine {
     Burn,
     /// The CPU engine ([`crate::cpu`]): BatchNorm folded, fused epilogues, channels-last.
     Cpu,
+    /// ONNX Runtime on the model exported to ONNX (builds with the `ort` feature; the library
+    /// is loaded at run time, see [`crate::onnx`] and `ort_engine`).
+    Ort,
 }
 
 impl Engine {
-    pub const NAMES: &'static str = "auto, burn, cpu";
+    pub const NAMES: &'static str = "auto, burn, cpu, ort";
 
     pub fn name(self) -> &'static str {
         match self {
             Engine::Auto => "auto",
             Engine::Burn => "burn",
             Engine::Cpu => "cpu",
+            Engine::Ort => "ort",
         }
     }
 }
@@ -47,6 +51,7 @@ impl std::str::FromStr for Engine {
             "auto" => Ok(Engine::Auto),
             "burn" => Ok(Engine::Burn),
             "cpu" => Ok(Engine::Cpu),
+            "ort" => Ok(Engine::Ort),
             _ => Err(format!("unknown engine {s:?} (known: {})", Engine::NAMES)),
         }
     }
@@ -200,8 +205,9 @@ fn on_cpu<M: SegmentationModel>(model: &M) -> bool {
     }
 }
 
-/// The forward passes of one prediction run: burn's model, or the model compiled once for the
-/// CPU engine (whose buffers are then reused from patch batch to patch batch).
+/// The forward passes of one prediction run: burn's model, the model compiled once for the CPU
+/// engine (whose buffers are then reused from patch batch to patch batch), or an ONNX Runtime
+/// session on the exported model.
 #[derive(Debug)]
 pub enum Runner<'m, M> {
     Burn(&'m M),
@@ -209,23 +215,31 @@ pub enum Runner<'m, M> {
         net: Box<cpu::Net>,
         activation: OutputActivation,
     },
+    #[cfg(feature = "ort")]
+    Ort {
+        net: Box<crate::ort_engine::OrtNet>,
+        activation: OutputActivation,
+    },
 }
 
 impl<'m, M: SegmentationModel> Runner<'m, M> {
-    /// The runner `engine` asks for; `Engine::Cpu` fails for an architecture without a CPU
-    /// engine.
+    /// The runner `engine` asks for; `Engine::Cpu` and `Engine::Ort` fail for an architecture
+    /// they do not run, `Engine::Ort` also in a build without the `ort` feature or when ONNX
+    /// Runtime cannot be loaded.
     pub fn new(model: &'m M, engine: Engine) -> Result<Self, InferError> {
+        let unsupported = |name: &str| {
+            InferError::Other(format!(
+                "the {name} engine does not run {} (it runs dt-unet and unet); use --engine burn",
+                M::NAME
+            ))
+        };
         // Compiled at most once: it reads every weight.
         let net = match engine {
             Engine::Burn => None,
             Engine::Auto if !on_cpu(model) => None,
             Engine::Auto => model.cpu_net(),
-            Engine::Cpu => Some(model.cpu_net().ok_or_else(|| {
-                InferError::Other(format!(
-                    "the cpu engine does not run {} (it runs dt-unet and unet); use --engine burn",
-                    M::NAME
-                ))
-            })?),
+            Engine::Cpu => Some(model.cpu_net().ok_or_else(|| unsupported("cpu"))?),
+            Engine::Ort => return Self::ort(model, unsupported("ort")),
         };
         let Some(net) = net else {
             return Ok(Runner::Burn(model));
@@ -237,11 +251,32 @@ impl<'m, M: SegmentationModel> Runner<'m, M> {
         })
     }
 
+    #[cfg(feature = "ort")]
+    fn ort(model: &'m M, unsupported: InferError) -> Result<Self, InferError> {
+        let onnx = model.onnx().ok_or(unsupported)??;
+        let net = crate::ort_engine::OrtNet::new(&onnx, model.in_channels())?;
+        Ok(Runner::Ort {
+            net: Box::new(net),
+            activation: model.output_activation(),
+        })
+    }
+
+    #[cfg(not(feature = "ort"))]
+    fn ort(_model: &'m M, _unsupported: InferError) -> Result<Self, InferError> {
+        Err(InferError::Other(
+            "this bacseg was built without the ort engine: rebuild with `--features ort` \
+             (see docs/cli.md)"
+                .into(),
+        ))
+    }
+
     /// Engine name for reports.
     pub fn engine(&self) -> Engine {
         match self {
             Runner::Burn(_) => Engine::Burn,
             Runner::Cpu { .. } => Engine::Cpu,
+            #[cfg(feature = "ort")]
+            Runner::Ort { .. } => Engine::Ort,
         }
     }
 
@@ -254,7 +289,35 @@ impl<'m, M: SegmentationModel> Runner<'m, M> {
     ) -> Result<Vec<f32>, InferError> {
         match self {
             Runner::Burn(model) => patch_probabilities(*model, images, n, tta),
-            Runner::Cpu { net, activation } => cpu_probabilities(net, *activation, &images, n, tta),
+            Runner::Cpu { net, activation } => {
+                let channels = net.in_channels();
+                mirrored_probabilities(*activation, &images, n, tta, |grey, count| {
+                    // Channels-last: each grey value repeated over the channels.
+                    let data = if channels == 1 {
+                        grey
+                    } else {
+                        grey.iter()
+                            .flat_map(|&g| std::iter::repeat_n(g, channels))
+                            .collect()
+                    };
+                    Ok(net.forward(&Nhwc::new(count, n, n, channels, data))?)
+                })
+            }
+            #[cfg(feature = "ort")]
+            Runner::Ort { net, activation } => {
+                let channels = net.in_channels();
+                mirrored_probabilities(*activation, &images, n, tta, |grey, count| {
+                    // Channels-first: each grey patch repeated as every channel plane.
+                    let data = if channels == 1 {
+                        grey
+                    } else {
+                        grey.chunks_exact(n * n)
+                            .flat_map(|p| std::iter::repeat_n(p, channels).flatten().copied())
+                            .collect()
+                    };
+                    Ok(net.forward(data, [count, channels, n, n])?)
+                })
+            }
         }
     }
 }
@@ -279,28 +342,28 @@ fn flip_patches(images: &[f32], n: usize, h: bool, v: bool) -> Vec<f32> {
     out
 }
 
-fn cpu_probabilities(
-    net: &mut cpu::Net,
+/// Probabilities of `images` (stacked grey `n x n` patches) from an engine's `forward` (grey
+/// patches and their count to single-channel outputs), averaged over the mirror images when
+/// `tta` is set.
+fn mirrored_probabilities(
     activation: OutputActivation,
     images: &[f32],
     n: usize,
     tta: bool,
+    mut forward: impl FnMut(Vec<f32>, usize) -> Result<Vec<f32>, InferError>,
 ) -> Result<Vec<f32>, InferError> {
     let count = patch_count(images.len(), n)?;
     let flips = mirror_flips(tta);
-    let channels = net.in_channels();
     let mut sum = vec![0.0f32; images.len()];
     for &(h, v) in flips {
-        let grey = flip_patches(images, n, h, v);
-        let data = if channels == 1 {
-            grey
-        } else {
-            grey.iter()
-                .flat_map(|&g| std::iter::repeat_n(g, channels))
-                .collect()
-        };
-        let logits = net.forward(&Nhwc::new(count, n, n, channels, data))?;
-        for (s, o) in sum.iter_mut().zip(flip_patches(&logits, n, h, v)) {
+        let outputs = forward(flip_patches(images, n, h, v), count)?;
+        if outputs.len() != sum.len() {
+            return Err(InferError::Other(format!(
+                "the engine returned {} values for {count} patches of {n}x{n}",
+                outputs.len()
+            )));
+        }
+        for (s, o) in sum.iter_mut().zip(flip_patches(&outputs, n, h, v)) {
             *s += activation.apply_value(o);
         }
     }
@@ -312,9 +375,24 @@ fn cpu_probabilities(
 }
 
 /// Predict BAC probabilities for `image` (preprocessed, [0, 1]) over the patches of the grid
-/// that lie in `breast`. `model` should be in validation mode (see `Module::valid`).
+/// that lie in `breast`. `model` should be in validation mode (see `Module::valid`). The engine
+/// (`cfg.engine`) is set up for this one image: for many images make a [`Runner`] once and call
+/// [`predict_image_with`].
 pub fn predict_image<M: SegmentationModel>(
     model: &M,
+    image: &Raster<f32>,
+    breast: &Mask,
+    cfg: &InferConfig,
+) -> Result<Prediction, InferError> {
+    let mut runner = Runner::new(model, cfg.engine)?;
+    predict_image_with(model, &mut runner, image, breast, cfg)
+}
+
+/// As [`predict_image`], with the forward passes on `runner` (made for `model`; `cfg.engine` is
+/// not read).
+pub fn predict_image_with<M: SegmentationModel>(
+    model: &M,
+    runner: &mut Runner<'_, M>,
     image: &Raster<f32>,
     breast: &Mask,
     cfg: &InferConfig,
@@ -328,7 +406,6 @@ pub fn predict_image<M: SegmentationModel>(
     let grid_patches = full.len();
     let grid = full.within_breast(breast, cfg.min_breast_fraction)?;
     let mut blender = Blender::for_grid(&grid, cfg.blend)?;
-    let mut runner = Runner::new(model, cfg.engine)?;
     let (mut forward_s, mut blend_s) = (0.0, 0.0);
     for chunk in grid.patches().chunks(cfg.batch) {
         let t0 = Instant::now();
@@ -552,13 +629,7 @@ mod tests {
             let burn = predict_image(&model, &image, &breast, &cfg(Engine::Burn)).unwrap();
             let cpu = predict_image(&model, &image, &breast, &cfg(Engine::Cpu)).unwrap();
             assert_eq!(burn.patches, cpu.patches);
-            let diff = burn
-                .prob
-                .data()
-                .iter()
-                .zip(cpu.prob.data())
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let diff = largest_difference(&burn.prob, &cpu.prob);
             assert!(diff < 1e-5, "tta {tta}: largest difference {diff}");
             // On burn's CPU device, `auto` picks the CPU engine.
             let runner = Runner::new(&model, Engine::Auto).unwrap();
@@ -571,6 +642,79 @@ mod tests {
                 .unwrap_err()
                 .contains("auto, burn, cpu")
         );
+    }
+
+    /// Largest absolute difference between two probability maps.
+    fn largest_difference(a: &ProbMap, b: &ProbMap) -> f32 {
+        a.data()
+            .iter()
+            .zip(b.data())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    }
+
+    #[cfg(feature = "ort")]
+    #[test]
+    fn ort_engine_maps_match_burn_for_dt_unet_and_three_channel_unet() {
+        let device = Device::default();
+        let dt = DtUnetConfig::new()
+            .with_widths(vec![3, 6, 12])
+            .init(&device)
+            .unwrap()
+            .valid();
+        // ONNX Runtime is the user's library: without one, say so and skip.
+        if let Err(e) = Runner::new(&dt, Engine::Ort) {
+            eprintln!("skipped: no ONNX Runtime to test the ort engine with ({e})");
+            return;
+        }
+        let unet = crate::UnetConfig::new()
+            .with_widths(vec![4, 8])
+            .init(&device)
+            .unwrap()
+            .valid();
+        assert_eq!(unet.in_channels(), 3);
+        let (w, h) = (56, 40);
+        let image = Raster::from_fn(w, h, |x, y| ((x * 13 + y * 7) % 17) as f32 / 16.0);
+        let breast = Raster::from_fn(w, h, |x, y| x + y < 70);
+        for tta in [false, true] {
+            let cfg = |engine| InferConfig {
+                patch: 16,
+                stride: 8,
+                batch: 3,
+                blend: BlendMode::Gaussian,
+                tta,
+                min_breast_fraction: 0.05,
+                engine,
+            };
+            let burn = predict_image(&dt, &image, &breast, &cfg(Engine::Burn)).unwrap();
+            let ort = predict_image(&dt, &image, &breast, &cfg(Engine::Ort)).unwrap();
+            assert_eq!(ort.engine, Engine::Ort);
+            assert_eq!(burn.patches, ort.patches);
+            let diff = largest_difference(&burn.prob, &ort.prob);
+            assert!(diff < 1e-5, "dt-unet, tta {tta}: largest difference {diff}");
+            let burn = predict_image(&unet, &image, &breast, &cfg(Engine::Burn)).unwrap();
+            let ort = predict_image(&unet, &image, &breast, &cfg(Engine::Ort)).unwrap();
+            let diff = largest_difference(&burn.prob, &ort.prob);
+            assert!(diff < 1e-5, "unet, tta {tta}: largest difference {diff}");
+        }
+        // An architecture without an ONNX export is refused by name.
+        let segnet = crate::SegNetConfig::new()
+            .with_widths(vec![2, 4])
+            .with_convs(vec![1, 1])
+            .init(&device)
+            .unwrap();
+        let err = Runner::new(&segnet, Engine::Ort).unwrap_err().to_string();
+        assert!(err.contains("does not run segnet"), "{err}");
+    }
+
+    #[cfg(not(feature = "ort"))]
+    #[test]
+    fn ort_engine_in_a_build_without_it_is_refused_with_the_remedy() {
+        let err = Runner::new(&tiny_model(), Engine::Ort)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--features ort"), "{err}");
+        assert_eq!("ort".parse::<Engine>(), Ok(Engine::Ort));
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub mod infer;
 pub mod loss;
 pub mod model;
 pub mod onnx;
+#[cfg(feature = "ort")]
+pub mod ort_engine;
 pub mod scunet;
 pub mod segnet;
 pub mod spec;

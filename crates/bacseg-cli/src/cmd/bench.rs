@@ -169,6 +169,16 @@ pub fn run(args: Args) -> Result<()> {
                     &format!("{}, {:.2}x burn's speed", per_patch(cpu), timing.burn / cpu),
                 );
             }
+            if let Some(ort) = timing.ort {
+                row(
+                    &what,
+                    "ort (ONNX Runtime)",
+                    ort,
+                    Some(timing.gflop),
+                    peak,
+                    &format!("{}, {:.2}x burn's speed", per_patch(ort), timing.burn / ort),
+                );
+            }
             if arch == Architecture::DtUnet && b == 1 && n == 512 && reference {
                 default_forward_1 = Some(match timing.cpu {
                     Some(cpu) => (cpu, "cpu"),
@@ -361,7 +371,28 @@ struct ForwardTiming {
     burn: f64,
     /// For the architectures the CPU engine runs.
     cpu: Option<f64>,
+    /// The `ort` engine, in a build that has it, for the architectures it runs, when ONNX
+    /// Runtime loads.
+    ort: Option<f64>,
     gflop: f64,
+}
+
+/// The `ort` engine's forward time; `None` (with a notice) where it cannot run.
+#[cfg(feature = "ort")]
+fn time_ort<M: SegmentationModel>(model: &M, b: usize, n: usize, repeats: usize) -> Option<f64> {
+    let bytes = model.onnx()?;
+    let timed = bytes.and_then(|bytes| {
+        let mut net = bacseg_nn::ort_engine::OrtNet::new(&bytes, model.in_channels())?;
+        bacseg_nn::bench::time_forward_ort(&mut net, b, n, repeats)
+    });
+    timed
+        .inspect_err(|e| eprintln!("bacseg: ort engine not timed: {e}"))
+        .ok()
+}
+
+#[cfg(not(feature = "ort"))]
+fn time_ort<M: SegmentationModel>(_: &M, _: usize, _: usize, _: usize) -> Option<f64> {
+    None
 }
 
 impl ModelVisitor for Forward<'_> {
@@ -378,7 +409,12 @@ impl ModelVisitor for Forward<'_> {
             None => None,
         };
         let gflop = self.b as f64 * model.forward_flops([self.n, self.n]) as f64 / 1e9;
-        Ok(ForwardTiming { burn, cpu, gflop })
+        Ok(ForwardTiming {
+            burn,
+            cpu,
+            ort: time_ort(&model, self.b, self.n, self.repeats),
+            gflop,
+        })
     }
 }
 

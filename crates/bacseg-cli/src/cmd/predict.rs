@@ -20,8 +20,8 @@ use bacseg_core::raster::{ProbMap, Raster};
 use bacseg_core::resample::resize;
 use bacseg_core::stitch::BlendMode;
 use bacseg_nn::infer::{
-    Engine, InferConfig, PUBLISHED_SCUNET_STRIDE, PUBLISHED_SCUNET_TILE, Prediction, predict_image,
-    predict_published_scunet,
+    Engine, InferConfig, PUBLISHED_SCUNET_STRIDE, PUBLISHED_SCUNET_TILE, Prediction, Runner,
+    predict_image_with, predict_published_scunet,
 };
 use bacseg_nn::spec::{ModelSpec, ModelVisitor};
 use bacseg_nn::train::RunDir;
@@ -65,9 +65,11 @@ pub struct Args {
     #[arg(long, value_parser = ["scunet"], conflicts_with_all = ["patch", "stride", "overlap", "blend", "tta", "scale", "min_breast_fraction"])]
     preset: Option<String>,
     /// What runs the forward passes: `cpu` (bacseg's CPU engine: DT-UNet and UNet), `burn`
-    /// (any architecture, on burn's device: the GPU in a wgpu or cuda build), or `auto` (cpu
-    /// where it applies on a CPU build, else burn).
-    #[arg(long, value_parser = ["auto", "burn", "cpu"], default_value = "auto")]
+    /// (any architecture, on burn's device: the GPU in a wgpu or cuda build), `ort` (ONNX
+    /// Runtime on the exported model, DT-UNet and UNet: a build with `--features ort` and an
+    /// installed libonnxruntime, found through ORT_DYLIB_PATH), or `auto` (cpu where it applies
+    /// on a CPU build, else burn).
+    #[arg(long, value_parser = ["auto", "burn", "cpu", "ort"], default_value = "auto")]
     engine: String,
     /// Precision of a published SCU-Net checkpoint's computation: f32 or f64.
     #[arg(long, value_parser = ["f32", "f64"], default_value = "f32")]
@@ -464,11 +466,12 @@ pub fn run(args: Args) -> Result<()> {
         .into());
     }
     let engine: Engine = args.engine.parse().map_err(InputError)?;
-    if engine == Engine::Cpu
+    if matches!(engine, Engine::Cpu | Engine::Ort)
         && (loaded.scunet_checkpoint || !loaded.spec.kind().is_ok_and(|a| a.has_cpu_engine()))
     {
         return Err(InputError(format!(
-            "--engine cpu runs dt-unet and unet models; {} is a {} model (use --engine burn)",
+            "--engine {} runs dt-unet and unet models; {} is a {} model (use --engine burn)",
+            engine.name(),
             args.net.model.display(),
             loaded.spec.architecture
         ))
@@ -633,6 +636,15 @@ impl ModelVisitor for Job<'_> {
 impl Job<'_> {
     fn process<M: SegmentationModel>(self, model: M) -> Result<()> {
         let model = model.valid();
+        // The engine is set up once for all images (compiled network, ONNX Runtime session),
+        // and before the first image, so that an engine that cannot run fails up front.
+        let mut runner = match self.settings.preset {
+            Some(_) => None,
+            None => Some(
+                Runner::new(&model, self.settings.infer.engine)
+                    .map_err(|e| InputError(e.to_string()))?,
+            ),
+        };
         let total = self.images.len();
         let (si, sc) = self.shard;
         eprintln!(
@@ -682,7 +694,7 @@ impl Job<'_> {
                 }
             } else {
                 let t0 = Instant::now();
-                match self.one(&model, input, stem) {
+                match self.one(&model, runner.as_mut(), input, stem) {
                     Ok(burden) => Row {
                         stem: stem.clone(),
                         input: input.display().to_string(),
@@ -750,7 +762,13 @@ impl Job<'_> {
 }
 
 impl Job<'_> {
-    fn one<M: SegmentationModel>(&self, model: &M, input: &Path, stem: &str) -> Result<BacBurden> {
+    fn one<M: SegmentationModel>(
+        &self,
+        model: &M,
+        runner: Option<&mut Runner<'_, M>>,
+        input: &Path,
+        stem: &str,
+    ) -> Result<BacBurden> {
         let mut t = Timings::default();
         let start = Instant::now();
         let mut m = io::load(input)?;
@@ -768,10 +786,9 @@ impl Job<'_> {
             .preprocess
             .validate()
             .map_err(|e| InputError(e.to_string()))?;
-        let (prob, pre) = if self.settings.preset.is_some() {
-            self.published_scunet(model, &m, &mut t)?
-        } else {
-            self.bacseg_pipeline(model, &m, &mut t)?
+        let (prob, pre) = match runner {
+            Some(runner) => self.bacseg_pipeline(model, runner, &m, &mut t)?,
+            None => self.published_scunet(model, &m, &mut t)?,
         };
         let s = Instant::now();
         let mask = self.settings.postprocess.apply(&prob, m.spacing);
@@ -827,6 +844,7 @@ impl Job<'_> {
     fn bacseg_pipeline<M: SegmentationModel>(
         &self,
         model: &M,
+        runner: &mut Runner<'_, M>,
         m: &Mammogram,
         t: &mut Timings,
     ) -> Result<(ProbMap, Preprocessed)> {
@@ -858,8 +876,9 @@ impl Job<'_> {
         };
         let mut pre = preprocess(work, &self.settings.preprocess);
         t.preprocess_s = s.elapsed().as_secs_f64();
-        let mut pred = predict_image(model, &pre.image, &pre.breast, &self.settings.infer)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut pred =
+            predict_image_with(model, runner, &pre.image, &pre.breast, &self.settings.infer)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         t.add_prediction(&pred);
         if f != 1.0 {
             // Back to the input's pixel grid: outputs and measures are at full resolution.
