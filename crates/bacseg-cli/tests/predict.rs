@@ -92,6 +92,39 @@ fn predict_writes_every_output_and_survives_a_broken_file() {
             assert!(!text.contains(id));
         }
     }
+    // `--engine ort`: with a loadable ONNX Runtime (a `--features ort` build, ORT_DYLIB_PATH)
+    // the same mask as the CPU engine; otherwise refused before the first image, with the
+    // remedy, and nothing written.
+    let ort_dir = tmp.path().join("pred-ort");
+    let one = data.join("images/synth-00000.png");
+    let ort = bacseg(&[
+        "predict",
+        "--model",
+        s(&run),
+        "--engine",
+        "ort",
+        "--out",
+        s(&ort_dir),
+        s(&one),
+    ]);
+    if ort.status.success() {
+        let mask = |dir: &std::path::Path| {
+            image::open(dir.join("synth-00000.mask.png"))
+                .unwrap()
+                .into_luma8()
+                .into_raw()
+        };
+        assert_eq!(mask(&ort_dir), mask(&out_dir));
+    } else {
+        eprintln!("ort engine not available here: checked that it is refused");
+        assert_eq!(ort.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&ort.stderr);
+        assert!(
+            err.contains("--features ort") || err.contains("ORT_DYLIB_PATH"),
+            "{err}"
+        );
+        assert!(!ort_dir.join("synth-00000.bac.json").exists());
+    }
     // Again: finished images are skipped, the broken one fails again.
     let again = bacseg(&args);
     assert_eq!(again.status.code(), Some(1));
