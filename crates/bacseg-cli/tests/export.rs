@@ -1,5 +1,5 @@
-//! `bacseg export`: a small DT-UNet as ONNX with its reference input and output, and the errors
-//! for what is not exported.
+//! `bacseg export`: a small DT-UNet and the published SCU-Net checkpoint as ONNX with their
+//! reference input and output, and the errors for bad sides, weights and paths.
 #![allow(
     clippy::unwrap_used,
     reason = "a test that cannot set up its data stops right there"
@@ -76,4 +76,42 @@ fn export_writes_an_onnx_model_and_reference_arrays() {
         s(&onnx),
     ]);
     assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn the_published_scunet_checkpoint_is_exported_with_its_normalisation() {
+    let Some(shared) = std::env::var_os("BACSEG_SHARED_DATA").map(std::path::PathBuf::from) else {
+        eprintln!("SKIPPED: set BACSEG_SHARED_DATA to export the shared SCU-Net checkpoint");
+        return;
+    };
+    let checkpoint = shared.join("../models/scunet/SCUNet_dice_512_512_best.pt");
+    if !checkpoint.is_file() {
+        eprintln!("SKIPPED: {} is absent", checkpoint.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let onnx = tmp.path().join("scunet.onnx");
+    let io = tmp.path().join("io");
+    let model = format!("scunet:{}", s(&checkpoint));
+    let out = bacseg(&[
+        "export",
+        "--model",
+        &model,
+        "--out",
+        s(&onnx),
+        "--reference-io",
+        s(&io),
+        "--reference-side",
+        "32",
+    ]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("probabilities"));
+    let proto = bacseg_nn::onnx::read(&std::fs::read(&onnx).unwrap()).unwrap();
+    let graph = proto.graph.unwrap();
+    assert_eq!(graph.node[0].op_type, "Sub");
+    assert!(graph.node.iter().any(|n| n.op_type == "PRelu"));
+    // 1x3x32x32 input and 1x1x32x32 output after a 128-byte header.
+    let len = |name: &str| std::fs::read(io.join(name)).unwrap().len();
+    assert_eq!(len("input.npy"), 128 + 4 * 3 * 1024);
+    assert_eq!(len("output.npy"), 128 + 4 * 1024);
 }

@@ -65,7 +65,7 @@ impl ConvSpec {
 pub struct ConvBn {
     pub conv: Conv2d,
     pub bn: BatchNorm,
-    relu: bool,
+    pub(crate) relu: bool,
 }
 
 impl ConvBn {

@@ -150,7 +150,7 @@ pub struct Bottleneck {
     pub expand: Option<ConvBn>,
     pub dw: ConvBn,
     pub project: ConvBn,
-    residual: bool,
+    pub(crate) residual: bool,
 }
 
 impl Bottleneck {
@@ -257,6 +257,10 @@ impl SegmentationModel for ContextNet {
         let c = &self.classifier;
         let logits = c.head.forward(c.ds2.forward(c.ds1.forward(fused)));
         resize_bilinear(logits, [h, w], false)
+    }
+
+    fn onnx(&self) -> Option<Result<Vec<u8>, NnError>> {
+        Some(crate::onnx::export_contextnet(self))
     }
 
     fn in_channels(&self) -> usize {

@@ -1,18 +1,30 @@
-//! ONNX export of the U-Net-shaped networks (DT-UNet, UNet): a standard `ModelProto` (IR
-//! version 8, default-domain opset 18) whose graph maps `input` `[batch, channels, height,
-//! width]` (float, dynamic batch and sides) to the logits `output` `[batch, 1, height, width]`,
-//! exactly as the burn model's `forward` in validation mode: Conv, BatchNormalization (running
-//! statistics), Relu, MaxPool, ConvTranspose or Resize (bilinear, aligned corners, to the skip's
-//! size), Concat. The messages are the subset of `onnx.proto` the graph needs, with its field
-//! numbers, encoded by `prost`.
+//! ONNX export of every network: a standard `ModelProto` (IR version 8, default-domain opset
+//! 18) whose graph maps `input` `[batch, channels, height, width]` (float, dynamic batch and
+//! sides) to `output` `[batch, 1, height, width]`, exactly as the burn model's `forward` in
+//! validation mode (BatchNorm with running statistics):
+//! - DT-UNet, UNet: Conv, BatchNormalization, Relu, MaxPool, ConvTranspose or Resize (bilinear,
+//!   aligned corners, to the skip's size), Concat;
+//! - SegNet: the same convolution units, MaxPool with its Indices output and MaxUnpool (to the
+//!   pre-pooling shape);
+//! - ContextNet: grouped (depthwise) and dilated Conv, Add, Resize (bilinear, half-pixel: the
+//!   1/4 input, the deep branch to the shallow one's size, the logits to the input's size);
+//! - SCU-Net: the input normalisation (Sub, Div), PRelu, AveragePool (padding counted),
+//!   GlobalAveragePool, Flatten, Gemm, Sigmoid, Unsqueeze, Mul, Resize (aligned corners).
+//!
+//! Output sizes of every Resize and MaxUnpool come from `Shape` of the tensors they match, so
+//! one file serves every input size the network accepts. The messages are the subset of
+//! `onnx.proto` the graphs need, with its field numbers, encoded by `prost`.
 
-use burn::nn::BatchNorm;
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
+use burn::nn::{BatchNorm, Linear, PRelu};
 use burn::tensor::Tensor;
 use prost::Message;
 
-use crate::blocks::{DoubleConv, UnetParts};
+use crate::blocks::{ConvBn, DoubleConv, UnetParts};
+use crate::contextnet::{Bottleneck, ContextNet, DsConv};
 use crate::error::NnError;
+use crate::scunet::{BnPrelu, ContextDown, ConvBnPrelu, DoubleConvPrelu, ScuNet};
+use crate::segnet::SegNet;
 
 /// The default-domain operator set the graph uses.
 pub const OPSET: i64 = 18;
@@ -95,6 +107,8 @@ pub struct AttributeProto {
 
 /// `TensorProto.DataType.FLOAT`.
 const FLOAT: i32 = 1;
+/// `TensorProto.DataType.INT64`.
+const INT64: i32 = 7;
 
 #[derive(Clone, PartialEq, Message)]
 pub struct TensorProto {
@@ -215,17 +229,48 @@ struct Builder {
     initializers: Vec<TensorProto>,
 }
 
+/// The graph's input.
+const INPUT: &str = "input";
+
 impl Builder {
+    fn new(model: &'static str) -> Self {
+        Self {
+            model,
+            nodes: Vec::new(),
+            initializers: Vec::new(),
+        }
+    }
+
     fn node(&mut self, op: &str, inputs: Vec<String>, attributes: Vec<AttributeProto>) -> String {
+        self.node_outputs(op, inputs, attributes, 1).remove(0)
+    }
+
+    /// A node with `count` outputs (named `<op>_<n>` then `<op>_<n>.1`, ...).
+    fn node_outputs(
+        &mut self,
+        op: &str,
+        inputs: Vec<String>,
+        attributes: Vec<AttributeProto>,
+        count: usize,
+    ) -> Vec<String> {
         let name = format!("{}_{}", op.to_lowercase(), self.nodes.len());
+        let outputs: Vec<String> = (0..count)
+            .map(|k| {
+                if k == 0 {
+                    name.clone()
+                } else {
+                    format!("{name}.{k}")
+                }
+            })
+            .collect();
         self.nodes.push(NodeProto {
             input: inputs,
-            output: vec![name.clone()],
-            name: name.clone(),
+            output: outputs.clone(),
+            name,
             op_type: op.into(),
             attribute: attributes,
         });
-        name
+        outputs
     }
 
     fn weight<const D: usize>(&mut self, name: String, t: Tensor<D>) -> Result<String, NnError> {
@@ -245,6 +290,30 @@ impl Builder {
             raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         });
         Ok(name)
+    }
+
+    /// A float scalar constant.
+    fn scalar(&mut self, value: f32) -> String {
+        let name = format!("const_{}", self.initializers.len());
+        self.initializers.push(TensorProto {
+            dims: Vec::new(),
+            data_type: FLOAT,
+            name: name.clone(),
+            raw_data: value.to_le_bytes().to_vec(),
+        });
+        name
+    }
+
+    /// A one-dimensional int64 constant.
+    fn int64s(&mut self, values: &[i64]) -> String {
+        let name = format!("const_{}", self.initializers.len());
+        self.initializers.push(TensorProto {
+            dims: vec![values.len() as i64],
+            data_type: INT64,
+            name: name.clone(),
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        });
+        name
     }
 
     fn conv(&mut self, x: String, conv: &Conv2d) -> Result<String, NnError> {
@@ -295,13 +364,46 @@ impl Builder {
         ))
     }
 
+    fn relu(&mut self, x: String) -> String {
+        self.node("Relu", vec![x], vec![])
+    }
+
+    /// PReLU with one slope or one per channel (stored `[channels, 1, 1]` so that it
+    /// broadcasts over `[batch, channels, height, width]`).
+    fn prelu(&mut self, x: String, act: &PRelu) -> Result<String, NnError> {
+        let id = self.nodes.len();
+        let alpha = act.alpha.val();
+        let [c] = alpha.dims();
+        let slope = self.weight(format!("prelu_{id}.slope"), alpha.reshape([c, 1, 1]))?;
+        Ok(self.node("PRelu", vec![x, slope], vec![]))
+    }
+
+    /// A linear layer on `[batch, features]` (burn's weight is `[in, out]`: Gemm's B as is).
+    fn linear(&mut self, x: String, linear: &Linear) -> Result<String, NnError> {
+        let id = self.nodes.len();
+        let mut inputs = vec![
+            x,
+            self.weight(format!("fc_{id}.weight"), linear.weight.val())?,
+        ];
+        if let Some(b) = &linear.bias {
+            inputs.push(self.weight(format!("fc_{id}.bias"), b.val())?);
+        }
+        Ok(self.node("Gemm", inputs, vec![]))
+    }
+
+    fn conv_bn(&mut self, x: String, unit: &ConvBn) -> Result<String, NnError> {
+        let y = self.conv(x, &unit.conv)?;
+        let y = self.batch_norm(y, &unit.bn)?;
+        Ok(if unit.relu { self.relu(y) } else { y })
+    }
+
     fn double(&mut self, x: String, block: &DoubleConv) -> Result<String, NnError> {
         let y = self.conv(x, &block.conv1)?;
         let y = self.batch_norm(y, &block.bn1)?;
-        let y = self.node("Relu", vec![y], vec![]);
+        let y = self.relu(y);
         let y = self.conv(y, &block.conv2)?;
         let y = self.batch_norm(y, &block.bn2)?;
-        Ok(self.node("Relu", vec![y], vec![]))
+        Ok(self.relu(y))
     }
 
     fn conv_transpose(&mut self, x: String, up: &ConvTranspose2d) -> Result<String, NnError> {
@@ -325,20 +427,82 @@ impl Builder {
         ))
     }
 
-    /// Bilinear resize of `x` to `like`'s height and width, corners aligned.
-    fn resize_like(&mut self, x: String, like: &str) -> String {
-        let sizes = self.node("Shape", vec![like.to_string()], vec![int("start", 2)]);
+    /// `[height, width]` of `x`, as an int64 tensor.
+    fn spatial_size(&mut self, x: &str) -> String {
+        self.node("Shape", vec![x.to_string()], vec![int("start", 2)])
+    }
+
+    /// Bilinear resize of `x` to `sizes` (`[height, width]`), corners aligned or half-pixel
+    /// centres (PyTorch's `align_corners=False`), without antialiasing.
+    fn resize(&mut self, x: String, sizes: String, align_corners: bool) -> String {
+        let mode = if align_corners {
+            "align_corners"
+        } else {
+            "half_pixel"
+        };
         self.node(
             "Resize",
             vec![x, String::new(), String::new(), sizes],
             vec![
                 ints("axes", &[2, 3]),
                 string("mode", "linear"),
-                string("coordinate_transformation_mode", "align_corners"),
+                string("coordinate_transformation_mode", mode),
             ],
         )
     }
+
+    /// The model whose graph ends at `output` (renamed `output`), taking `in_channels`.
+    fn finish(mut self, output: &str, in_channels: usize, doc: String) -> Vec<u8> {
+        for node in &mut self.nodes {
+            for name in &mut node.output {
+                if name == output {
+                    *name = "output".into();
+                }
+            }
+        }
+        let model = self.model;
+        let graph = GraphProto {
+            node: self.nodes,
+            name: model.into(),
+            initializer: self.initializers,
+            input: vec![value_info(
+                INPUT,
+                [
+                    symbolic("batch"),
+                    fixed(in_channels),
+                    symbolic("height"),
+                    symbolic("width"),
+                ],
+            )],
+            output: vec![value_info(
+                "output",
+                [
+                    symbolic("batch"),
+                    fixed(1),
+                    symbolic("height"),
+                    symbolic("width"),
+                ],
+            )],
+        };
+        let proto = ModelProto {
+            ir_version: IR_VERSION,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
+            producer_name: "bacseg".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            doc_string: format!(
+                "{model}: input [batch, {in_channels}, height, width] preprocessed grey values in \
+                 [0, 1]; output [batch, 1, height, width] {doc}"
+            ),
+            graph: Some(graph),
+        };
+        proto.encode_to_vec()
+    }
 }
+
+const LOGITS: &str = "logits (probability = sigmoid)";
 
 /// The ONNX model of a U-Net (see the module documentation; use
 /// [`crate::SegmentationModel::onnx`]).
@@ -351,12 +515,8 @@ pub fn export(parts: &UnetParts<'_>) -> Result<Vec<u8>, NnError> {
     } = parts;
     let model = *model;
     let in_channels = down.first().map_or(0, |d| d.conv1.weight.dims()[1]);
-    let mut b = Builder {
-        model,
-        nodes: Vec::new(),
-        initializers: Vec::new(),
-    };
-    let mut x = "input".to_string();
+    let mut b = Builder::new(model);
+    let mut x = INPUT.to_string();
     let mut skips = Vec::new();
     for (i, block) in down.iter().enumerate() {
         if i > 0 {
@@ -377,52 +537,206 @@ pub fn export(parts: &UnetParts<'_>) -> Result<Vec<u8>, NnError> {
         })?;
         let upsampled = match transposed {
             Some(t) => b.conv_transpose(x, t)?,
-            None => b.resize_like(x, &skip),
+            None => {
+                let sizes = b.spatial_size(&skip);
+                b.resize(x, sizes, true)
+            }
         };
         let cat = b.node("Concat", vec![skip, upsampled], vec![int("axis", 1)]);
         x = b.double(cat, block)?;
     }
-    b.conv(x, head)?;
-    // The head's result is the graph output.
-    b.nodes.last_mut().expect("the head node").output = vec!["output".into()];
-    let graph = GraphProto {
-        node: b.nodes,
-        name: model.into(),
-        initializer: b.initializers,
-        input: vec![value_info(
-            "input",
-            [
-                symbolic("batch"),
-                fixed(in_channels),
-                symbolic("height"),
-                symbolic("width"),
+    let out = b.conv(x, head)?;
+    Ok(b.finish(&out, in_channels, LOGITS.into()))
+}
+
+/// The ONNX model of a SegNet.
+pub(crate) fn export_segnet(net: &SegNet) -> Result<Vec<u8>, NnError> {
+    use crate::SegmentationModel;
+    let mut b = Builder::new(SegNet::NAME);
+    let mut x = INPUT.to_string();
+    let mut pools = Vec::with_capacity(net.enc.len());
+    for stage in &net.enc {
+        for layer in &stage.layers {
+            x = b.conv_bn(x, layer)?;
+        }
+        let shape = b.node("Shape", vec![x.clone()], vec![]);
+        let mut out = b.node_outputs(
+            "MaxPool",
+            vec![x],
+            vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+            2,
+        );
+        pools.push((out.pop().unwrap_or_default(), shape));
+        x = out.remove(0);
+    }
+    for (stage, (indices, shape)) in net.dec.iter().zip(pools.into_iter().rev()) {
+        x = b.node(
+            "MaxUnpool",
+            vec![x, indices, shape],
+            vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+        );
+        for layer in &stage.layers {
+            x = b.conv_bn(x, layer)?;
+        }
+    }
+    let out = b.conv(x, &net.head)?;
+    Ok(b.finish(&out, net.in_channels(), LOGITS.into()))
+}
+
+impl Builder {
+    fn ds_conv(&mut self, x: String, ds: &DsConv) -> Result<String, NnError> {
+        let y = self.conv_bn(x, &ds.dw)?;
+        self.conv_bn(y, &ds.pw)
+    }
+
+    fn bottleneck(&mut self, x: String, block: &Bottleneck) -> Result<String, NnError> {
+        let y = match &block.expand {
+            Some(expand) => self.conv_bn(x.clone(), expand)?,
+            None => x.clone(),
+        };
+        let y = self.conv_bn(y, &block.dw)?;
+        let y = self.conv_bn(y, &block.project)?;
+        Ok(if block.residual {
+            self.node("Add", vec![x, y], vec![])
+        } else {
+            y
+        })
+    }
+}
+
+/// The ONNX model of a ContextNet.
+pub(crate) fn export_contextnet(net: &ContextNet) -> Result<Vec<u8>, NnError> {
+    use crate::SegmentationModel;
+    let mut b = Builder::new(ContextNet::NAME);
+    let full = b.spatial_size(INPUT);
+    let four = b.int64s(&[4, 4]);
+    let quarter = b.node("Div", vec![full.clone(), four], vec![]);
+    let small = b.resize(INPUT.into(), quarter, false);
+
+    let s = &net.shallow;
+    let shallow = b.conv_bn(INPUT.into(), &s.conv)?;
+    let shallow = b.ds_conv(shallow, &s.ds1)?;
+    let shallow = b.ds_conv(shallow, &s.ds2)?;
+    let shallow = b.ds_conv(shallow, &s.ds3)?;
+
+    let d = &net.deep;
+    let mut deep = b.conv_bn(small, &d.stem)?;
+    for block in &d.blocks {
+        deep = b.bottleneck(deep, block)?;
+    }
+    let deep = b.conv_bn(deep, &d.conv)?;
+    let shallow_size = b.spatial_size(&shallow);
+    let deep = b.resize(deep, shallow_size, false);
+    let deep = b.conv_bn(deep, &net.fusion.dw)?;
+    let deep = b.conv_bn(deep, &net.fusion.deep_proj)?;
+    let shallow = b.conv_bn(shallow, &net.fusion.shallow_proj)?;
+    let sum = b.node("Add", vec![deep, shallow], vec![]);
+    let fused = b.relu(sum);
+
+    let c = &net.classifier;
+    let y = b.ds_conv(fused, &c.ds1)?;
+    let y = b.ds_conv(y, &c.ds2)?;
+    let logits = b.conv(y, &c.head)?;
+    let out = b.resize(logits, full, false);
+    Ok(b.finish(&out, net.in_channels(), LOGITS.into()))
+}
+
+impl Builder {
+    fn conv_bn_prelu(&mut self, x: String, unit: &ConvBnPrelu) -> Result<String, NnError> {
+        let y = self.conv(x, &unit.conv)?;
+        let y = self.batch_norm(y, &unit.bn)?;
+        self.prelu(y, &unit.act)
+    }
+
+    fn bn_prelu(&mut self, x: String, unit: &BnPrelu) -> Result<String, NnError> {
+        let y = self.batch_norm(x, &unit.bn)?;
+        self.prelu(y, &unit.act)
+    }
+
+    fn double_prelu(&mut self, x: String, block: &DoubleConvPrelu) -> Result<String, NnError> {
+        let y = self.conv(x, &block.conv1)?;
+        let y = self.batch_norm(y, &block.bn1)?;
+        let y = self.prelu(y, &block.act1)?;
+        let y = self.conv(y, &block.conv2)?;
+        let y = self.batch_norm(y, &block.bn2)?;
+        self.prelu(y, &block.act2)
+    }
+
+    /// 3x3 average pooling, stride 2, padding 1 counted in the mean.
+    fn inject(&mut self, x: String) -> String {
+        self.node(
+            "AveragePool",
+            vec![x],
+            vec![
+                ints("kernel_shape", &[3, 3]),
+                ints("strides", &[2, 2]),
+                ints("pads", &[1, 1, 1, 1]),
+                int("count_include_pad", 1),
             ],
-        )],
-        output: vec![value_info(
-            "output",
-            [
-                symbolic("batch"),
-                fixed(1),
-                symbolic("height"),
-                symbolic("width"),
-            ],
-        )],
+        )
+    }
+
+    fn context_down(&mut self, x: String, block: &ContextDown) -> Result<String, NnError> {
+        let x = self.conv_bn_prelu(x, &block.conv1x1)?;
+        let local = self.conv(x.clone(), &block.f_loc.conv)?;
+        let surround = self.conv(x, &block.f_sur.conv)?;
+        let joint = self.node("Concat", vec![local, surround], vec![int("axis", 1)]);
+        let joint = self.batch_norm(joint, &block.bn)?;
+        let joint = self.prelu(joint, &block.act)?;
+        let y = self.conv(joint, &block.reduce.conv)?;
+        // Squeeze and excitation.
+        let mean = self.node("GlobalAveragePool", vec![y.clone()], vec![]);
+        let mean = self.node("Flatten", vec![mean], vec![int("axis", 1)]);
+        let g = self.linear(mean, &block.f_glo.fc1)?;
+        let g = self.relu(g);
+        let g = self.linear(g, &block.f_glo.fc2)?;
+        let g = self.node("Sigmoid", vec![g], vec![]);
+        let axes = self.int64s(&[2, 3]);
+        let g = self.node("Unsqueeze", vec![g, axes], vec![]);
+        Ok(self.node("Mul", vec![y, g], vec![]))
+    }
+}
+
+/// The ONNX model of a SCU-Net, in f32 whatever the precision of its weights; its input is the
+/// [0, 1] image (the network's normalisation is in the graph).
+pub(crate) fn export_scunet(net: &ScuNet) -> Result<Vec<u8>, NnError> {
+    use crate::SegmentationModel;
+    use crate::model::OutputActivation;
+    let mut b = Builder::new(ScuNet::NAME);
+    let (mean, std) = net.input_normalisation();
+    let mean = b.scalar(mean as f32);
+    let std = b.scalar(std as f32);
+    let x = b.node("Sub", vec![INPUT.into(), mean], vec![]);
+    let x = b.node("Div", vec![x, std], vec![]);
+
+    let stem = b.conv_bn_prelu(x.clone(), &net.level1_0)?;
+    let stem = b.conv_bn_prelu(stem, &net.level1_1)?;
+    let stem = b.conv_bn_prelu(stem, &net.level1_2)?;
+    let down1 = b.inject(x);
+    let down2 = b.inject(down1.clone());
+    let cat = b.node("Concat", vec![stem.clone(), down1], vec![int("axis", 1)]);
+    let stem_cat = b.bn_prelu(cat, &net.b1)?;
+    let level2 = b.context_down(stem_cat, &net.level2_0)?;
+    let cat = b.node("Concat", vec![level2.clone(), down2], vec![int("axis", 1)]);
+    let level2_cat = b.bn_prelu(cat, &net.b2)?;
+    let level3 = b.context_down(level2_cat, &net.level3_0)?;
+    let mut up = level3;
+    for (block, skip) in [(&net.up3, level2), (&net.up4, stem)] {
+        let sizes = b.spatial_size(&skip);
+        let upsampled = b.resize(up, sizes, true);
+        let cat = b.node("Concat", vec![skip, upsampled], vec![int("axis", 1)]);
+        up = b.double_prelu(cat, &block.conv)?;
+    }
+    let half = b.spatial_size(&up);
+    let two = b.int64s(&[2, 2]);
+    let sizes = b.node("Mul", vec![half, two], vec![]);
+    let up = b.resize(up, sizes, true);
+    let out = b.conv(up, &net.outc)?;
+    let doc = match net.output_activation() {
+        OutputActivation::Sigmoid => LOGITS,
+        OutputActivation::Clamp => "probabilities as published (clamp to [0, 1])",
     };
-    let proto = ModelProto {
-        ir_version: IR_VERSION,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: OPSET,
-        }],
-        producer_name: "bacseg".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        doc_string: format!(
-            "{model}: input [batch, {in_channels}, height, width] preprocessed grey values in \
-             [0, 1]; output [batch, 1, height, width] logits (probability = sigmoid)"
-        ),
-        graph: Some(graph),
-    };
-    Ok(proto.encode_to_vec())
+    Ok(b.finish(&out, net.in_channels(), doc.into()))
 }
 
 /// Decode an ONNX model file's bytes (for inspecting an export).
@@ -475,6 +789,146 @@ mod tests {
                 4 * t.dims.iter().product::<i64>() as usize
             );
         }
+    }
+
+    /// `model` (built on an autodiff device, so in training mode) after a few forward passes
+    /// that move its BatchNorm running statistics away from their initial values, in
+    /// validation mode: the exported graph must carry the statistics, not the defaults.
+    fn with_running_statistics<M: SegmentationModel>(model: M, side: usize) -> M {
+        let device = Device::default().autodiff();
+        let c = model.in_channels();
+        for seed in 0..3 {
+            let values = (0..2 * c * side * side)
+                .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 250.0 - 1.0)
+                .collect::<Vec<f32>>();
+            let x = Tensor::<4>::from_data(
+                burn::tensor::TensorData::new(values, [2, c, side, side]),
+                &device,
+            );
+            let _ = model.forward(x);
+        }
+        model.valid()
+    }
+
+    /// Small configurations of the three networks that are not U-Nets, with trained-looking
+    /// BatchNorm statistics, and an input side each accepts.
+    fn other_networks() -> (crate::SegNet, crate::ContextNet, crate::ScuNet) {
+        let device = Device::default().autodiff();
+        let segnet = crate::SegNetConfig::new()
+            .with_widths(vec![3, 5])
+            .with_convs(vec![1, 2])
+            .init(&device)
+            .unwrap();
+        let contextnet = crate::ContextNetConfig::new()
+            .with_base_width(4)
+            .with_expansion(2)
+            .init(&device)
+            .unwrap();
+        let scunet = crate::ScuNetConfig::new().init(&device).unwrap();
+        (
+            with_running_statistics(segnet, 16),
+            with_running_statistics(contextnet, 64),
+            with_running_statistics(scunet, 16),
+        )
+    }
+
+    fn graph_of<M: SegmentationModel>(model: &M) -> GraphProto {
+        let bytes = model.onnx().unwrap().unwrap();
+        ModelProto::decode(bytes.as_slice()).unwrap().graph.unwrap()
+    }
+
+    fn count(graph: &GraphProto, op: &str) -> usize {
+        graph.node.iter().filter(|n| n.op_type == op).count()
+    }
+
+    #[test]
+    fn segnet_contextnet_and_scunet_graphs_have_their_operators() {
+        let (segnet, contextnet, scunet) = other_networks();
+        let g = graph_of(&segnet);
+        // 2 stages: 3 encoder and 2 decoder units (the first stage's last one is the head's).
+        assert_eq!((count(&g, "Conv"), count(&g, "BatchNormalization")), (6, 5));
+        assert_eq!((count(&g, "MaxPool"), count(&g, "MaxUnpool")), (2, 2));
+        let pool = g.node.iter().find(|n| n.op_type == "MaxPool").unwrap();
+        assert_eq!(pool.output.len(), 2, "values and indices");
+        let unpool = g.node.iter().find(|n| n.op_type == "MaxUnpool").unwrap();
+        assert_eq!(unpool.input.len(), 3, "values, indices, output shape");
+
+        let g = graph_of(&contextnet);
+        assert_eq!(count(&g, "Resize"), 3);
+        assert!(count(&g, "Add") >= 2, "residual bottlenecks and the fusion");
+        assert!(
+            g.node
+                .iter()
+                .any(|n| n.op_type == "Conv"
+                    && n.attribute.iter().any(|a| a.name == "group" && a.i > 1)),
+            "depthwise convolutions"
+        );
+
+        let g = graph_of(&scunet);
+        assert_eq!(count(&g, "AveragePool"), 2);
+        assert_eq!((count(&g, "GlobalAveragePool"), count(&g, "Gemm")), (2, 4));
+        assert_eq!(count(&g, "Resize"), 3);
+        assert_eq!(
+            count(&g, "PRelu"),
+            3 + 2 + 2 * 2 + 2 * 2,
+            "stem, injections, context blocks, decoder"
+        );
+        assert_eq!(g.node.last().unwrap().output, ["output"]);
+        assert_eq!(
+            g.node[0].op_type, "Sub",
+            "the input normalisation comes first"
+        );
+    }
+
+    /// Every network's export run by ONNX Runtime gives burn's outputs.
+    #[cfg(feature = "ort")]
+    #[test]
+    fn onnx_runtime_reproduces_burn_for_all_five_networks() {
+        use crate::ort_engine::OrtNet;
+        fn check<M: SegmentationModel>(model: &M, side: usize) -> Option<()> {
+            let shape = [2, model.in_channels(), side, side];
+            let input: Vec<f32> = (0..shape.iter().product::<usize>())
+                .map(|i| ((i * 2_654_435_761) % 1000) as f32 / 1000.0)
+                .collect();
+            let want = crate::outputs_of(model, input.clone(), shape).unwrap();
+            let mut net = match OrtNet::new(&model.onnx().unwrap().unwrap(), shape[1]) {
+                Ok(net) => net,
+                Err(e) => {
+                    eprintln!("skipped: no ONNX Runtime to run the exports with ({e})");
+                    return None;
+                }
+            };
+            let got = net.forward(input, shape).unwrap();
+            let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let worst = want
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= 1e-4 * scale,
+                "{}: largest difference {worst}",
+                M::NAME
+            );
+            Some(())
+        }
+        let device = Device::default().autodiff();
+        let dt = crate::DtUnetConfig::new()
+            .with_widths(vec![2, 4, 8])
+            .init(&device)
+            .unwrap();
+        if check(&with_running_statistics(dt, 16), 16).is_none() {
+            return;
+        }
+        let unet = UnetConfig::new()
+            .with_widths(vec![2, 4])
+            .init(&device)
+            .unwrap();
+        check(&with_running_statistics(unet, 16), 24);
+        let (segnet, contextnet, scunet) = other_networks();
+        check(&segnet, 24);
+        check(&contextnet, 64);
+        check(&scunet, 24);
     }
 
     #[test]

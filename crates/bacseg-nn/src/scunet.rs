@@ -328,6 +328,10 @@ impl SegmentationModel for ScuNet {
         }
     }
 
+    fn onnx(&self) -> Option<Result<Vec<u8>, NnError>> {
+        Some(crate::onnx::export_scunet(self))
+    }
+
     fn in_channels(&self) -> usize {
         self.level1_0.conv.weight.lazy_shape().dims::<4>()[1]
     }
@@ -350,6 +354,11 @@ impl SegmentationModel for ScuNet {
 }
 
 impl ScuNet {
+    /// The input normalisation `(x - mean) / std` applied by [`SegmentationModel::forward`].
+    pub fn input_normalisation(&self) -> (f64, f64) {
+        (self.input_mean, self.input_std)
+    }
+
     /// Precision of the weights.
     fn dtype(&self) -> FloatDType {
         FloatDType::from(self.level1_0.conv.weight.val().dtype())

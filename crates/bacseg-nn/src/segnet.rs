@@ -129,6 +129,10 @@ impl SegmentationModel for SegNet {
         self.head.forward(x)
     }
 
+    fn onnx(&self) -> Option<Result<Vec<u8>, NnError>> {
+        Some(crate::onnx::export_segnet(self))
+    }
+
     fn in_channels(&self) -> usize {
         self.enc
             .first()

@@ -6,16 +6,20 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use bacseg_core::io::write_atomic;
+use bacseg_nn::Module;
 use bacseg_nn::onnx::{IR_VERSION, OPSET};
 use bacseg_nn::spec::ModelVisitor;
-use bacseg_nn::{Device, SegmentationModel, load_pytorch_safetensors, outputs_of};
+use bacseg_nn::{
+    Device, OutputActivation, Precision, SegmentationModel, load_pytorch_safetensors,
+    load_scunet_checkpoint, outputs_of,
+};
 
 use crate::cmd::predict::ModelArgs;
 use crate::exit::InputError;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The network (DT-UNet and UNet are exported).
+    /// The network (any architecture, or the published SCU-Net checkpoint `scunet:PATH.pt`).
     #[command(flatten)]
     net: ModelArgs,
     /// Output format.
@@ -25,7 +29,7 @@ pub struct Args {
     #[arg(long)]
     out: PathBuf,
     /// Also write `input.npy` (a seeded `[1, channels, side, side]` test input) and
-    /// `output.npy` (burn's logits for it) into this directory.
+    /// `output.npy` (burn's raw network outputs for it) into this directory.
     #[arg(long)]
     reference_io: Option<PathBuf>,
     /// Side of the reference input (a multiple of the network's input multiple).
@@ -35,14 +39,6 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let loaded = args.net.resolve()?;
-    if loaded.scunet_checkpoint {
-        return Err(InputError(
-            "ONNX export covers dt-unet and unet models; the published SCU-Net checkpoint is \
-             not exported"
-                .into(),
-        )
-        .into());
-    }
     if let Some(dir) = &args.reference_io {
         std::fs::create_dir_all(dir).map_err(|e| InputError(format!("{}: {e}", dir.display())))?;
     }
@@ -50,6 +46,12 @@ pub fn run(args: Args) -> Result<()> {
         args: &args,
         weights: &loaded.weights,
     };
+    if loaded.scunet_checkpoint {
+        // The published checkpoint, exported in f32 (its outputs are probabilities).
+        let model = load_scunet_checkpoint(&loaded.weights, Precision::F32, &Device::default())
+            .map_err(|e| InputError(e.to_string()))?;
+        return job.export(model.valid());
+    }
     loaded
         .spec
         .build(&Device::default(), job)
@@ -67,22 +69,27 @@ impl ModelVisitor for Export<'_> {
         let model = load_pytorch_safetensors(model, self.weights)
             .map_err(|e| InputError(e.to_string()))?
             .valid();
+        self.export(model)
+    }
+}
+
+impl Export<'_> {
+    fn export<M: SegmentationModel>(self, model: M) -> Result<()> {
         let bytes = model
             .onnx()
-            .ok_or_else(|| {
-                InputError(format!(
-                    "ONNX export covers dt-unet and unet models, not {}",
-                    M::NAME
-                ))
-            })?
+            .ok_or_else(|| InputError(format!("{} has no ONNX export", M::NAME)))?
             .map_err(|e| InputError(e.to_string()))?;
         let args = self.args;
         write_atomic(&args.out, |w| {
             std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())
         })?;
+        let outputs = match model.output_activation() {
+            OutputActivation::Sigmoid => "logits",
+            OutputActivation::Clamp => "probabilities (clamp to [0, 1])",
+        };
         eprintln!(
             "bacseg: wrote {} ({}, ONNX IR {IR_VERSION}, opset {OPSET}, {:.1} MB; input \
-             [batch, {}, height, width], output logits [batch, 1, height, width])",
+             [batch, {}, height, width], output {outputs} [batch, 1, height, width])",
             args.out.display(),
             M::NAME,
             bytes.len() as f64 / 1e6,
@@ -100,7 +107,7 @@ impl ModelVisitor for Export<'_> {
             write_npy(&dir.join("input.npy"), &shape, &input)?;
             write_npy(&dir.join("output.npy"), &[1, 1, side, side], &output)?;
             eprintln!(
-                "bacseg: wrote {}/input.npy and output.npy (burn's logits)",
+                "bacseg: wrote {}/input.npy and output.npy (burn's raw outputs)",
                 dir.display()
             );
         }

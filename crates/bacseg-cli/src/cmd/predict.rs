@@ -66,7 +66,7 @@ pub struct Args {
     preset: Option<String>,
     /// What runs the forward passes: `cpu` (bacseg's CPU engine: DT-UNet and UNet), `burn`
     /// (any architecture, on burn's device: the GPU in a wgpu or cuda build), `ort` (ONNX
-    /// Runtime on the exported model, DT-UNet and UNet: a build with `--features ort` and an
+    /// Runtime on the exported model, any architecture: a build with `--features ort` and an
     /// installed libonnxruntime, found through ORT_DYLIB_PATH), or `auto` (cpu where it applies
     /// on a CPU build, else burn).
     #[arg(long, value_parser = ["auto", "burn", "cpu", "ort"], default_value = "auto")]
@@ -466,15 +466,22 @@ pub fn run(args: Args) -> Result<()> {
         .into());
     }
     let engine: Engine = args.engine.parse().map_err(InputError)?;
-    if matches!(engine, Engine::Cpu | Engine::Ort)
+    if engine == Engine::Cpu
         && (loaded.scunet_checkpoint || !loaded.spec.kind().is_ok_and(|a| a.has_cpu_engine()))
     {
         return Err(InputError(format!(
-            "--engine {} runs dt-unet and unet models; {} is a {} model (use --engine burn)",
-            engine.name(),
+            "--engine cpu runs dt-unet and unet models; {} is a {} model (use --engine burn \
+             or ort)",
             args.net.model.display(),
             loaded.spec.architecture
         ))
+        .into());
+    }
+    if engine == Engine::Ort && (preset || precision == Precision::F64) {
+        return Err(InputError(
+            "--engine ort runs bacseg's pipeline in f32: not with --preset or --precision f64"
+                .into(),
+        )
         .into());
     }
     let (run_patch, run_stride) = if preset {
