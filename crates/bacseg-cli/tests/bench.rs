@@ -53,6 +53,7 @@ fn bench_prints_forward_training_and_whole_image_rows() {
         "| dt-unet forward 2x32x32 | cpu |",
         "| contextnet forward 1x32x32 | burn |",
         "| dt-unet train step 4x16x16, Dice + AdamW | burn |",
+        "| dt-unet train step 5x16x16, Dice + AdamW | burn |",
         "| dt-unet whole 96x128 mammogram, breast skipping on, batch 1 | cpu |",
         "| dt-unet whole 96x128 mammogram, breast skipping off, batch 1 | cpu |",
         "| peak resident memory (whole run) |",

@@ -68,7 +68,8 @@ fn bench_train<M: SegmentationModel>(
         batch,
         side,
         opts.repeats,
-    );
+    )
+    .total;
     let name = format!("{shape:?} Dice+AdamW");
     report(M::NAME, "train", &name, seconds, flops, peak);
 }

@@ -111,15 +111,29 @@ pub fn time_forward_ort(
     Ok(median(times))
 }
 
+/// Median seconds of a training step and of its parts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainStepTiming {
+    /// The whole step.
+    pub total: f64,
+    /// Forward pass and loss (read back, so the pass is complete).
+    pub forward: f64,
+    /// Backward pass and the gradients collected per parameter.
+    pub backward: f64,
+    /// The AdamW update.
+    pub optimizer: f64,
+}
+
 /// Median seconds of `repeats` training steps (soft Dice, AdamW at lr 1e-3) of `model`, which
 /// must live on an autodiff device (`Device::default().autodiff()`), on a random
-/// `[batch, in_channels, side, side]` batch with 5% positive pixels, after one warm-up step.
+/// `[batch, in_channels, side, side]` batch with 5% positive pixels, after one warm-up step;
+/// the same steps as `train` runs them (the loss is read back before the backward pass).
 pub fn time_train_step<M: SegmentationModel>(
     model: M,
     batch: usize,
     side: usize,
     repeats: usize,
-) -> f64 {
+) -> TrainStepTiming {
     let device = model.devices().first().cloned().unwrap_or_default();
     let mut model = model;
     let shape = [batch, model.in_channels(), side, side];
@@ -130,16 +144,33 @@ pub fn time_train_step<M: SegmentationModel>(
         &device,
     );
     let mut optim = AdamWConfig::new().init();
-    let mut times = Vec::new();
+    let mut parts: [Vec<f64>; 4] = Default::default();
     for i in 0..=repeats.max(1) {
         let start = Instant::now();
         let loss = soft_dice(model.forward(x.clone()), y.clone(), 1.0);
+        let _ = loss.clone().into_scalar::<f32>();
+        let forward = start.elapsed().as_secs_f64();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let backward = start.elapsed().as_secs_f64() - forward;
+        // burn's CPU backend runs each operation when it is called: the update is done here.
         model = optim.step(1e-3, model, grads);
-        let _ = loss.into_data();
+        let total = start.elapsed().as_secs_f64();
         if i > 0 {
-            times.push(start.elapsed().as_secs_f64()); // step 0 is the warm-up
+            // Step 0 is the warm-up.
+            for (list, v) in
+                parts
+                    .iter_mut()
+                    .zip([total, forward, backward, total - forward - backward])
+            {
+                list.push(v);
+            }
         }
     }
-    median(times)
+    let [total, forward, backward, optimizer] = parts.map(median);
+    TrainStepTiming {
+        total,
+        forward,
+        backward,
+        optimizer,
+    }
 }

@@ -197,6 +197,13 @@ pub struct EpochRecord {
     /// Training patches per second (loading and augmentation included).
     pub patches_per_s: f64,
     pub seconds: f64,
+    /// Seconds the background loader spent reading and augmenting the epoch's patches (it
+    /// runs while the model trains).
+    #[serde(default)]
+    pub loader_s: f64,
+    /// Seconds the training steps waited for a batch: loading not hidden behind training.
+    #[serde(default)]
+    pub load_wait_s: f64,
 }
 
 /// The best epoch so far; `RUN/best.json`.
@@ -395,6 +402,25 @@ fn tensors(batch: Batch, n: usize, channels: usize, device: &Device) -> (Tensor<
     (x, y)
 }
 
+/// Largest batch for which burn's CPU backend (flex 0.22) routes a convolution's weight
+/// gradient, computed as a convolution whose input channels are the batch, to its direct
+/// small-channel kernel: with the image-sized kernel of a weight gradient that path is several
+/// times slower than its im2col + GEMM one.
+const SLOW_WEIGHT_GRADIENT_BATCH: usize = 4;
+
+/// Whether `device` is burn's CPU backend (with or without autodiff).
+fn on_flex(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        device.clone().without_autodiff() == Device::flex()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
 /// Train `model` (built from `config.model`, on any device; it is moved to the autodiff
 /// device) and write the run directory. With `resume`, the model and optimiser come from the
 /// last checkpoint of `run` and training continues after its last finished epoch.
@@ -425,6 +451,15 @@ pub fn train<M: SegmentationModel>(
         )));
     }
     let channels = model.in_channels();
+    if cfg.batch <= SLOW_WEIGHT_GRADIENT_BATCH && on_flex(&device) {
+        observer.message(&format!(
+            "batches of {} patches train slowly on burn's CPU backend: it computes the weight \
+             gradients of convolutions with at most 16 output channels on a slow direct path \
+             when the batch is at most {SLOW_WEIGHT_GRADIENT_BATCH} (see `bacseg train` in \
+             docs/cli.md); --batch 5 or more avoids it",
+            cfg.batch
+        ));
+    }
 
     let mut optim_config = AdamWConfig::new().with_weight_decay(cfg.weight_decay);
     if let Some(c) = cfg.grad_clip {
@@ -486,27 +521,34 @@ pub fn train<M: SegmentationModel>(
         let mut seen = 0usize;
         let mut lr = cfg.lr;
         let mut out_of_time = false;
+        let (mut loader_s, mut load_wait_s) = (0.0, 0.0);
         let current = model;
         let result: Result<M, TrainError> = std::thread::scope(|scope| {
             let mut model = current;
             let (tx, rx) = mpsc::sync_channel::<Result<Batch, CacheError>>(2);
             let cache = data.train;
             let augment = &cfg.augment;
-            scope.spawn(move || {
+            let loader = scope.spawn(move || {
                 let mut left = per_epoch;
+                let mut busy = 0.0;
                 while left > 0 {
+                    let t = Instant::now();
                     let items = sampler.draw_n(left.min(cfg.batch));
                     left -= items.len();
                     let batch = read_batch(cache, &items, Some((augment, &mut aug_rng)));
+                    busy += t.elapsed().as_secs_f64();
                     if tx.send(batch).is_err() {
                         break; // the trainer stopped early
                     }
                 }
+                busy
             });
             for step in 0..steps_per_epoch {
+                let t = Instant::now();
                 let batch = rx.recv().map_err(|_| {
                     TrainError::Config("the patch loader stopped unexpectedly".into())
                 })??;
+                load_wait_s += t.elapsed().as_secs_f64();
                 let len = batch.len;
                 let (x, y) = tensors(batch, n, channels, &device);
                 let l = loss(cfg.loss, model.forward(x), y, cfg.dice_smooth);
@@ -527,6 +569,8 @@ pub fn train<M: SegmentationModel>(
                     return Ok(model);
                 }
             }
+            drop(rx);
+            loader_s = loader.join().unwrap_or(0.0);
             Ok(model)
         });
         model = result?;
@@ -552,6 +596,8 @@ pub fn train<M: SegmentationModel>(
             patches: seen,
             patches_per_s: seen as f64 / train_seconds.max(1e-9),
             seconds: t0.elapsed().as_secs_f64(),
+            loader_s,
+            load_wait_s,
         };
         slowest_epoch = slowest_epoch.max(record.seconds);
         state.epochs_done = epoch;
@@ -748,12 +794,13 @@ fn fmt_opt(v: Option<f64>) -> String {
 pub fn write_metrics_csv(path: &Path, history: &[EpochRecord]) -> Result<(), TrainError> {
     let mut s = String::from(
         "epoch,train_loss,val_loss,val_recall,val_precision,val_accuracy,val_f1,val_jaccard,\
-         val_pooled_f1,val_pooled_jaccard,val_patches_scored,lr,patches,patches_per_s,seconds\n",
+         val_pooled_f1,val_pooled_jaccard,val_patches_scored,lr,patches,patches_per_s,seconds,\
+         loader_s,load_wait_s\n",
     );
     for r in history {
         let m = &r.val;
         s.push_str(&format!(
-            "{},{:.6},{},{},{},{},{},{},{},{},{},{:.3e},{},{:.3},{:.1}\n",
+            "{},{:.6},{},{},{},{},{},{},{},{},{},{:.3e},{},{:.3},{:.1},{:.2},{:.2}\n",
             r.epoch,
             r.train_loss,
             fmt_opt(r.val_loss),
@@ -768,7 +815,9 @@ pub fn write_metrics_csv(path: &Path, history: &[EpochRecord]) -> Result<(), Tra
             r.lr,
             r.patches,
             r.patches_per_s,
-            r.seconds
+            r.seconds,
+            r.loader_s,
+            r.load_wait_s
         ));
     }
     write_atomic(path, |w| {
@@ -945,6 +994,8 @@ mod tests {
             patches: 8,
             patches_per_s: 2.0,
             seconds: 4.0,
+            loader_s: 1.0,
+            load_wait_s: 0.1,
         };
         let two = vec![
             r.clone(),

@@ -469,7 +469,7 @@ impl Observer for Progress {
             b.finish_and_clear();
         }
         eprintln!(
-            "bacseg: epoch {}/{}: train loss {:.4}, val loss {}, val F1 {} recall {} precision {} ({} patches), {:.2} patches/s, {:.0} s",
+            "bacseg: epoch {}/{}: train loss {:.4}, val loss {}, val F1 {} recall {} precision {} ({} patches), {:.2} patches/s, {:.0} s ({:.1} s waiting for data)",
             r.epoch,
             self.epochs,
             r.train_loss,
@@ -479,7 +479,8 @@ impl Observer for Progress {
             opt(r.val.precision, 3),
             r.val_units,
             r.patches_per_s,
-            r.seconds
+            r.seconds,
+            r.load_wait_s
         );
     }
 }
