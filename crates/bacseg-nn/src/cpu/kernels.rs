@@ -1,11 +1,15 @@
 //! The CPU engine's kernels on channels-last (NHWC) feature maps: convolution as a cache-blocked
-//! im2col + GEMM with the bias and ReLU applied while the block is hot, 2x2 max-pooling, the 2x2
-//! stride-2 transposed convolution as one GEMM per input row, and bilinear resizing. The GEMM is
-//! the `gemm` crate's (AVX2/FMA/AVX-512 kernels chosen at run time); work is split over rayon.
+//! im2col + GEMM with the bias and ReLU applied while the block is hot (or, for 8 output
+//! channels, directly: one 8-lane accumulator per pixel), 2x2 max-pooling, the 2x2 stride-2
+//! transposed convolution as one GEMM per input row, and bilinear resizing. The GEMM is the
+//! `gemm` crate's (AVX2/FMA/AVX-512 kernels chosen at run time), the direct convolution is
+//! compiled for AVX2/FMA and chosen at run time through `pulp`; work is split over rayon.
 
 use std::cell::RefCell;
 use std::ops::Range;
 
+#[cfg(target_arch = "x86_64")]
+use pulp::{f32x8, x86::V3};
 use rayon::prelude::*;
 
 /// `n` feature maps of `h x w` pixels and `c` channels, channels last:
@@ -153,6 +157,21 @@ pub struct Conv {
 /// to stay in the core's L2 cache.
 const BLOCK_VALUES: usize = 48 * 1024;
 
+#[cfg(target_arch = "x86_64")]
+/// Output channels of the direct convolution: one AVX register of f32.
+const DIRECT_COUT: usize = 8;
+#[cfg(target_arch = "x86_64")]
+/// Pixels accumulated together by the direct convolution (their accumulators stay in
+/// registers; each weight row is read once for all of them).
+const DIRECT_PIXELS: usize = 4;
+
+#[cfg(target_arch = "x86_64")]
+/// `BACSEG_CPU_DIRECT=0` turns the direct convolution off (for comparing the two paths).
+fn direct_disabled() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var_os("BACSEG_CPU_DIRECT").is_some_and(|v| v == "0"))
+}
+
 impl Conv {
     /// From PyTorch-layout weights `[cout, cin, k, k]` (cin = sum of `splits`), per-channel
     /// `bias`, and a per-output-channel affine `scale`, `shift` applied after it (a folded
@@ -225,6 +244,15 @@ impl Conv {
             );
         }
         let mut out = Nhwc::with_buffer(n, h, w, self.cout, out);
+        #[cfg(target_arch = "x86_64")]
+        if self.cout == DIRECT_COUT
+            && self.kernel > 1
+            && !direct_disabled()
+            && let Some(simd) = V3::try_new()
+        {
+            self.forward_direct(simd, inputs, &mut out);
+            return out;
+        }
         let kk = self.kernel * self.kernel * self.cin();
         let rows = n * h;
         let threads = rayon::current_num_threads();
@@ -312,6 +340,115 @@ impl Conv {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Conv {
+    /// The direct convolution for `DIRECT_COUT` output channels, on AVX2/FMA (`simd`): each
+    /// task takes a few output rows, copies the kernel's input rows once, zero-padded at both
+    /// ends, and accumulates `DIRECT_PIXELS` pixels at a time, each weight row (one register)
+    /// loaded once for all of them.
+    fn forward_direct(&self, simd: V3, inputs: &[&Nhwc], out: &mut Nhwc) {
+        let (h, w) = (out.h, out.w);
+        let k = self.kernel;
+        let pad = k / 2;
+        let padded_w = w + 2 * pad;
+        // Padded input rows of one output row: kernel row, then map.
+        let scratch = padded_w * k * self.cin();
+        let rows_per_task = (BLOCK_VALUES / (w * DIRECT_COUT)).max(1);
+        let weights: Vec<f32x8> = self
+            .weight
+            .chunks_exact(DIRECT_COUT)
+            .map(|row| pulp::bytemuck::pod_read_unaligned(pulp::bytemuck::cast_slice(row)))
+            .collect();
+        let bias: f32x8 =
+            pulp::bytemuck::pod_read_unaligned(pulp::bytemuck::cast_slice(&self.bias));
+        out.data
+            .par_chunks_mut(rows_per_task * w * DIRECT_COUT)
+            .enumerate()
+            .for_each(|(t, dst)| {
+                let mut rows = vec![0.0f32; scratch];
+                for (i, dst) in dst.chunks_exact_mut(w * DIRECT_COUT).enumerate() {
+                    let r = t * rows_per_task + i;
+                    let (img, y) = (r / h, r % h);
+                    let mut o = 0;
+                    for ky in 0..k {
+                        let sy = (y + ky).wrapping_sub(pad);
+                        for (map, &c) in inputs.iter().zip(&self.splits) {
+                            let seg = &mut rows[o..o + padded_w * c];
+                            o += padded_w * c;
+                            if sy >= h {
+                                seg.fill(0.0);
+                                continue;
+                            }
+                            let src = &map.data[(img * h + sy) * w * c..][..w * c];
+                            seg[..pad * c].fill(0.0);
+                            seg[pad * c..(pad + w) * c].copy_from_slice(src);
+                            seg[(pad + w) * c..].fill(0.0);
+                        }
+                    }
+                    simd.vectorize(|| {
+                        let mut x = 0;
+                        while x + DIRECT_PIXELS <= w {
+                            self.direct_pixels::<DIRECT_PIXELS>(
+                                simd, &weights, bias, &rows, w, x, dst,
+                            );
+                            x += DIRECT_PIXELS;
+                        }
+                        while x < w {
+                            self.direct_pixels::<1>(simd, &weights, bias, &rows, w, x, dst);
+                            x += 1;
+                        }
+                    });
+                }
+            });
+    }
+
+    /// Output pixels `x..x + P` of a row from its padded input rows.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn direct_pixels<const P: usize>(
+        &self,
+        simd: V3,
+        weights: &[f32x8],
+        bias: f32x8,
+        rows: &[f32],
+        w: usize,
+        x: usize,
+        dst: &mut [f32],
+    ) {
+        let k = self.kernel;
+        let padded_w = w + 2 * (k / 2);
+        let mut acc = [bias; P];
+        // Weight rows in im2col order: kernel row, map, kernel column, channel.
+        let mut next = weights.iter();
+        let mut o = 0;
+        for _ky in 0..k {
+            for &c in &self.splits {
+                let seg = &rows[o..o + padded_w * c];
+                o += padded_w * c;
+                for kx in 0..k {
+                    let taps = &seg[(x + kx) * c..][..(P - 1) * c + c];
+                    for (ci, &wv) in (0..c).zip(next.by_ref()) {
+                        for (p, a) in acc.iter_mut().enumerate() {
+                            let v = simd.splat_f32x8(taps[p * c + ci]);
+                            *a = simd.mul_add_f32x8(v, wv, *a);
+                        }
+                    }
+                }
+            }
+        }
+        let zero = simd.splat_f32x8(0.0);
+        for (p, a) in acc.into_iter().enumerate() {
+            let v = if self.relu {
+                simd.max_f32x8(a, zero)
+            } else {
+                a
+            };
+            let px = &mut dst[(x + p) * DIRECT_COUT..][..DIRECT_COUT];
+            px.copy_from_slice(pulp::bytemuck::cast_slice(&[v]));
         }
     }
 }
