@@ -242,35 +242,15 @@ impl Builder {
     }
 
     fn node(&mut self, op: &str, inputs: Vec<String>, attributes: Vec<AttributeProto>) -> String {
-        self.node_outputs(op, inputs, attributes, 1).remove(0)
-    }
-
-    /// A node with `count` outputs (named `<op>_<n>` then `<op>_<n>.1`, ...).
-    fn node_outputs(
-        &mut self,
-        op: &str,
-        inputs: Vec<String>,
-        attributes: Vec<AttributeProto>,
-        count: usize,
-    ) -> Vec<String> {
         let name = format!("{}_{}", op.to_lowercase(), self.nodes.len());
-        let outputs: Vec<String> = (0..count)
-            .map(|k| {
-                if k == 0 {
-                    name.clone()
-                } else {
-                    format!("{name}.{k}")
-                }
-            })
-            .collect();
         self.nodes.push(NodeProto {
             input: inputs,
-            output: outputs.clone(),
-            name,
+            output: vec![name.clone()],
+            name: name.clone(),
             op_type: op.into(),
             attribute: attributes,
         });
-        outputs
+        name
     }
 
     fn weight<const D: usize>(&mut self, name: String, t: Tensor<D>) -> Result<String, NnError> {
@@ -302,6 +282,20 @@ impl Builder {
             raw_data: value.to_le_bytes().to_vec(),
         });
         name
+    }
+
+    /// 2x2 max-pooling with stride 2: the pooled values and ONNX's flat indices of the maxima.
+    fn max_pool_with_indices(&mut self, x: String) -> [String; 2] {
+        let name = self.node(
+            "MaxPool",
+            vec![x],
+            vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+        );
+        let indices = format!("{name}.indices");
+        if let Some(node) = self.nodes.last_mut() {
+            node.output.push(indices.clone());
+        }
+        [name, indices]
     }
 
     /// A one-dimensional int64 constant.
@@ -560,14 +554,9 @@ pub(crate) fn export_segnet(net: &SegNet) -> Result<Vec<u8>, NnError> {
             x = b.conv_bn(x, layer)?;
         }
         let shape = b.node("Shape", vec![x.clone()], vec![]);
-        let mut out = b.node_outputs(
-            "MaxPool",
-            vec![x],
-            vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
-            2,
-        );
-        pools.push((out.pop().unwrap_or_default(), shape));
-        x = out.remove(0);
+        let [values, indices] = b.max_pool_with_indices(x);
+        pools.push((indices, shape));
+        x = values;
     }
     for (stage, (indices, shape)) in net.dec.iter().zip(pools.into_iter().rev()) {
         x = b.node(
