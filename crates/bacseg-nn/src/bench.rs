@@ -63,6 +63,13 @@ pub fn time_forward<M: SegmentationModel>(
     median(times)
 }
 
+/// `len` fixed input values in [0, 1) for the engines' timings.
+fn input_values(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) % 1000) as f32 / 1000.0)
+        .collect()
+}
+
 /// Median seconds of `repeats` forward passes of the CPU engine's `net` on a
 /// `[batch, in_channels, side, side]` input, after one warm-up pass (which also sizes the
 /// buffers reused by the others).
@@ -73,10 +80,7 @@ pub fn time_forward_cpu(
     repeats: usize,
 ) -> Result<f64, NnError> {
     let c = net.in_channels();
-    let data = (0..batch * side * side * c)
-        .map(|i| (i.wrapping_mul(2_654_435_761) % 1000) as f32 / 1000.0)
-        .collect();
-    let x = Nhwc::new(batch, side, side, c, data);
+    let x = Nhwc::new(batch, side, side, c, input_values(batch * side * side * c));
     net.forward(&x)?;
     let mut times = Vec::new();
     for _ in 0..repeats.max(1) {
@@ -97,9 +101,7 @@ pub fn time_forward_ort(
     repeats: usize,
 ) -> Result<f64, NnError> {
     let shape = [batch, net.in_channels(), side, side];
-    let data: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|i| (i.wrapping_mul(2_654_435_761) % 1000) as f32 / 1000.0)
-        .collect();
+    let data = input_values(shape.iter().product());
     net.forward(data.clone(), shape)?;
     let mut times = Vec::new();
     for _ in 0..repeats.max(1) {

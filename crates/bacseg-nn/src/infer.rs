@@ -191,16 +191,18 @@ pub fn patch_probabilities<M: SegmentationModel>(
 
 /// Whether `model` lives on burn's CPU device (where the CPU engine is the faster choice).
 fn on_cpu<M: SegmentationModel>(model: &M) -> bool {
+    model.devices().first().is_some_and(on_flex)
+}
+
+/// Whether `device` is burn's CPU backend (with or without autodiff).
+pub(crate) fn on_flex(device: &Device) -> bool {
     #[cfg(feature = "flex")]
     {
-        model
-            .devices()
-            .first()
-            .is_some_and(|d| d.clone().without_autodiff() == Device::flex())
+        device.clone().without_autodiff() == Device::flex()
     }
     #[cfg(not(feature = "flex"))]
     {
-        let _ = model;
+        let _ = device;
         false
     }
 }
@@ -606,6 +608,33 @@ mod tests {
         );
     }
 
+    /// Largest difference between the whole-image maps of burn and `engine` for `model` on a
+    /// small image (overlapping patches, gaussian blending), with or without mirror averaging.
+    fn engine_vs_burn<M: SegmentationModel>(model: &M, engine: Engine, tta: bool) -> f32 {
+        let (w, h) = (56, 40);
+        let image = Raster::from_fn(w, h, |x, y| ((x * 13 + y * 7) % 17) as f32 / 16.0);
+        let breast = Raster::from_fn(w, h, |x, y| x + y < 70);
+        let cfg = |engine| InferConfig {
+            patch: 16,
+            stride: 8,
+            batch: 3,
+            blend: BlendMode::Gaussian,
+            tta,
+            min_breast_fraction: 0.05,
+            engine,
+        };
+        let burn = predict_image(model, &image, &breast, &cfg(Engine::Burn)).unwrap();
+        let other = predict_image(model, &image, &breast, &cfg(engine)).unwrap();
+        assert_eq!(other.engine, engine);
+        assert_eq!(burn.patches, other.patches);
+        burn.prob
+            .data()
+            .iter()
+            .zip(other.prob.data())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+    }
+
     #[test]
     fn cpu_engine_maps_match_burn_with_and_without_mirror_averaging() {
         let model = DtUnetConfig::new()
@@ -613,28 +642,13 @@ mod tests {
             .init(&Device::default())
             .unwrap()
             .valid();
-        let (w, h) = (56, 40);
-        let image = Raster::from_fn(w, h, |x, y| ((x * 13 + y * 7) % 17) as f32 / 16.0);
-        let breast = Raster::from_fn(w, h, |x, y| x + y < 70);
         for tta in [false, true] {
-            let cfg = |engine| InferConfig {
-                patch: 16,
-                stride: 8,
-                batch: 3,
-                blend: BlendMode::Gaussian,
-                tta,
-                min_breast_fraction: 0.05,
-                engine,
-            };
-            let burn = predict_image(&model, &image, &breast, &cfg(Engine::Burn)).unwrap();
-            let cpu = predict_image(&model, &image, &breast, &cfg(Engine::Cpu)).unwrap();
-            assert_eq!(burn.patches, cpu.patches);
-            let diff = largest_difference(&burn.prob, &cpu.prob);
+            let diff = engine_vs_burn(&model, Engine::Cpu, tta);
             assert!(diff < 1e-5, "tta {tta}: largest difference {diff}");
-            // On burn's CPU device, `auto` picks the CPU engine.
-            let runner = Runner::new(&model, Engine::Auto).unwrap();
-            assert_eq!(runner.engine(), Engine::Cpu);
         }
+        // On burn's CPU device, `auto` picks the CPU engine.
+        let runner = Runner::new(&model, Engine::Auto).unwrap();
+        assert_eq!(runner.engine(), Engine::Cpu);
         assert_eq!("cpu".parse::<Engine>(), Ok(Engine::Cpu));
         assert!(
             "gpu"
@@ -642,15 +656,6 @@ mod tests {
                 .unwrap_err()
                 .contains("auto, burn, cpu")
         );
-    }
-
-    /// Largest absolute difference between two probability maps.
-    fn largest_difference(a: &ProbMap, b: &ProbMap) -> f32 {
-        a.data()
-            .iter()
-            .zip(b.data())
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max)
     }
 
     #[cfg(feature = "ort")]
@@ -673,28 +678,10 @@ mod tests {
             .unwrap()
             .valid();
         assert_eq!(unet.in_channels(), 3);
-        let (w, h) = (56, 40);
-        let image = Raster::from_fn(w, h, |x, y| ((x * 13 + y * 7) % 17) as f32 / 16.0);
-        let breast = Raster::from_fn(w, h, |x, y| x + y < 70);
         for tta in [false, true] {
-            let cfg = |engine| InferConfig {
-                patch: 16,
-                stride: 8,
-                batch: 3,
-                blend: BlendMode::Gaussian,
-                tta,
-                min_breast_fraction: 0.05,
-                engine,
-            };
-            let burn = predict_image(&dt, &image, &breast, &cfg(Engine::Burn)).unwrap();
-            let ort = predict_image(&dt, &image, &breast, &cfg(Engine::Ort)).unwrap();
-            assert_eq!(ort.engine, Engine::Ort);
-            assert_eq!(burn.patches, ort.patches);
-            let diff = largest_difference(&burn.prob, &ort.prob);
+            let diff = engine_vs_burn(&dt, Engine::Ort, tta);
             assert!(diff < 1e-5, "dt-unet, tta {tta}: largest difference {diff}");
-            let burn = predict_image(&unet, &image, &breast, &cfg(Engine::Burn)).unwrap();
-            let ort = predict_image(&unet, &image, &breast, &cfg(Engine::Ort)).unwrap();
-            let diff = largest_difference(&burn.prob, &ort.prob);
+            let diff = engine_vs_burn(&unet, Engine::Ort, tta);
             assert!(diff < 1e-5, "unet, tta {tta}: largest difference {diff}");
         }
         // Every architecture has an ONNX export (checked against burn in `onnx`), so the ort

@@ -408,19 +408,6 @@ fn tensors(batch: Batch, n: usize, channels: usize, device: &Device) -> (Tensor<
 /// times slower than its im2col + GEMM one.
 const SLOW_WEIGHT_GRADIENT_BATCH: usize = 4;
 
-/// Whether `device` is burn's CPU backend (with or without autodiff).
-fn on_flex(device: &Device) -> bool {
-    #[cfg(feature = "flex")]
-    {
-        device.clone().without_autodiff() == Device::flex()
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = device;
-        false
-    }
-}
-
 /// Train `model` (built from `config.model`, on any device; it is moved to the autodiff
 /// device) and write the run directory. With `resume`, the model and optimiser come from the
 /// last checkpoint of `run` and training continues after its last finished epoch.
@@ -451,12 +438,13 @@ pub fn train<M: SegmentationModel>(
         )));
     }
     let channels = model.in_channels();
-    if cfg.batch <= SLOW_WEIGHT_GRADIENT_BATCH && on_flex(&device) {
+    if cfg.batch <= SLOW_WEIGHT_GRADIENT_BATCH && crate::infer::on_flex(&device) {
         observer.message(&format!(
             "batches of {} patches train slowly on burn's CPU backend: it computes the weight \
-             gradients of convolutions with at most 16 output channels on a slow direct path \
-             when the batch is at most {SLOW_WEIGHT_GRADIENT_BATCH} (see `bacseg train` in \
-             docs/cli.md); --batch 5 or more avoids it",
+             gradients of convolutions with at most 16 output channels (DT-UNet's first two \
+             levels) on a slow direct path when the batch is at most \
+             {SLOW_WEIGHT_GRADIENT_BATCH} (see `bacseg train` in docs/cli.md); --batch 5 or \
+             more avoids it",
             cfg.batch
         ));
     }
@@ -570,7 +558,9 @@ pub fn train<M: SegmentationModel>(
                 }
             }
             drop(rx);
-            loader_s = loader.join().unwrap_or(0.0);
+            loader_s = loader
+                .join()
+                .map_err(|_| TrainError::Config("the patch loader failed".into()))?;
             Ok(model)
         });
         model = result?;

@@ -392,21 +392,18 @@ struct ForwardTiming {
     gflop: f64,
 }
 
-/// The `ort` engine's forward time; `None` (with a notice) where it cannot run.
+/// The `ort` engine's forward time on the exported model `onnx` taking `channels`; `None`
+/// (with a notice) where it cannot run.
 #[cfg(feature = "ort")]
-fn time_ort<M: SegmentationModel>(model: &M, b: usize, n: usize, repeats: usize) -> Option<f64> {
-    let bytes = model.onnx()?;
-    let timed = bytes.and_then(|bytes| {
-        let mut net = bacseg_nn::ort_engine::OrtNet::new(&bytes, model.in_channels())?;
-        bacseg_nn::bench::time_forward_ort(&mut net, b, n, repeats)
-    });
-    timed
+fn time_ort(onnx: &[u8], channels: usize, b: usize, n: usize, repeats: usize) -> Option<f64> {
+    bacseg_nn::ort_engine::OrtNet::new(onnx, channels)
+        .and_then(|mut net| bacseg_nn::bench::time_forward_ort(&mut net, b, n, repeats))
         .inspect_err(|e| eprintln!("bacseg: ort engine not timed: {e}"))
         .ok()
 }
 
 #[cfg(not(feature = "ort"))]
-fn time_ort<M: SegmentationModel>(_: &M, _: usize, _: usize, _: usize) -> Option<f64> {
+fn time_ort(_: &[u8], _: usize, _: usize, _: usize, _: usize) -> Option<f64> {
     None
 }
 
@@ -415,8 +412,13 @@ impl ModelVisitor for Forward<'_> {
     fn visit<M: SegmentationModel + 'static>(self, model: M) -> Self::Output {
         let model = model.valid();
         model.check_input([self.b, model.in_channels(), self.n, self.n])?;
-        if let (Some(path), Some(bytes)) = (self.onnx, model.onnx()) {
-            std::fs::write(path, bytes?).with_context(|| format!("writing {}", path.display()))?;
+        // Exported once, for the file ONNX Runtime from Python reads and for the ort engine.
+        let onnx = match self.onnx.is_some() || cfg!(feature = "ort") {
+            true => model.onnx().transpose()?,
+            false => None,
+        };
+        if let (Some(path), Some(bytes)) = (self.onnx, &onnx) {
+            std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
         }
         let burn = time_forward(&model, self.b, self.n, self.repeats);
         let cpu = match model.cpu_net() {
@@ -427,7 +429,9 @@ impl ModelVisitor for Forward<'_> {
         Ok(ForwardTiming {
             burn,
             cpu,
-            ort: time_ort(&model, self.b, self.n, self.repeats),
+            ort: onnx.and_then(|bytes| {
+                time_ort(&bytes, model.in_channels(), self.b, self.n, self.repeats)
+            }),
             gflop,
         })
     }

@@ -358,52 +358,68 @@ impl Conv {
         // Padded input rows of one output row: kernel row, then map.
         let scratch = padded_w * k * self.cin();
         let rows_per_task = (BLOCK_VALUES / (w * DIRECT_COUT)).max(1);
-        let weights: Vec<f32x8> = self
-            .weight
-            .chunks_exact(DIRECT_COUT)
-            .map(|row| pulp::bytemuck::pod_read_unaligned(pulp::bytemuck::cast_slice(row)))
-            .collect();
-        let bias: f32x8 =
-            pulp::bytemuck::pod_read_unaligned(pulp::bytemuck::cast_slice(&self.bias));
+        // f32x8 is eight f32 (`repr(C)`, alignment 4): the packed rows are read in place.
+        let weights: &[f32x8] = pulp::bytemuck::cast_slice(&self.weight);
+        let bias: f32x8 = pulp::bytemuck::cast_slice(&self.bias)[0];
         out.data
             .par_chunks_mut(rows_per_task * w * DIRECT_COUT)
             .enumerate()
             .for_each(|(t, dst)| {
-                let mut rows = vec![0.0f32; scratch];
-                for (i, dst) in dst.chunks_exact_mut(w * DIRECT_COUT).enumerate() {
-                    let r = t * rows_per_task + i;
-                    let (img, y) = (r / h, r % h);
-                    let mut o = 0;
-                    for ky in 0..k {
-                        let sy = (y + ky).wrapping_sub(pad);
-                        for (map, &c) in inputs.iter().zip(&self.splits) {
-                            let seg = &mut rows[o..o + padded_w * c];
-                            o += padded_w * c;
-                            if sy >= h {
-                                seg.fill(0.0);
-                                continue;
-                            }
-                            let src = &map.data[(img * h + sy) * w * c..][..w * c];
-                            seg[..pad * c].fill(0.0);
-                            seg[pad * c..(pad + w) * c].copy_from_slice(src);
-                            seg[(pad + w) * c..].fill(0.0);
-                        }
+                COLUMNS.with_borrow_mut(|rows| {
+                    // Zeroed once per task: the padding columns are never written.
+                    rows.clear();
+                    rows.resize(scratch, 0.0);
+                    for (i, dst) in dst.chunks_exact_mut(w * DIRECT_COUT).enumerate() {
+                        let r = t * rows_per_task + i;
+                        self.direct_input_rows(inputs, r, h, w, rows);
+                        self.direct_row(simd, weights, bias, rows, w, dst);
                     }
-                    simd.vectorize(|| {
-                        let mut x = 0;
-                        while x + DIRECT_PIXELS <= w {
-                            self.direct_pixels::<DIRECT_PIXELS>(
-                                simd, &weights, bias, &rows, w, x, dst,
-                            );
-                            x += DIRECT_PIXELS;
-                        }
-                        while x < w {
-                            self.direct_pixels::<1>(simd, &weights, bias, &rows, w, x, dst);
-                            x += 1;
-                        }
-                    });
-                }
+                });
             });
+    }
+
+    /// The input rows under output row `r` (image-major) into `rows`: per kernel row, per
+    /// map, `w` pixels between `k / 2` padding pixels on each side (zero above and below the
+    /// image).
+    fn direct_input_rows(&self, inputs: &[&Nhwc], r: usize, h: usize, w: usize, rows: &mut [f32]) {
+        let pad = self.kernel / 2;
+        let (img, y) = (r / h, r % h);
+        let mut o = 0;
+        for ky in 0..self.kernel {
+            let sy = (y + ky).wrapping_sub(pad);
+            for (map, &c) in inputs.iter().zip(&self.splits) {
+                let inner = &mut rows[o + pad * c..o + (pad + w) * c];
+                o += (w + 2 * pad) * c;
+                if sy < h {
+                    inner.copy_from_slice(&map.data[(img * h + sy) * w * c..][..w * c]);
+                } else {
+                    inner.fill(0.0);
+                }
+            }
+        }
+    }
+
+    /// One output row of the direct convolution from its padded input rows.
+    fn direct_row(
+        &self,
+        simd: V3,
+        weights: &[f32x8],
+        bias: f32x8,
+        rows: &[f32],
+        w: usize,
+        dst: &mut [f32],
+    ) {
+        simd.vectorize(|| {
+            let mut x = 0;
+            while x + DIRECT_PIXELS <= w {
+                self.direct_pixels::<DIRECT_PIXELS>(simd, weights, bias, rows, w, x, dst);
+                x += DIRECT_PIXELS;
+            }
+            while x < w {
+                self.direct_pixels::<1>(simd, weights, bias, rows, w, x, dst);
+                x += 1;
+            }
+        });
     }
 
     /// Output pixels `x..x + P` of a row from its padded input rows.
