@@ -117,6 +117,76 @@ fn matmul(
     }
 }
 
+/// `dst = sum_p lhs[i][p] * rhs[p][j]` (or `dst +=` when `accumulate`) for operands of any
+/// strides: element `(i, p)` of `lhs` is `lhs[i * lhs_s.0 + p * lhs_s.1]`, element `(p, j)` of
+/// `rhs` is `rhs[p * rhs_s.0 + j * rhs_s.1]`, element `(i, j)` of `dst` is `dst[i * dst_rs + j]`.
+/// The training engine's transposed products (weight and input gradients) go through it.
+#[allow(unsafe_code)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_strided(
+    dst: &mut [f32],
+    dst_rs: usize,
+    lhs: &[f32],
+    lhs_s: (usize, usize),
+    rhs: &[f32],
+    rhs_s: (usize, usize),
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+    threads: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(dst_rs >= n, "GEMM destination stride");
+    assert!(dst.len() >= (m - 1) * dst_rs + n, "GEMM destination size");
+    if k == 0 {
+        if !accumulate {
+            for row in dst.chunks_mut(dst_rs).take(m) {
+                row[..n].fill(0.0);
+            }
+        }
+        return;
+    }
+    assert!(
+        lhs.len() > (m - 1) * lhs_s.0 + (k - 1) * lhs_s.1,
+        "GEMM left operand size"
+    );
+    assert!(
+        rhs.len() > (k - 1) * rhs_s.0 + (n - 1) * rhs_s.1,
+        "GEMM right operand size"
+    );
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above keep the largest index each operand's strides address inside
+    // its slice; `dst` is a unique borrow, so it overlaps neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_s.1 as isize,
+            lhs_s.0 as isize,
+            rhs.as_ptr(),
+            rhs_s.1 as isize,
+            rhs_s.0 as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
 /// Add `bias` to every pixel of a channels-last block and clamp at 0 when `relu`.
 fn bias_relu(block: &mut [f32], bias: &[f32], relu: bool) {
     for px in block.chunks_exact_mut(bias.len()) {
@@ -134,7 +204,7 @@ fn bias_relu(block: &mut [f32], bias: &[f32], relu: bool) {
 
 thread_local! {
     /// Per-thread im2col block, reused between blocks and forward passes.
-    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    pub(crate) static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A stride-1 "same" convolution with an odd square kernel, its BatchNorm folded in, an
@@ -155,7 +225,7 @@ pub struct Conv {
 
 /// Pixels per im2col block: enough rows for the GEMM to run at speed, few enough for the block
 /// to stay in the core's L2 cache.
-const BLOCK_VALUES: usize = 48 * 1024;
+pub(crate) const BLOCK_VALUES: usize = 48 * 1024;
 
 #[cfg(target_arch = "x86_64")]
 /// Output channels of the direct convolution: one AVX register of f32.
@@ -226,7 +296,7 @@ impl Conv {
         }
     }
 
-    fn cin(&self) -> usize {
+    pub(crate) fn cin(&self) -> usize {
         self.splits.iter().sum()
     }
 
@@ -310,7 +380,7 @@ impl Conv {
     }
 
     /// The im2col rows of the pixels of global rows `rows` (image-major) into `cols`.
-    fn im2col(&self, inputs: &[&Nhwc], rows: Range<usize>, cols: &mut [f32]) {
+    pub(crate) fn im2col(&self, inputs: &[&Nhwc], rows: Range<usize>, cols: &mut [f32]) {
         let (h, w) = (inputs[0].h, inputs[0].w);
         let k = self.kernel;
         let pad = k / 2;

@@ -11,6 +11,7 @@
 //! taps is a single contiguous copy, and the same GEMM crate does the arithmetic.
 
 pub mod kernels;
+pub mod train;
 
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::{BatchNorm, PaddingConfig2d};

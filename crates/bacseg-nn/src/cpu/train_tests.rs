@@ -1,0 +1,307 @@
+//! The training engine against burn's autodiff and AdamW (the reference implementation) on the
+//! same weights and batch: logits, loss, every parameter's gradient, BatchNorm running
+//! statistics and the parameters after AdamW steps.
+
+use std::collections::HashMap;
+
+use burn::module::{ModuleVisitor, Param, ParamId};
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+
+use super::*;
+use crate::loss::loss;
+use crate::model::SegmentationModel;
+use crate::{DtUnetConfig, Module, UnetConfig};
+
+/// Every float parameter (and running statistic) of a module: id, values.
+#[derive(Default)]
+struct Values(Vec<(ParamId, String, Vec<f32>)>, Vec<String>, Vec<usize>);
+
+impl ModuleVisitor for Values {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.1.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.1.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let v = param
+            .val()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
+        self.0.push((param.id, self.1.join("."), v));
+        self.2.push(D);
+    }
+}
+
+fn values_of<M: Module>(m: &M) -> Vec<(ParamId, String, Vec<f32>)> {
+    ranked_values(m)
+        .into_iter()
+        .map(|(a, b, c, _)| (a, b, c))
+        .collect()
+}
+
+fn ranked_values<M: Module>(m: &M) -> Vec<(ParamId, String, Vec<f32>, usize)> {
+    let mut v = Values::default();
+    m.visit(&mut v);
+    v.0.into_iter()
+        .zip(v.2)
+        .map(|((a, b, c), d)| (a, b, c, d))
+        .collect()
+}
+
+/// Largest absolute difference relative to the largest magnitude of the reference (at least
+/// 1e-3, so that near-zero tensors compare absolutely).
+fn rel(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+        / scale
+}
+
+/// Every BatchNorm's running mean and variance, synchronised.
+fn running_stats<M: SegmentationModel>(model: &M) -> Vec<Vec<f32>> {
+    let parts = model.unet_parts().unwrap();
+    let blocks = parts.down.iter().chain(parts.up.iter().map(|(_, b)| *b));
+    let mut out = Vec::new();
+    for b in blocks {
+        for bn in [&b.bn1, &b.bn2] {
+            for t in [bn.running_mean.value_sync(), bn.running_var.value_sync()] {
+                out.push(t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn nchw_to_nhwc(v: &[f32], [n, c, h, w]: [usize; 4]) -> Nhwc {
+    let mut data = vec![0.0; v.len()];
+    for i in 0..n {
+        for ch in 0..c {
+            for p in 0..h * w {
+                data[(i * h * w + p) * c + ch] = v[(i * c + ch) * h * w + p];
+            }
+        }
+    }
+    Nhwc::new(n, h, w, c, data)
+}
+
+struct Case {
+    /// Largest relative difference of the logits, loss, gradients, running statistics and the
+    /// parameters after the AdamW steps.
+    logits: f32,
+    loss: f32,
+    grads: f32,
+    worst_grad: String,
+    running: f32,
+    params: f32,
+}
+
+/// Train `model` for `steps` steps on one batch in burn (autodiff + AdamW) and in the engine
+/// from the same weights; compare after the first backward pass and after the last update.
+fn compare<M: SegmentationModel>(
+    model: M,
+    shape: [usize; 4],
+    kind: LossKind,
+    steps: usize,
+) -> Case {
+    let device = Device::default().autodiff();
+    let model = model.to_device(&device).train();
+    let [n, c, h, w] = shape;
+    let x = Tensor::<4>::random(shape, Distribution::Uniform(0.0, 1.0), &device);
+    let t = Tensor::<4>::random([n, 1, h, w], Distribution::Bernoulli(0.3), &device);
+    let xv = x.clone().into_data().try_to_vec::<f32>().unwrap();
+    let tv = t.clone().into_data().try_to_vec::<f32>().unwrap();
+    let cfg = AdamW::new(1e-2, Some(0.5));
+    let lr = 1e-2;
+
+    let mut net = TrainNet::from_parts(&model.unet_parts().unwrap()).unwrap();
+
+    // burn, first step.
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(cfg.weight_decay)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(0.5)))
+        .init();
+    let logits = model.forward(x.clone());
+    let want_logits = logits.clone().into_data().try_to_vec::<f32>().unwrap();
+    let l = loss(kind, logits, t.clone(), 1.0);
+    let want_loss = l.clone().into_scalar::<f32>();
+    let grads = GradientsParams::from_grads(l.backward(), &model);
+
+    // The engine, first step.
+    net.forward(nchw_to_nhwc(&xv, shape)).unwrap();
+    let got_logits = net.logits().to_vec();
+    let mut dl = Vec::new();
+    let got_loss = loss_and_grad(kind, &got_logits, &tv, 1.0, &mut dl) as f32;
+    net.backward(&dl);
+    let got_grads = net.gradients();
+
+    let mut worst = (0.0f32, String::new());
+    let mut compared = 0;
+    for (id, name, _, rank) in ranked_values(&model) {
+        let want = match rank {
+            1 => grads
+                .get::<1>(id)
+                .map(|g| g.into_data().try_to_vec::<f32>().unwrap()),
+            4 => grads
+                .get::<4>(id)
+                .map(|g| g.into_data().try_to_vec::<f32>().unwrap()),
+            _ => None,
+        };
+        let Some(want) = want else {
+            continue;
+        };
+        let got = got_grads
+            .get(&id)
+            .unwrap_or_else(|| panic!("engine has no gradient for {name}"));
+        let e = rel(got, &want);
+        compared += 1;
+        if e >= worst.0 {
+            worst = (e, name);
+        }
+    }
+    assert!(compared > 0, "no gradient compared");
+
+    // Running statistics after one training forward pass (burn's are read first: clones of
+    // a module share them).
+    let want_running = running_stats(&model);
+    let synced = net.write_into(model.clone());
+    let got_running = running_stats(&synced);
+    assert_eq!(got_running.len(), want_running.len());
+    let running = got_running
+        .iter()
+        .zip(&want_running)
+        .map(|(a, b)| rel(a, b))
+        .fold(0.0, f32::max);
+
+    // AdamW: the first update with these gradients, then more steps on the same batch.
+    let mut model = optim.step(lr, model, grads);
+    net.adamw_step(lr, &cfg);
+    for _ in 1..steps {
+        let l = loss(kind, model.forward(x.clone()), t.clone(), 1.0);
+        let g = GradientsParams::from_grads(l.backward(), &model);
+        model = optim.step(lr, model, g);
+        net.step(nchw_to_nhwc(&xv, shape), &tv, kind, 1.0, lr, &cfg)
+            .unwrap();
+    }
+    let want_vals: HashMap<ParamId, Vec<f32>> = values_of(&model)
+        .into_iter()
+        .map(|(id, _, v)| (id, v))
+        .collect();
+    let want_running = running_stats(&model);
+    let synced = net.write_into(model.clone());
+    let running = running_stats(&synced)
+        .iter()
+        .zip(&want_running)
+        .map(|(a, b)| rel(a, b))
+        .fold(running, f32::max);
+    let params = values_of(&synced)
+        .into_iter()
+        .filter(|(_, name, _)| !name.contains("running"))
+        .map(|(id, _, v)| rel(&v, &want_vals[&id]))
+        .fold(0.0, f32::max);
+    let _ = c;
+    Case {
+        logits: rel(&got_logits, &want_logits),
+        loss: (got_loss - want_loss).abs(),
+        grads: worst.0,
+        worst_grad: worst.1,
+        running,
+        params,
+    }
+}
+
+fn check(case: Case, what: &str) {
+    eprintln!(
+        "{what}: logits {:.1e}, loss {:.1e}, gradients {:.1e} (worst {}), running statistics {:.1e}, parameters after AdamW {:.1e}",
+        case.logits, case.loss, case.grads, case.worst_grad, case.running, case.params
+    );
+    assert!(
+        case.logits < 1e-4,
+        "{what}: logits differ by {}",
+        case.logits
+    );
+    assert!(case.loss < 1e-5, "{what}: loss differs by {}", case.loss);
+    assert!(
+        case.grads < 2e-3,
+        "{what}: gradient of {} differs by {}",
+        case.worst_grad,
+        case.grads
+    );
+    assert!(
+        case.running < 1e-4,
+        "{what}: running statistics differ by {}",
+        case.running
+    );
+    assert!(
+        case.params < 2e-3,
+        "{what}: parameters after AdamW differ by {}",
+        case.params
+    );
+}
+
+#[test]
+fn dt_unet_gradients_and_updates_match_burn() {
+    let device = Device::default();
+    let model = DtUnetConfig::new()
+        .with_widths(vec![4, 8, 16, 8])
+        .init(&device)
+        .unwrap();
+    check(
+        compare(model, [2, 1, 16, 16], LossKind::Dice, 3),
+        "dt-unet dice",
+    );
+    let model = DtUnetConfig::new()
+        .with_widths(vec![8, 16])
+        .init(&device)
+        .unwrap();
+    check(
+        compare(model, [3, 1, 8, 12], LossKind::DiceBce, 2),
+        "dt-unet dice+bce",
+    );
+}
+
+#[test]
+fn unet_gradients_and_updates_match_burn() {
+    let device = Device::default();
+    let model = UnetConfig::new()
+        .with_widths(vec![4, 8])
+        .init(&device)
+        .unwrap();
+    check(
+        compare(model, [2, 3, 16, 16], LossKind::Dice, 2),
+        "unet dice",
+    );
+}
+
+#[test]
+fn loss_gradient_matches_finite_differences() {
+    let logits: Vec<f32> = (0..12).map(|i| (i as f32 - 6.0) * 0.4).collect();
+    let target: Vec<f32> = (0..12).map(|i| f32::from(i % 3 == 0)).collect();
+    for kind in [LossKind::Dice, LossKind::DiceBce] {
+        let mut g = Vec::new();
+        loss_and_grad(kind, &logits, &target, 1.0, &mut g);
+        for i in 0..logits.len() {
+            let mut up = logits.clone();
+            let mut down = logits.clone();
+            up[i] += 1e-3;
+            down[i] -= 1e-3;
+            let mut s = Vec::new();
+            let fd = (loss_and_grad(kind, &up, &target, 1.0, &mut s)
+                - loss_and_grad(kind, &down, &target, 1.0, &mut s))
+                / 2e-3;
+            assert!(
+                (fd as f32 - g[i]).abs() < 1e-4,
+                "{kind:?} logit {i}: {fd} vs {}",
+                g[i]
+            );
+        }
+    }
+    let _ = TensorData::new(vec![0.0f32], [1]);
+}
