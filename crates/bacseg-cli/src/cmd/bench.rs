@@ -16,7 +16,9 @@ use bacseg_core::stitch::BlendMode;
 use bacseg_core::synth::{self, SynthConfig};
 use bacseg_nn::bench::{
     TrainStepTiming, peak_gflops, time_forward, time_forward_cpu, time_train_step,
+    time_train_step_cpu,
 };
+use bacseg_nn::cpu::train::TrainNet;
 use bacseg_nn::infer::{Engine, InferConfig, predict_image};
 use bacseg_nn::spec::{ModelSpec, ModelVisitor};
 use bacseg_nn::{Architecture, Device, SegmentationModel, save_pytorch_safetensors};
@@ -190,38 +192,47 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let mut burn_train = None;
+    let mut cpu_train = None;
     if !args.no_train {
         let side = (n / 2).max(1);
-        // Batch 4 (the default and PyTorch's comparison) and 5: at 4 and below burn's CPU
-        // backend computes small convolutions' weight gradients on a slower path.
-        for batch in [4, 5] {
-            let (step, gflop) = spec(Architecture::DtUnet)?
+        // The CPU training engine at batches 1, 2, 4 and 8 (time per patch at each); burn at
+        // batch 4 (the default and PyTorch's comparison), from the same initial weights.
+        for batch in [1, 2, 4, 8] {
+            let (burn, cpu, gflop) = spec(Architecture::DtUnet)?
                 .build(
                     &device.clone().autodiff(),
                     Train {
                         batch,
                         side,
                         repeats: args.repeats,
+                        burn: batch == 4,
                     },
                 )
                 .map_err(|e| InputError(e.to_string()))??;
-            if batch == 4 {
-                burn_train = Some(step.total);
-            }
-            row(
-                &format!("dt-unet train step {batch}x{side}x{side}, Dice + AdamW"),
-                "burn",
-                step.total,
-                Some(gflop),
-                peak,
-                &format!(
+            let what = format!("dt-unet train step {batch}x{side}x{side}, Dice + AdamW");
+            let parts = |step: &TrainStepTiming| {
+                format!(
                     "{:.3} s per patch; forward + loss {:.3} s, backward {:.3} s, AdamW {:.3} s",
                     step.total / batch as f64,
                     step.forward,
                     step.backward,
                     step.optimizer
-                ),
-            );
+                )
+            };
+            if let Some(step) = &burn {
+                burn_train = Some(step.total);
+                row(&what, "burn", step.total, Some(gflop), peak, &parts(step));
+            }
+            if let Some(step) = &cpu {
+                let mut note = parts(step);
+                if let Some(b) = &burn {
+                    note.push_str(&format!(", {:.2}x burn's speed", b.total / step.total));
+                }
+                if batch == 4 {
+                    cpu_train = Some(step.total);
+                }
+                row(&what, "cpu", step.total, Some(gflop), peak, &note);
+            }
         }
     }
     let torch = args.torch_python.as_deref().map(|py| Torch {
@@ -265,7 +276,7 @@ pub fn run(args: Args) -> Result<()> {
                 Err(e) => eprintln!("bacseg: ONNX Runtime not timed: {e:#}"),
             }
         }
-        if let (Some(train), Some(b)) = (train, burn_train) {
+        if let Some(train) = train {
             row(
                 "dt-unet train step 4x256x256",
                 "PyTorch eager",
@@ -274,10 +285,18 @@ pub fn run(args: Args) -> Result<()> {
                 peak,
                 "",
             );
-            println!(
-                "| burn / PyTorch, dt-unet train step | ratio | {:.2}x | | | |",
-                b / train
-            );
+            if let Some(b) = burn_train {
+                println!(
+                    "| burn / PyTorch, dt-unet train step | time ratio | {:.2}x | | | |",
+                    b / train
+                );
+            }
+            if let Some(c) = cpu_train {
+                println!(
+                    "| PyTorch eager / cpu, dt-unet train step | speed ratio | {:.2}x | | | |",
+                    train / c
+                );
+            }
         }
     }
     if !args.no_whole {
@@ -441,18 +460,33 @@ struct Train {
     batch: usize,
     side: usize,
     repeats: usize,
+    /// Also time burn's autodiff step.
+    burn: bool,
 }
 
 impl ModelVisitor for Train {
-    type Output = Result<(TrainStepTiming, f64)>;
+    /// burn's step, the CPU training engine's step (for the architectures it trains), GFLOP.
+    type Output = Result<(Option<TrainStepTiming>, Option<TrainStepTiming>, f64)>;
     fn visit<M: SegmentationModel + 'static>(self, model: M) -> Self::Output {
         model.check_input([self.batch, model.in_channels(), self.side, self.side])?;
         let gflop =
             3.0 * self.batch as f64 * model.forward_flops([self.side, self.side]) as f64 / 1e9;
-        Ok((
-            time_train_step(model, self.batch, self.side, self.repeats),
-            gflop,
-        ))
+        let cpu = match model.unet_parts() {
+            Some(parts) => {
+                let mut net = TrainNet::from_parts(&parts)?;
+                Some(time_train_step_cpu(
+                    &mut net,
+                    self.batch,
+                    self.side,
+                    self.repeats,
+                )?)
+            }
+            None => None,
+        };
+        let burn = self
+            .burn
+            .then(|| time_train_step(model, self.batch, self.side, self.repeats));
+        Ok((burn, cpu, gflop))
     }
 }
 

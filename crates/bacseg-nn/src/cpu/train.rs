@@ -196,6 +196,8 @@ struct ConvBnRelu {
     y: Nhwc,
     mean: Vec<f32>,
     inv_std: Vec<f32>,
+    /// Buffer of the flipped kernel of the input gradient, reused between steps.
+    flipped: Vec<f32>,
 }
 
 impl ConvBnRelu {
@@ -259,6 +261,7 @@ impl ConvBnRelu {
             y: Nhwc::default(),
             mean: vec![0.0; cout],
             inv_std: vec![0.0; cout],
+            flipped: Vec::new(),
         })
     }
 
@@ -274,28 +277,37 @@ impl ConvBnRelu {
             .conv
             .forward(inputs, pool.take(std::mem::take(&mut self.z.data)));
         let count = z.pixels();
-        // Per-channel sum and sum of squares in f64, per block then combined.
+        // Per-channel mean and biased variance: sums of the values shifted by the first
+        // pixel's (no cancellation when the mean is large against the spread), in f32 per block
+        // of a few thousand pixels, then in f64.
+        let origin: Vec<f32> = z.data[..c].to_vec();
         let sums = z
             .data
             .par_chunks(BLOCK_VALUES / c * c)
             .map(|block| {
-                let mut s = vec![0.0f64; 2 * c];
+                let mut s1 = vec![0.0f32; c];
+                let mut s2 = vec![0.0f32; c];
                 for px in block.chunks_exact(c) {
-                    for (ch, &v) in px.iter().enumerate() {
-                        let v = f64::from(v);
-                        s[ch] += v;
-                        s[c + ch] += v * v;
+                    for (((a, b), &v), &o) in s1.iter_mut().zip(s2.iter_mut()).zip(px).zip(&origin)
+                    {
+                        let d = v - o;
+                        *a += d;
+                        *b += d * d;
                     }
                 }
-                s
+                s1.into_iter()
+                    .chain(s2)
+                    .map(f64::from)
+                    .collect::<Vec<f64>>()
             })
             .reduce(|| vec![0.0f64; 2 * c], add_vecs);
         let n = count.max(1) as f64;
         let mut scale = vec![0.0f32; c];
         let mut shift = vec![0.0f32; c];
         for ch in 0..c {
-            let mean = sums[ch] / n;
-            let var = (sums[c + ch] / n - mean * mean).max(0.0);
+            let d = sums[ch] / n;
+            let mean = f64::from(origin[ch]) + d;
+            let var = (sums[c + ch] / n - d * d).max(0.0);
             let inv_std = 1.0 / (var + self.epsilon).sqrt();
             self.mean[ch] = mean as f32;
             self.inv_std[ch] = inv_std as f32;
@@ -318,8 +330,8 @@ impl ConvBnRelu {
             .zip(z.data.par_chunks(BLOCK_VALUES / c * c))
             .for_each(|(dst, src)| {
                 for (d, s) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
-                    for ch in 0..c {
-                        d[ch] = (s[ch] * scale[ch] + shift[ch]).max(0.0);
+                    for (((d, &s), &a), &b) in d.iter_mut().zip(s).zip(&scale).zip(&shift) {
+                        *d = (s * a + b).max(0.0);
                     }
                 }
             });
@@ -339,7 +351,7 @@ impl ConvBnRelu {
         let c = self.cout();
         let count = dy.pixels().max(1) as f64;
         let block = BLOCK_VALUES / c * c;
-        // ReLU mask, then the sums of g and g * xhat per channel.
+        // ReLU mask, then the sums of g and g * xhat per channel (f32 per block, then f64).
         let (mean, inv_std) = (&self.mean, &self.inv_std);
         let sums = dy
             .data
@@ -347,22 +359,31 @@ impl ConvBnRelu {
             .zip(self.y.data.par_chunks(block))
             .zip(self.z.data.par_chunks(block))
             .map(|((g, y), z)| {
-                let mut s = vec![0.0f64; 2 * c];
+                let mut s1 = vec![0.0f32; c];
+                let mut s2 = vec![0.0f32; c];
                 for ((g, y), z) in g
                     .chunks_exact_mut(c)
                     .zip(y.chunks_exact(c))
                     .zip(z.chunks_exact(c))
                 {
-                    for ch in 0..c {
-                        if y[ch] <= 0.0 {
-                            g[ch] = 0.0;
-                        }
-                        let xhat = (z[ch] - mean[ch]) * inv_std[ch];
-                        s[ch] += f64::from(g[ch]);
-                        s[c + ch] += f64::from(g[ch] * xhat);
+                    for (((((g, &y), &z), &m), &is), (a, b)) in g
+                        .iter_mut()
+                        .zip(y)
+                        .zip(z)
+                        .zip(mean)
+                        .zip(inv_std)
+                        .zip(s1.iter_mut().zip(s2.iter_mut()))
+                    {
+                        let v = if y > 0.0 { *g } else { 0.0 };
+                        *g = v;
+                        *a += v;
+                        *b += v * ((z - m) * is);
                     }
                 }
-                s
+                s1.into_iter()
+                    .chain(s2)
+                    .map(f64::from)
+                    .collect::<Vec<f64>>()
             })
             .reduce(|| vec![0.0f64; 2 * c], add_vecs);
         for ch in 0..c {
@@ -378,9 +399,15 @@ impl ConvBnRelu {
             .zip(self.z.data.par_chunks(block))
             .for_each(|(g, z)| {
                 for (g, z) in g.chunks_exact_mut(c).zip(z.chunks_exact(c)) {
-                    for ch in 0..c {
-                        let xhat = (z[ch] - mean[ch]) * inv_std[ch];
-                        g[ch] = a[ch] * (g[ch] - mg[ch] - xhat * mgx[ch]);
+                    for (((((g, &z), &m), &is), &a), (&mg, &mgx)) in g
+                        .iter_mut()
+                        .zip(z)
+                        .zip(mean)
+                        .zip(inv_std)
+                        .zip(&a)
+                        .zip(mg.iter().zip(&mgx))
+                    {
+                        *g = a * (*g - mg - (z - m) * is * mgx);
                     }
                 }
             });
@@ -390,8 +417,16 @@ impl ConvBnRelu {
         }
         conv_weight_grad(&self.conv, inputs, &dz, &mut self.weight.grad);
         let dx = input_grad.then(|| {
-            let flipped = flipped_conv(&self.conv);
-            flipped.forward(&[&dz], pool.take(Vec::new()))
+            if dz.pixels() < 2 * c {
+                // Few pixels, many weights (the deep levels): dz W^T, then col2im, rather
+                // than rebuilding the flipped kernel.
+                conv_input_grad_col2im(&self.conv, &dz, pool)
+            } else {
+                let flipped = flipped_conv(&self.conv, std::mem::take(&mut self.flipped));
+                let dx = flipped.forward(&[&dz], pool.take(Vec::new()));
+                self.flipped = flipped.weight;
+                dx
+            }
         });
         pool.give(dz.data);
         dx
@@ -470,11 +505,12 @@ fn channel_sums(x: &Nhwc, out: &mut [f32]) {
 
 /// The input gradient of a stride-1 "same" convolution as a forward convolution of the output
 /// gradient: kernel flipped in both directions, input and output channels swapped.
-fn flipped_conv(conv: &Conv) -> Conv {
+fn flipped_conv(conv: &Conv, buffer: Vec<f32>) -> Conv {
     let (k, cout) = (conv.kernel, conv.cout);
     let cin = conv.cin();
     // Packed `[k * k * cout, cin]`: row (ky, kx, co) holds W[co, :, k-1-ky, k-1-kx].
-    let mut weight = vec![0.0; conv.weight.len()];
+    let mut weight = buffer;
+    weight.resize(conv.weight.len(), 0.0);
     for ky in 0..k {
         for kx in 0..k {
             for ci in 0..cin {
@@ -493,6 +529,61 @@ fn flipped_conv(conv: &Conv) -> Conv {
         bias: vec![0.0; cin],
         relu: false,
     }
+}
+
+/// The input gradient of a stride-1 "same" convolution as `col2im(dz W^T)`: the gradient of
+/// each im2col entry, added back to the input pixel it was copied from.
+fn conv_input_grad_col2im(conv: &Conv, dz: &Nhwc, pool: &mut Pool) -> Nhwc {
+    let (n, h, w) = (dz.n, dz.h, dz.w);
+    let (k, cout) = (conv.kernel, conv.cout);
+    let cin = conv.cin();
+    let kk = k * k * cin;
+    let m = dz.pixels();
+    let threads = rayon::current_num_threads();
+    let mut cols = pool.take(Vec::new());
+    cols.resize(m * kk, 0.0);
+    matmul_strided(
+        &mut cols,
+        kk,
+        &dz.data,
+        (cout, 1),
+        &conv.weight,
+        (1, cout),
+        (m, kk, cout),
+        false,
+        threads,
+    );
+    let mut dx = Nhwc::with_buffer(n, h, w, cin, pool.take(Vec::new()));
+    dx.data.fill(0.0);
+    let pad = k / 2;
+    for img in 0..n {
+        for y in 0..h {
+            for x in 0..w {
+                let row = &cols[((img * h + y) * w + x) * kk..][..kk];
+                let mut o = 0;
+                for ky in 0..k {
+                    let sy = (y + ky).wrapping_sub(pad);
+                    let mut before = 0;
+                    for &c in &conv.splits {
+                        for kx in 0..k {
+                            let sx = (x + kx).wrapping_sub(pad);
+                            if sy < h && sx < w {
+                                let dst =
+                                    &mut dx.data[((img * h + sy) * w + sx) * cin + before..][..c];
+                                for (d, &v) in dst.iter_mut().zip(&row[o..o + c]) {
+                                    *d += v;
+                                }
+                            }
+                            o += c;
+                        }
+                        before += c;
+                    }
+                }
+            }
+        }
+    }
+    pool.give(cols);
+    dx
 }
 
 /// `grad = im2col(inputs)^T dz`, the weight gradient of `conv` in its packed layout.
