@@ -273,9 +273,13 @@ impl ConvBnRelu {
     /// statistics.
     fn forward(&mut self, inputs: &[&Nhwc], pool: &mut Pool) {
         let c = self.cout();
-        let z = self
-            .conv
-            .forward(inputs, pool.take(std::mem::take(&mut self.z.data)));
+        let z = self.conv.forward(
+            inputs,
+            pool.take(
+                std::mem::take(&mut self.z.data),
+                inputs[0].pixels() * self.conv.cout,
+            ),
+        );
         let count = z.pixels();
         // Per-channel mean and biased variance: sums of the values shifted by the first
         // pixel's (no cancellation when the mean is large against the spread), in f32 per block
@@ -323,7 +327,7 @@ impl ConvBnRelu {
             z.h,
             z.w,
             c,
-            pool.take(std::mem::take(&mut self.y.data)),
+            pool.take(std::mem::take(&mut self.y.data), z.data.len()),
         );
         y.data
             .par_chunks_mut(BLOCK_VALUES / c * c)
@@ -423,7 +427,7 @@ impl ConvBnRelu {
                 conv_input_grad_col2im(&self.conv, &dz, pool)
             } else {
                 let flipped = flipped_conv(&self.conv, std::mem::take(&mut self.flipped));
-                let dx = flipped.forward(&[&dz], pool.take(Vec::new()));
+                let dx = flipped.forward(&[&dz], pool.take(Vec::new(), dz.pixels() * flipped.cout));
                 self.flipped = flipped.weight;
                 dx
             }
@@ -540,7 +544,7 @@ fn conv_input_grad_col2im(conv: &Conv, dz: &Nhwc, pool: &mut Pool) -> Nhwc {
     let kk = k * k * cin;
     let m = dz.pixels();
     let threads = rayon::current_num_threads();
-    let mut cols = pool.take(Vec::new());
+    let mut cols = pool.take(Vec::new(), m * kk);
     cols.resize(m * kk, 0.0);
     matmul_strided(
         &mut cols,
@@ -553,7 +557,7 @@ fn conv_input_grad_col2im(conv: &Conv, dz: &Nhwc, pool: &mut Pool) -> Nhwc {
         false,
         threads,
     );
-    let mut dx = Nhwc::with_buffer(n, h, w, cin, pool.take(Vec::new()));
+    let mut dx = Nhwc::with_buffer(n, h, w, cin, pool.take(Vec::new(), m * cin));
     dx.data.fill(0.0);
     let pad = k / 2;
     for img in 0..n {
@@ -810,9 +814,9 @@ impl Transposed {
         let rows = x.n * x.h;
         let p = rows * w;
         let threads = rayon::current_num_threads();
-        let mut dx = Nhwc::with_buffer(x.n, x.h, x.w, cin, pool.take(Vec::new()));
+        let mut dx = Nhwc::with_buffer(x.n, x.h, x.w, cin, pool.take(Vec::new(), p * cin));
         // The output rows of kernel row i, gathered: [p, 2 cout].
-        let mut half = pool.take(Vec::new());
+        let mut half = pool.take(Vec::new(), p * c2);
         half.resize(p * c2, 0.0);
         let (g0, g1) = self.weight.grad.split_at_mut(cin * c2);
         for (i, grad) in [g0, g1].into_iter().enumerate() {
@@ -930,12 +934,18 @@ struct Head {
 struct Pool(Vec<Vec<f32>>);
 
 impl Pool {
-    /// `hint` if it has capacity, else the pool's largest buffer.
-    fn take(&mut self, hint: Vec<f32>) -> Vec<f32> {
-        if hint.capacity() > 0 {
+    /// A buffer for `len` values: `hint` if it has room, else the pool's buffer whose length
+    /// fits best (the shortest that holds `len`, else the longest), so that resizing it to
+    /// `len` rarely has to zero new memory.
+    fn take(&mut self, hint: Vec<f32>, len: usize) -> Vec<f32> {
+        if hint.len() >= len {
             return hint;
         }
-        let pick = (0..self.0.len()).max_by_key(|&i| self.0[i].capacity());
+        self.give(hint);
+        let fits = (0..self.0.len())
+            .filter(|&i| self.0[i].len() >= len)
+            .min_by_key(|&i| self.0[i].len());
+        let pick = fits.or_else(|| (0..self.0.len()).max_by_key(|&i| self.0[i].len()));
         pick.map(|i| self.0.swap_remove(i)).unwrap_or_default()
     }
 
@@ -1136,7 +1146,7 @@ impl TrainNet {
                 None => c1.forward(&[&self.input], pool),
                 Some(prev) => {
                     let p = &mut self.pooled[i - 1];
-                    let buf = pool.take(std::mem::take(&mut p.data));
+                    let buf = pool.take(std::mem::take(&mut p.data), prev[1].y.data.len() / 4);
                     *p = max_pool2x2(&prev[1].y, buf);
                     c1.forward(&[p], pool);
                 }
@@ -1152,7 +1162,10 @@ impl TrainNet {
                 Some(prev) => &prev.convs[1].y,
             };
             let level = &mut rest[0];
-            let buf = pool.take(std::mem::take(&mut level.upsampled.data));
+            let buf = pool.take(
+                std::mem::take(&mut level.upsampled.data),
+                skip.pixels() * deep.c,
+            );
             level.upsampled = match &level.upsample {
                 Upsampling::Transposed(t) => t.t.forward(deep, buf),
                 Upsampling::Bilinear => resize_bilinear_aligned(deep, skip.h, skip.w, buf),
@@ -1186,7 +1199,13 @@ impl TrainNet {
         };
         let c = last.c;
         let hw = self.head.conv.weight.clone();
-        let mut dlast = Nhwc::with_buffer(last.n, last.h, last.w, c, pool.take(Vec::new()));
+        let mut dlast = Nhwc::with_buffer(
+            last.n,
+            last.h,
+            last.w,
+            c,
+            pool.take(Vec::new(), last.data.len()),
+        );
         dlast
             .data
             .par_chunks_mut(BLOCK_VALUES / c * c)
@@ -1241,8 +1260,20 @@ impl TrainNet {
                 .expect("input gradient requested");
             // Split [skip, upsampled] channels.
             let (cs, cu) = (skip.c, level.upsampled.c);
-            let mut dskip = Nhwc::with_buffer(skip.n, skip.h, skip.w, cs, pool.take(Vec::new()));
-            let mut dup = Nhwc::with_buffer(skip.n, skip.h, skip.w, cu, pool.take(Vec::new()));
+            let mut dskip = Nhwc::with_buffer(
+                skip.n,
+                skip.h,
+                skip.w,
+                cs,
+                pool.take(Vec::new(), skip.pixels() * cs),
+            );
+            let mut dup = Nhwc::with_buffer(
+                skip.n,
+                skip.h,
+                skip.w,
+                cu,
+                pool.take(Vec::new(), skip.pixels() * cu),
+            );
             dskip
                 .data
                 .par_chunks_mut(cs * 256)
@@ -1263,8 +1294,13 @@ impl TrainNet {
             d = match &mut level.upsample {
                 Upsampling::Transposed(t) => t.backward(deep, &dup, pool),
                 Upsampling::Bilinear => {
-                    let mut dx =
-                        Nhwc::with_buffer(deep.n, deep.h, deep.w, deep.c, pool.take(Vec::new()));
+                    let mut dx = Nhwc::with_buffer(
+                        deep.n,
+                        deep.h,
+                        deep.w,
+                        deep.c,
+                        pool.take(Vec::new(), deep.data.len()),
+                    );
                     resize_bilinear_aligned_backward(&dup, &mut dx);
                     dx
                 }
@@ -1289,8 +1325,13 @@ impl TrainNet {
                 .expect("input gradient requested");
             let skip = &before[i - 1][1].y;
             let mut dskip = dskips[i - 1].take().unwrap_or_else(|| {
-                let mut z =
-                    Nhwc::with_buffer(skip.n, skip.h, skip.w, skip.c, pool.take(Vec::new()));
+                let mut z = Nhwc::with_buffer(
+                    skip.n,
+                    skip.h,
+                    skip.w,
+                    skip.c,
+                    pool.take(Vec::new(), skip.data.len()),
+                );
                 z.data.fill(0.0);
                 z
             });
