@@ -59,10 +59,105 @@ impl AdamW {
     }
 }
 
+/// How a parameter's values are stored in the engine, against burn's layout.
+#[derive(Debug, Clone, PartialEq)]
+enum Layout {
+    /// The same order as burn's tensor of this shape.
+    Plain(Vec<usize>),
+    /// A convolution's packed `[kernel * kernel * cin, cout]` (see [`Conv`]), burn's
+    /// `[cout, cin, kernel, kernel]`.
+    Conv {
+        kernel: usize,
+        splits: Vec<usize>,
+        cout: usize,
+    },
+    /// A 2x2 transposed convolution's two packed kernel rows `[cin, 2 * cout]`, one after the
+    /// other (see [`ConvTranspose2x2`]), burn's `[cin, cout, 2, 2]`.
+    Transposed { cin: usize, cout: usize },
+}
+
+impl Layout {
+    fn shape(&self) -> Vec<usize> {
+        match self {
+            Self::Plain(shape) => shape.clone(),
+            Self::Conv {
+                kernel,
+                splits,
+                cout,
+            } => vec![*cout, splits.iter().sum(), *kernel, *kernel],
+            Self::Transposed { cin, cout } => vec![*cin, *cout, 2, 2],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.shape().iter().product()
+    }
+
+    /// Engine order to burn's.
+    fn to_burn(&self, packed: &[f32]) -> Vec<f32> {
+        match self {
+            Self::Plain(_) => packed.to_vec(),
+            Self::Conv {
+                kernel: k,
+                splits,
+                cout,
+            } => {
+                let (k, cout) = (*k, *cout);
+                let cin: usize = splits.iter().sum();
+                let mut oihw = vec![0.0; packed.len()];
+                for co in 0..cout {
+                    for ci in 0..cin {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                oihw[((co * cin + ci) * k + ky) * k + kx] =
+                                    packed[packed_row(k, splits, ky, kx, ci) * cout + co];
+                            }
+                        }
+                    }
+                }
+                oihw
+            }
+            Self::Transposed { cin, cout } => {
+                let (cin, cout) = (*cin, *cout);
+                let half = cin * 2 * cout;
+                let mut iohw = vec![0.0; packed.len()];
+                for ci in 0..cin {
+                    for co in 0..cout {
+                        for i in 0..2 {
+                            for j in 0..2 {
+                                iohw[((ci * cout + co) * 2 + i) * 2 + j] =
+                                    packed[i * half + ci * 2 * cout + j * cout + co];
+                            }
+                        }
+                    }
+                }
+                iohw
+            }
+        }
+    }
+
+    /// burn's order to the engine's.
+    fn from_burn(&self, values: &[f32]) -> Vec<f32> {
+        match self {
+            Self::Plain(_) => values.to_vec(),
+            Self::Conv {
+                kernel,
+                splits,
+                cout,
+            } => Conv::from_oihw(values, *kernel, splits.clone(), *cout, None, None, false).weight,
+            Self::Transposed { cin, cout } => {
+                let [a, b] = ConvTranspose2x2::from_iohw(values, *cin, *cout, None).weight;
+                [a, b].concat()
+            }
+        }
+    }
+}
+
 /// Gradient and AdamW moments of one parameter tensor (its value lives in the layer).
 #[derive(Debug, Clone)]
 struct Slot {
     id: ParamId,
+    layout: Layout,
     grad: Vec<f32>,
     m1: Vec<f32>,
     m2: Vec<f32>,
@@ -71,9 +166,11 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(id: ParamId, len: usize) -> Self {
+    fn new(id: ParamId, layout: Layout) -> Self {
+        let len = layout.len();
         Self {
             id,
+            layout,
             grad: vec![0.0; len],
             m1: vec![0.0; len],
             m2: vec![0.0; len],
@@ -246,11 +343,21 @@ impl ConvBnRelu {
         let gamma = values(bn.gamma.val(), model, "BatchNorm gamma")?;
         let beta = values(bn.beta.val(), model, "BatchNorm beta")?;
         Ok(Self {
-            weight: Slot::new(conv.weight.id, compiled.weight.len()),
-            bias: conv.bias.as_ref().map(|b| Slot::new(b.id, cout)),
+            weight: Slot::new(
+                conv.weight.id,
+                Layout::Conv {
+                    kernel: kh,
+                    splits: compiled.splits.clone(),
+                    cout,
+                },
+            ),
+            bias: conv
+                .bias
+                .as_ref()
+                .map(|b| Slot::new(b.id, Layout::Plain(vec![cout]))),
             conv: compiled,
-            gamma_slot: Slot::new(bn.gamma.id, cout),
-            beta_slot: Slot::new(bn.beta.id, cout),
+            gamma_slot: Slot::new(bn.gamma.id, Layout::Plain(vec![cout])),
+            beta_slot: Slot::new(bn.beta.id, Layout::Plain(vec![cout])),
             gamma,
             beta,
             running_mean: values(bn.running_mean.value(), model, "BatchNorm mean")?,
@@ -436,29 +543,6 @@ impl ConvBnRelu {
         dx
     }
 
-    fn write_values(&self, out: &mut HashMap<ParamId, (Vec<f32>, Vec<usize>)>) {
-        let conv = &self.conv;
-        let (k, cout) = (conv.kernel, conv.cout);
-        let cin = conv.cin();
-        let mut oihw = vec![0.0; conv.weight.len()];
-        for co in 0..cout {
-            for ci in 0..cin {
-                for ky in 0..k {
-                    for kx in 0..k {
-                        oihw[((co * cin + ci) * k + ky) * k + kx] =
-                            conv.weight[packed_row(k, &conv.splits, ky, kx, ci) * cout + co];
-                    }
-                }
-            }
-        }
-        out.insert(self.weight.id, (oihw, vec![cout, cin, k, k]));
-        if let Some(b) = &self.bias {
-            out.insert(b.id, (conv.bias.clone(), vec![cout]));
-        }
-        out.insert(self.gamma_slot.id, (self.gamma.clone(), vec![cout]));
-        out.insert(self.beta_slot.id, (self.beta.clone(), vec![cout]));
-    }
-
     fn write_running(&self, bn: &BatchNorm, device: &burn::tensor::Device) {
         let c = self.cout();
         bn.running_mean.update(Tensor::from_data(
@@ -469,6 +553,15 @@ impl ConvBnRelu {
             TensorData::new(self.running_var.clone(), [c]),
             device,
         ));
+    }
+
+    fn each_slot(&self, f: &mut dyn FnMut(&Slot, &[f32])) {
+        f(&self.weight, &self.conv.weight);
+        if let Some(b) = &self.bias {
+            f(b, &self.conv.bias);
+        }
+        f(&self.gamma_slot, &self.gamma);
+        f(&self.beta_slot, &self.beta);
     }
 
     fn slots(&mut self, f: &mut dyn FnMut(&mut [f32], &mut Slot)) {
@@ -801,8 +894,11 @@ impl Transposed {
             .transpose()?;
         let t = ConvTranspose2x2::from_iohw(&weight, cin, cout, bias.as_deref());
         Ok(Self {
-            weight: Slot::new(up.weight.id, cin * 4 * cout),
-            bias: up.bias.as_ref().map(|b| Slot::new(b.id, cout)),
+            weight: Slot::new(up.weight.id, Layout::Transposed { cin, cout }),
+            bias: up
+                .bias
+                .as_ref()
+                .map(|b| Slot::new(b.id, Layout::Plain(vec![cout]))),
             t,
         })
     }
@@ -856,43 +952,14 @@ impl Transposed {
         dx
     }
 
-    /// Weights and bias in burn's layout from packed kernel rows `w` and a doubled bias `b`.
-    fn burn_layout(
-        &self,
-        w: [&[f32]; 2],
-        b: &[f32],
-        out: &mut HashMap<ParamId, (Vec<f32>, Vec<usize>)>,
-    ) {
-        let (cin, cout) = (self.t.cin, self.t.cout);
-        let mut iohw = vec![0.0; cin * cout * 4];
-        for ci in 0..cin {
-            for co in 0..cout {
-                for i in 0..2 {
-                    for j in 0..2 {
-                        iohw[((ci * cout + co) * 2 + i) * 2 + j] =
-                            w[i][ci * 2 * cout + j * cout + co];
-                    }
-                }
-            }
-        }
-        out.insert(self.weight.id, (iohw, vec![cin, cout, 2, 2]));
-        if let Some(s) = &self.bias {
-            out.insert(s.id, (b[..cout].to_vec(), vec![cout]));
-        }
-    }
-
-    fn write_values(&self, out: &mut HashMap<ParamId, (Vec<f32>, Vec<usize>)>) {
-        self.burn_layout([&self.t.weight[0], &self.t.weight[1]], &self.t.bias, out);
-    }
-
-    fn write_grads(&self, out: &mut HashMap<ParamId, (Vec<f32>, Vec<usize>)>) {
-        let half = self.weight.grad.len() / 2;
-        let bias = self.bias.as_ref().map_or(Vec::new(), |b| b.grad.clone());
-        self.burn_layout(
-            [&self.weight.grad[..half], &self.weight.grad[half..]],
-            &bias,
-            out,
+    fn each_slot(&self, f: &mut dyn FnMut(&Slot, &[f32])) {
+        f(
+            &self.weight,
+            &[self.t.weight[0].as_slice(), &self.t.weight[1]].concat(),
         );
+        if let Some(b) = &self.bias {
+            f(b, &self.t.bias[..self.t.cout]);
+        }
     }
 
     fn adamw(&mut self, lr: f64, cfg: &AdamW) {
@@ -1090,8 +1157,11 @@ impl TrainNet {
             down,
             up,
             head: Head {
-                weight: Slot::new(head.weight.id, channels),
-                bias: head.bias.as_ref().map(|b| Slot::new(b.id, 1)),
+                weight: Slot::new(head.weight.id, Layout::Plain(vec![1, channels, 1, 1])),
+                bias: head
+                    .bias
+                    .as_ref()
+                    .map(|b| Slot::new(b.id, Layout::Plain(vec![1]))),
                 conv,
             },
             input: Nhwc::default(),
@@ -1382,58 +1452,160 @@ impl TrainNet {
         Ok(value)
     }
 
-    /// Every parameter's current value in burn's layout, by burn parameter id.
-    fn parameter_values(&self) -> HashMap<ParamId, (Vec<f32>, Vec<usize>)> {
-        let mut out = HashMap::new();
+    /// Every parameter slot with its current value (engine layout).
+    fn each_slot(&self, f: &mut dyn FnMut(&Slot, &[f32])) {
         for [a, b] in &self.down {
-            a.write_values(&mut out);
-            b.write_values(&mut out);
+            a.each_slot(f);
+            b.each_slot(f);
         }
         for level in &self.up {
             if let Upsampling::Transposed(t) = &level.upsample {
-                t.write_values(&mut out);
+                t.each_slot(f);
             }
-            level.convs[0].write_values(&mut out);
-            level.convs[1].write_values(&mut out);
+            level.convs[0].each_slot(f);
+            level.convs[1].each_slot(f);
         }
-        let c = self.head.conv.weight.len();
-        out.insert(
-            self.head.weight.id,
-            (self.head.conv.weight.clone(), vec![1, c, 1, 1]),
-        );
+        f(&self.head.weight, &self.head.conv.weight);
         if let Some(b) = &self.head.bias {
-            out.insert(b.id, (self.head.conv.bias.clone(), vec![1]));
+            f(b, &self.head.conv.bias);
         }
+    }
+
+    /// Every parameter slot, mutable (its value stays in the layer).
+    fn each_slot_mut(&mut self, f: &mut dyn FnMut(&mut Slot)) {
+        let mut g = |_: &mut [f32], s: &mut Slot| f(s);
+        for [a, b] in &mut self.down {
+            a.slots(&mut g);
+            b.slots(&mut g);
+        }
+        for level in &mut self.up {
+            if let Upsampling::Transposed(t) = &mut level.upsample {
+                g(&mut [], &mut t.weight);
+                if let Some(b) = &mut t.bias {
+                    g(&mut [], b);
+                }
+            }
+            let [a, b] = &mut level.convs;
+            a.slots(&mut g);
+            b.slots(&mut g);
+        }
+        g(&mut [], &mut self.head.weight);
+        if let Some(b) = &mut self.head.bias {
+            g(&mut [], b);
+        }
+    }
+
+    /// Every parameter's current value in burn's layout, by burn parameter id.
+    fn parameter_values(&self) -> HashMap<ParamId, (Vec<f32>, Vec<usize>)> {
+        let mut out = HashMap::new();
+        self.each_slot(&mut |slot, value| {
+            out.insert(slot.id, (slot.layout.to_burn(value), slot.layout.shape()));
+        });
         out
     }
 
     /// Gradients of the last backward pass in burn's layout, by burn parameter id (for
     /// checking against burn's autodiff).
     pub fn gradients(&self) -> HashMap<ParamId, Vec<f32>> {
-        // The same layout conversion as the values: swap each value for its gradient.
-        let mut copy = self.clone();
-        let mut put = |value: &mut [f32], slot: &mut Slot| value.copy_from_slice(&slot.grad);
-        for [a, b] in &mut copy.down {
-            a.slots(&mut put);
-            b.slots(&mut put);
-        }
-        for level in &mut copy.up {
-            let [a, b] = &mut level.convs;
-            a.slots(&mut put);
-            b.slots(&mut put);
-        }
-        let head = &mut copy.head;
-        put(&mut head.conv.weight, &mut head.weight);
-        if let Some(b) = &mut head.bias {
-            put(&mut head.conv.bias, b);
-        }
-        let mut values = copy.parameter_values();
-        for level in &self.up {
-            if let Upsampling::Transposed(t) = &level.upsample {
-                t.write_grads(&mut values);
+        let mut out = HashMap::new();
+        self.each_slot(&mut |slot, _| {
+            out.insert(slot.id, slot.layout.to_burn(&slot.grad));
+        });
+        out
+    }
+
+    /// The AdamW state as burn's optimizer record (the burnpack bytes of
+    /// `ModuleOptimizer::to_record` for an `AdamW` optimizer): per parameter that has taken a
+    /// step, `{id}.momentum.moment_1`, `{id}.momentum.moment_2`, `{id}.momentum.time` and
+    /// `{id}.__rank`.
+    pub fn optimizer_record(&self) -> Result<Vec<u8>, NnError> {
+        let mut tensors = Vec::new();
+        let mut scalars = Vec::new();
+        self.each_slot(&mut |slot, _| {
+            if slot.time == 0 {
+                return;
             }
+            let id = slot.id.val();
+            let shape = slot.layout.shape();
+            for (field, m) in [("moment_1", &slot.m1), ("moment_2", &slot.m2)] {
+                let data = TensorData::new(slot.layout.to_burn(m), shape.clone());
+                let (bytes, shape, dtype) = data.into_parts();
+                tensors.push(burn_pack::Tensor::new(
+                    format!("{id}.momentum.{field}"),
+                    dtype,
+                    shape,
+                    Some(id),
+                    bytes,
+                ));
+            }
+            scalars.push((format!("{id}.__rank"), shape.len() as u64));
+            scalars.push((format!("{id}.momentum.time"), slot.time as u64));
+        });
+        let mut writer = burn_pack::Writer::new(tensors);
+        for (key, value) in scalars {
+            writer = writer.with_scalar(&key, burn_pack::Scalar::UInt(value));
         }
-        values.into_iter().map(|(id, (v, _))| (id, v)).collect()
+        let bytes = writer.into_bytes().map_err(|e| NnError::Config {
+            model: self.name,
+            reason: format!("writing the optimizer state: {e}"),
+        })?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Take the AdamW state from burn's optimizer record (see
+    /// [`TrainNet::optimizer_record`]); parameters it does not hold start without state, as
+    /// in burn.
+    pub fn load_optimizer_record(&mut self, bytes: Vec<u8>) -> Result<(), NnError> {
+        let name = self.name;
+        let fail = |e: String| NnError::Config {
+            model: name,
+            reason: format!("reading the optimizer state: {e}"),
+        };
+        let reader = burn_pack::Reader::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+            .map_err(|e| fail(e.to_string()))?;
+        let scalars = reader.scalars().clone();
+        let mut moments: HashMap<String, Vec<f32>> = HashMap::new();
+        for t in reader.into_tensors().map_err(|e| fail(e.to_string()))? {
+            let (name, dtype, shape, _, bytes) = t.into_parts().map_err(|e| fail(e.to_string()))?;
+            let values = TensorData::from_bytes(bytes, shape, dtype)
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .map_err(|e| fail(format!("{name}: {e:?}")))?;
+            moments.insert(name, values);
+        }
+        let mut error = None;
+        self.each_slot_mut(&mut |slot| {
+            let id = slot.id.val();
+            let time = scalars
+                .get(&format!("{id}.momentum.time"))
+                .and_then(|s| u64::try_from(*s).ok());
+            let m1 = moments.remove(&format!("{id}.momentum.moment_1"));
+            let m2 = moments.remove(&format!("{id}.momentum.moment_2"));
+            match (time, m1, m2) {
+                (Some(time), Some(m1), Some(m2)) => {
+                    let len = slot.layout.len();
+                    if m1.len() != len || m2.len() != len {
+                        error = Some(format!(
+                            "parameter {id}: moments of {} values, {len} expected",
+                            m1.len()
+                        ));
+                        return;
+                    }
+                    slot.m1 = slot.layout.from_burn(&m1);
+                    slot.m2 = slot.layout.from_burn(&m2);
+                    slot.time = time as usize;
+                }
+                _ => {
+                    slot.time = 0;
+                    slot.m1.fill(0.0);
+                    slot.m2.fill(0.0);
+                }
+            }
+        });
+        match error {
+            Some(e) => Err(fail(e)),
+            None => Ok(()),
+        }
     }
 
     /// Write the engine's parameters and BatchNorm running statistics into the burn module it

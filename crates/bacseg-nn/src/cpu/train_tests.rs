@@ -333,3 +333,92 @@ fn loss_gradient_matches_finite_differences() {
     }
     let _ = TensorData::new(vec![0.0f32], [1]);
 }
+
+/// Mean absolute difference of the parameters (running statistics aside) of two modules
+/// with the same ids.
+fn mean_param_difference<M: Module>(a: &M, b: &M) -> f64 {
+    let want: HashMap<ParamId, Vec<f32>> =
+        values_of(b).into_iter().map(|(id, _, v)| (id, v)).collect();
+    let (mut diff, mut count) = (0.0f64, 0usize);
+    for (id, name, v) in values_of(a) {
+        if name.contains("running") {
+            continue;
+        }
+        for (x, y) in v.iter().zip(&want[&id]) {
+            diff += f64::from((x - y).abs());
+            count += 1;
+        }
+    }
+    diff / count as f64
+}
+
+#[test]
+fn optimizer_state_moves_between_burn_and_the_engine() {
+    use burn::optim::OptimizerRecord;
+    let device = Device::default().autodiff();
+    let model = DtUnetConfig::new()
+        .with_widths(vec![4, 8, 8])
+        .init(&device)
+        .unwrap()
+        .train();
+    let shape = [2, 1, 8, 8];
+    let x = Tensor::<4>::random(shape, Distribution::Uniform(0.0, 1.0), &device);
+    let t = Tensor::<4>::random([2, 1, 8, 8], Distribution::Bernoulli(0.3), &device);
+    let xv = x.clone().into_data().try_to_vec::<f32>().unwrap();
+    let tv = t.clone().into_data().try_to_vec::<f32>().unwrap();
+    let lr = 1e-2;
+    let cfg = AdamW::new(1e-4, None);
+    let burn_step = |model, optim: &mut burn::optim::ModuleOptimizer| {
+        let l = loss(
+            LossKind::Dice,
+            SegmentationModel::forward(&model, x.clone()),
+            t.clone(),
+            1.0,
+        );
+        let g = GradientsParams::from_grads(l.backward(), &model);
+        optim.step(lr, model, g)
+    };
+
+    // burn -> engine: two burn steps, the state handed over, a third step on each side.
+    let mut optim = AdamWConfig::new().init();
+    let mut model = burn_step(model, &mut optim);
+    model = burn_step(model, &mut optim);
+    let record = optim.to_record().into_bytes().unwrap().to_vec();
+    let parts = model.unet_parts().unwrap();
+    let mut net = TrainNet::from_parts(&parts).unwrap();
+    let mut stateless = TrainNet::from_parts(&parts).unwrap();
+    net.load_optimizer_record(record).unwrap();
+    let x_nhwc = nchw_to_nhwc(&xv, shape);
+    net.step(x_nhwc.clone(), &tv, LossKind::Dice, 1.0, lr, &cfg)
+        .unwrap();
+    stateless
+        .step(x_nhwc.clone(), &tv, LossKind::Dice, 1.0, lr, &cfg)
+        .unwrap();
+    let model = burn_step(model, &mut optim);
+    let handed = mean_param_difference(&net.write_into(model.clone()), &model) / lr;
+    let without = mean_param_difference(&stateless.write_into(model.clone()), &model) / lr;
+
+    // engine -> burn: the engine's state loaded into a new burn optimiser, one more step on
+    // each side from the same weights.
+    let record = net.optimizer_record().unwrap();
+    let mut optim = AdamWConfig::new().init().load_record(
+        OptimizerRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(record)).unwrap(),
+    );
+    let start = net.write_into(model);
+    let burn_after = burn_step(start, &mut optim);
+    net.step(x_nhwc, &tv, LossKind::Dice, 1.0, lr, &cfg)
+        .unwrap();
+    let back = mean_param_difference(&net.write_into(burn_after.clone()), &burn_after) / lr;
+    eprintln!(
+        "AdamW state burn -> engine: {handed:.1e} lr (without it: {without:.1e} lr); engine -> burn: {back:.1e} lr"
+    );
+    assert!(
+        handed < 1e-2,
+        "burn -> engine: parameters differ by {handed} lr"
+    );
+    assert!(
+        back < 1e-2,
+        "engine -> burn: parameters differ by {back} lr"
+    );
+    assert!(without > 0.1, "the state should matter here ({without} lr)");
+}
