@@ -38,6 +38,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::Nhwc;
+use crate::cpu::train::{AdamW as CpuAdamW, TrainNet, loss_and_grad};
 use crate::error::NnError;
 use crate::loss::{LossKind, loss};
 use crate::model::{OutputActivation, SegmentationModel};
@@ -71,7 +73,8 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// Optimiser steps of linear warm-up from 0 to the base rate.
     pub warmup_steps: usize,
-    /// Clip the global gradient norm to this value.
+    /// Clip the gradient norm of each parameter tensor to this value (burn's convention:
+    /// `GradientClipping::Norm` applies per tensor).
     pub grad_clip: Option<f32>,
     /// Probability that a drawn patch is taken among those containing BAC.
     pub positive_fraction: f64,
@@ -204,6 +207,13 @@ pub struct EpochRecord {
     /// Seconds the training steps waited for a batch: loading not hidden behind training.
     #[serde(default)]
     pub load_wait_s: f64,
+    /// The engine that trained the epoch (`cpu` or `burn`).
+    #[serde(default = "burn_engine")]
+    pub engine: String,
+}
+
+fn burn_engine() -> String {
+    TrainEngine::Burn.name().into()
 }
 
 /// The best epoch so far; `RUN/best.json`.
@@ -261,9 +271,42 @@ pub enum Stop {
     Requested,
 }
 
+/// Which implementation runs the training steps. Both compute the same steps (see
+/// [`crate::cpu::train`]) and write the same checkpoints, so a run may change engine when it
+/// resumes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainEngine {
+    /// bacseg's CPU training engine for DT-UNet and UNet on burn's CPU backend, burn otherwise.
+    #[default]
+    Auto,
+    /// bacseg's CPU training engine (DT-UNet and UNet only).
+    Cpu,
+    /// burn's autodiff and optimiser on the model's device.
+    Burn,
+}
+
+impl TrainEngine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Cpu => "cpu",
+            Self::Burn => "burn",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Auto, Self::Cpu, Self::Burn]
+            .into_iter()
+            .find(|e| e.name() == name)
+    }
+}
+
 /// Limits for this invocation (not part of the run's definition).
 #[derive(Debug, Clone, Default)]
 pub struct Control {
+    /// The implementation of the training steps.
+    pub engine: TrainEngine,
     /// Stop cleanly rather than start an epoch that would end after this many minutes, and
     /// drop an epoch still running when they are spent; the first epoch of a run is always
     /// completed, so that a run has weights however short the budget.
@@ -402,6 +445,21 @@ fn tensors(batch: Batch, n: usize, channels: usize, device: &Device) -> (Tensor<
     (x, y)
 }
 
+/// A batch as channels-last images for the CPU engines, the grey value replicated over
+/// `channels`.
+fn nhwc(batch: &Batch, n: usize, channels: usize) -> Nhwc {
+    let data = if channels == 1 {
+        batch.images.clone()
+    } else {
+        batch
+            .images
+            .iter()
+            .flat_map(|&v| std::iter::repeat_n(v, channels))
+            .collect()
+    };
+    Nhwc::new(batch.len, n, n, channels, data)
+}
+
 /// Largest batch for which burn's CPU backend (flex 0.22) routes a convolution's weight
 /// gradient, computed as a convolution whose input channels are the batch, to its direct
 /// small-channel kernel: with the image-sized kernel of a weight gradient that path is several
@@ -438,7 +496,20 @@ pub fn train<M: SegmentationModel>(
         )));
     }
     let channels = model.in_channels();
-    if cfg.batch <= SLOW_WEIGHT_GRADIENT_BATCH && crate::infer::on_flex(&device) {
+    let use_cpu = match control.engine {
+        TrainEngine::Burn => false,
+        TrainEngine::Auto => model.unet_parts().is_some() && crate::infer::on_flex(&device),
+        TrainEngine::Cpu => {
+            if model.unet_parts().is_none() {
+                return Err(TrainError::Config(format!(
+                    "the CPU training engine trains DT-UNet and UNet, not {}; use --engine burn",
+                    M::NAME
+                )));
+            }
+            true
+        }
+    };
+    if !use_cpu && cfg.batch <= SLOW_WEIGHT_GRADIENT_BATCH && crate::infer::on_flex(&device) {
         observer.message(&format!(
             "batches of {} patches train slowly on burn's CPU backend: it computes the weight \
              gradients of convolutions with at most 16 output channels (DT-UNet's first two \
@@ -458,9 +529,14 @@ pub fn train<M: SegmentationModel>(
     let mut state = State::default();
 
     std::fs::create_dir_all(run.checkpoints()).map_err(|e| run_err(&run.checkpoints(), e))?;
+    let mut optim_bytes = None;
     if resume {
-        let (m, o, s) = load_checkpoint(model, optim, run)?;
+        let (m, o, s, dir) = load_checkpoint(model, optim, run)?;
         (model, optim, state) = (m, o, s);
+        if use_cpu {
+            let path = dir.join("optim.bpk");
+            optim_bytes = Some(std::fs::read(&path).map_err(|e| run_err(&path, e))?);
+        }
         observer.message(&format!(
             "resuming after epoch {} ({} optimiser steps)",
             state.epochs_done, state.steps_done
@@ -468,6 +544,24 @@ pub fn train<M: SegmentationModel>(
     } else {
         run.write_config(config)?;
     }
+    // The CPU training engine holds the weights and optimiser state while it trains; they go
+    // back into `model` before every validation and checkpoint.
+    let mut engine = match use_cpu {
+        true => {
+            let parts = model.unet_parts().expect("checked above");
+            let mut net = TrainNet::from_parts(&parts)?;
+            if let Some(bytes) = optim_bytes {
+                net.load_optimizer_record(bytes)?;
+            }
+            observer.message(&format!(
+                "training on bacseg's CPU engine ({}; --engine burn for burn's autodiff)",
+                crate::cpu::train::kernel_set()
+            ));
+            Some(net)
+        }
+        false => None,
+    };
+    let adamw = CpuAdamW::new(cfg.weight_decay, cfg.grad_clip);
     remove_stale_checkpoints(run, state.epochs_done)?;
 
     let train_items = data.train.items();
@@ -511,6 +605,7 @@ pub fn train<M: SegmentationModel>(
         let mut out_of_time = false;
         let (mut loader_s, mut load_wait_s) = (0.0, 0.0);
         let current = model;
+        let net = &mut engine;
         let result: Result<M, TrainError> = std::thread::scope(|scope| {
             let mut model = current;
             let (tx, rx) = mpsc::sync_channel::<Result<Batch, CacheError>>(2);
@@ -538,12 +633,21 @@ pub fn train<M: SegmentationModel>(
                 })??;
                 load_wait_s += t.elapsed().as_secs_f64();
                 let len = batch.len;
-                let (x, y) = tensors(batch, n, channels, &device);
-                let l = loss(cfg.loss, model.forward(x), y, cfg.dice_smooth);
-                let value = f64::from(l.clone().into_scalar::<f32>());
-                let grads = GradientsParams::from_grads(l.backward(), &model);
                 lr = cfg.lr_at(state.steps_done + step, total_steps);
-                model = optim.step(lr, model, grads);
+                let value = match net.as_mut() {
+                    Some(net) => {
+                        let x = nhwc(&batch, n, channels);
+                        net.step(x, &batch.masks, cfg.loss, cfg.dice_smooth, lr, &adamw)?
+                    }
+                    None => {
+                        let (x, y) = tensors(batch, n, channels, &device);
+                        let l = loss(cfg.loss, model.forward(x), y, cfg.dice_smooth);
+                        let value = f64::from(l.clone().into_scalar::<f32>());
+                        let grads = GradientsParams::from_grads(l.backward(), &model);
+                        model = optim.step(lr, model, grads);
+                        value
+                    }
+                };
                 loss_sum += value * len as f64;
                 seen += len;
                 observer.step(seen, value);
@@ -564,6 +668,9 @@ pub fn train<M: SegmentationModel>(
             Ok(model)
         });
         model = result?;
+        if let Some(net) = &engine {
+            model = net.write_into(model);
+        }
         if out_of_time {
             observer.message("time budget spent during an epoch; that epoch is not kept");
             stop = Stop::TimeBudget;
@@ -571,7 +678,14 @@ pub fn train<M: SegmentationModel>(
         }
         let train_seconds = t0.elapsed().as_secs_f64();
         let (val_loss, units) = match data.val {
-            Some(val) => validate(&model.valid(), val, cfg, channels, observer)?,
+            Some(val) => validate(
+                &model.valid(),
+                val,
+                cfg,
+                channels,
+                engine.is_some(),
+                observer,
+            )?,
             None => (None, Vec::new()),
         };
         let scored = Aggregate::new(&units, cfg.empty_policy);
@@ -588,6 +702,7 @@ pub fn train<M: SegmentationModel>(
             seconds: t0.elapsed().as_secs_f64(),
             loader_s,
             load_wait_s,
+            engine: if engine.is_some() { "cpu" } else { "burn" }.into(),
         };
         slowest_epoch = slowest_epoch.max(record.seconds);
         state.epochs_done = epoch;
@@ -609,7 +724,11 @@ pub fn train<M: SegmentationModel>(
             });
             write_json(&run.root.join("best.json"), &state.best)?;
         }
-        save_checkpoint(&model, &optim, &state, run)?;
+        let optim_state = match &engine {
+            Some(net) => OptimState::Bytes(net.optimizer_record()?),
+            None => OptimState::Burn(&optim),
+        };
+        save_checkpoint(&model, optim_state, &state, run)?;
         write_metrics_csv(&run.root.join("metrics.csv"), &state.history)?;
         write_curves_svg(&run.root.join("curves.svg"), &state.history)?;
         observer.epoch_end(&record);
@@ -636,31 +755,49 @@ fn is_better(r: &EpochRecord, best: &BestRecord) -> bool {
 }
 
 /// Validation loss over every validation patch and the confusion counts of the scored set.
+/// Validation on `model` (in validation mode), through the CPU inference engine when
+/// `cpu_engine` and the model is one it runs.
 fn validate<M: SegmentationModel>(
     model: &M,
     cache: &PatchCache,
     cfg: &TrainConfig,
     channels: usize,
+    cpu_engine: bool,
     observer: &mut dyn Observer,
 ) -> Result<(Option<f64>, Vec<ConfusionCounts>), TrainError> {
     let n = cache.spec().patch;
     let device = model.devices().first().cloned().unwrap_or_default();
+    let mut cpu_net = match cpu_engine {
+        true => model.cpu_net().transpose()?,
+        false => None,
+    };
     let items = cache.items();
     let mut units = Vec::new();
     let (mut loss_sum, mut count) = (0.0, 0usize);
+    let mut grad = Vec::new();
     for (b, chunk) in items.chunks(cfg.batch).enumerate() {
         observer.validating(b * cfg.batch, items.len());
         let batch = read_batch(cache, chunk, None)?;
         let truth = batch.masks.clone();
-        let (x, y) = tensors(batch, n, channels, &device);
-        let logits = model.forward(x);
-        let l = loss(cfg.loss, logits.clone(), y, cfg.dice_smooth);
-        loss_sum += f64::from(l.into_scalar::<f32>()) * chunk.len() as f64;
+        let probs: Vec<f32> = match cpu_net.as_mut() {
+            Some(net) => {
+                let logits = net.forward(&nhwc(&batch, n, channels))?;
+                let l = loss_and_grad(cfg.loss, &logits, &truth, cfg.dice_smooth, &mut grad);
+                loss_sum += l * chunk.len() as f64;
+                logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect()
+            }
+            None => {
+                let (x, y) = tensors(batch, n, channels, &device);
+                let logits = model.forward(x);
+                let l = loss(cfg.loss, logits.clone(), y, cfg.dice_smooth);
+                loss_sum += f64::from(l.into_scalar::<f32>()) * chunk.len() as f64;
+                sigmoid(logits)
+                    .into_data()
+                    .try_to_vec()
+                    .map_err(|e| TrainError::Config(format!("reading predictions: {e:?}")))?
+            }
+        };
         count += chunk.len();
-        let probs: Vec<f32> = sigmoid(logits)
-            .into_data()
-            .try_to_vec()
-            .map_err(|e| TrainError::Config(format!("reading predictions: {e:?}")))?;
         for (k, item) in chunk.iter().enumerate() {
             if cfg.val_patches == PatchSet::Positive && !item.positive {
                 continue;
@@ -685,9 +822,16 @@ fn checkpoint_name(epoch: usize) -> String {
     format!("epoch-{epoch:04}")
 }
 
+/// The optimiser state a checkpoint saves: burn's optimiser, or the CPU engine's state already
+/// as burn's record.
+enum OptimState<'a> {
+    Burn(&'a ModuleOptimizer),
+    Bytes(Vec<u8>),
+}
+
 fn save_checkpoint<M: Module>(
     model: &M,
-    optim: &ModuleOptimizer,
+    optim: OptimState<'_>,
     state: &State,
     run: &RunDir,
 ) -> Result<(), TrainError> {
@@ -702,10 +846,15 @@ fn save_checkpoint<M: Module>(
         .save_into(&mut store)
         .map_err(|e| run_err(&model_path, e))?;
     let optim_path = partial.join("optim.bpk");
-    optim
-        .to_record()
-        .save(&optim_path)
-        .map_err(|e| run_err(&optim_path, e))?;
+    match optim {
+        OptimState::Burn(optim) => optim
+            .to_record()
+            .save(&optim_path)
+            .map_err(|e| run_err(&optim_path, e))?,
+        OptimState::Bytes(bytes) => {
+            std::fs::write(&optim_path, bytes).map_err(|e| run_err(&optim_path, e))?
+        }
+    }
     write_json(&partial.join("state.json"), state)?;
     // Make the files durable before the directory becomes the checkpoint.
     for f in ["model.bpk", "optim.bpk"] {
@@ -747,7 +896,7 @@ fn load_checkpoint<M: Module>(
     model: M,
     optim: ModuleOptimizer,
     run: &RunDir,
-) -> Result<(M, ModuleOptimizer, State), TrainError> {
+) -> Result<(M, ModuleOptimizer, State, PathBuf), TrainError> {
     let last = run.last();
     let text = std::fs::read_to_string(&last)
         .map_err(|e| run_err(&last, format!("no checkpoint to resume from ({e})")))?;
@@ -773,7 +922,7 @@ fn load_checkpoint<M: Module>(
     }
     let optim_path = dir.join("optim.bpk");
     let record = OptimizerRecord::load(&optim_path).map_err(|e| run_err(&optim_path, e))?;
-    Ok((model, optim.load_record(record), state))
+    Ok((model, optim.load_record(record), state, dir))
 }
 
 fn fmt_opt(v: Option<f64>) -> String {

@@ -16,7 +16,7 @@ use bacseg_core::raster::Size;
 use bacseg_core::synth::{SeverityMix, SynthConfig, WriteOptions, write_dataset};
 use bacseg_nn::spec::{ModelSpec, ModelVisitor};
 use bacseg_nn::train::{
-    Control, Outcome, Quiet, RunConfig, RunDir, Stop, TrainConfig, TrainData, train,
+    Control, Outcome, Quiet, RunConfig, RunDir, Stop, TrainConfig, TrainData, TrainEngine, train,
 };
 use bacseg_nn::{Architecture, Device, SegmentationModel};
 
@@ -272,4 +272,89 @@ fn a_budget_shorter_than_one_epoch_still_leaves_weights() {
     let out = go(&config, &cache, &run, false, tiny);
     assert_eq!((out.stop, out.history.len()), (Stop::TimeBudget, 1));
     assert!(RunDir::new(&run).best_weights().is_file());
+}
+
+/// A run interrupted after one epoch on one engine and resumed on the other continues the
+/// curve of an uninterrupted run (same batches, same steps up to float rounding: the engines
+/// agree to about 1e-5 per step, see bacseg_nn::cpu::train's tests).
+#[test]
+fn a_run_resumes_on_the_other_engine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let dataset = synth_dataset(&data);
+    let config = run_config(&data, &dataset, 3);
+    let cache = caches(&dataset, &config, &tmp.path().join("cache"));
+    let on = |engine, stop_after_epochs| Control {
+        engine,
+        stop_after_epochs,
+        ..Control::default()
+    };
+    let whole = go(
+        &config,
+        &cache,
+        &tmp.path().join("a"),
+        false,
+        on(TrainEngine::Cpu, None),
+    );
+    assert!(whole.history.iter().all(|r| r.engine == "cpu"));
+    for (first, then, name) in [
+        (TrainEngine::Burn, TrainEngine::Cpu, "b"),
+        (TrainEngine::Cpu, TrainEngine::Burn, "c"),
+    ] {
+        let dir = tmp.path().join(name);
+        let part = go(&config, &cache, &dir, false, on(first, Some(1)));
+        assert_eq!(part.history.len(), 1);
+        let resumed = go(&config, &cache, &dir, true, on(then, None));
+        assert_eq!(resumed.history.len(), 3);
+        assert_eq!(resumed.history[0].engine, first.name());
+        assert_eq!(resumed.history[2].engine, then.name());
+        for (a, b) in whole.history.iter().zip(&resumed.history) {
+            let close = |x: f64, y: f64| (x - y).abs() <= 2e-3 * (1.0 + x.abs());
+            assert!(
+                close(a.train_loss, b.train_loss)
+                    && close(a.val_loss.unwrap(), b.val_loss.unwrap()),
+                "{first:?} then {then:?}, epoch {}: {a:?} vs {b:?}",
+                a.epoch
+            );
+        }
+        // The best weights are written by whichever engine ran that epoch, in one format.
+        assert!(RunDir::new(&dir).best_weights().is_file());
+    }
+}
+
+/// The CPU training engine refuses architectures it does not train, with the remedy.
+#[test]
+fn the_cpu_engine_names_what_it_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let dataset = synth_dataset(&data);
+    let mut config = run_config(&data, &dataset, 1);
+    config.model = ModelSpec::reference(Architecture::SegNet)
+        .with_overrides(Some(4), Some(3))
+        .unwrap();
+    let cache = caches(&dataset, &config, &tmp.path().join("cache"));
+    let run = RunDir::new(&tmp.path().join("run"));
+    struct Refused<'a>(&'a RunConfig, &'a (PatchCache, PatchCache), &'a RunDir);
+    impl ModelVisitor for Refused<'_> {
+        type Output = String;
+        fn visit<M: SegmentationModel>(self, model: M) -> String {
+            let data = TrainData {
+                train: &self.1.0,
+                val: Some(&self.1.1),
+            };
+            let control = Control {
+                engine: TrainEngine::Cpu,
+                ..Control::default()
+            };
+            match train(model, self.0, &data, self.2, false, &control, &mut Quiet) {
+                Ok(_) => "trained".into(),
+                Err(e) => e.to_string(),
+            }
+        }
+    }
+    let message = config
+        .model
+        .build_seeded(&Device::default(), 1, Refused(&config, &cache, &run))
+        .unwrap();
+    assert!(message.contains("--engine burn"), "{message}");
 }

@@ -13,7 +13,7 @@ use bacseg_nn::loss::LossKind;
 use bacseg_nn::spec::{ModelSpec, ModelVisitor};
 use bacseg_nn::train::{
     Control, EpochRecord, Observer, Outcome, RunConfig, RunDir, Schedule, Stop, TrainConfig,
-    TrainData, TrainError, train,
+    TrainData, TrainEngine, TrainError, train,
 };
 use bacseg_nn::{Architecture, Device, SegmentationModel};
 
@@ -66,9 +66,13 @@ pub struct Args {
     /// Optimiser steps of linear learning-rate warm-up.
     #[arg(long, default_value_t = 0)]
     warmup_steps: usize,
-    /// Clip the global gradient norm to this value.
+    /// Clip the gradient norm of each parameter tensor to this value (burn's convention).
     #[arg(long)]
     grad_clip: Option<f32>,
+    /// What runs the training steps: auto (bacseg's CPU engine for DT-UNet and UNet on a CPU
+    /// build, burn otherwise), cpu or burn. A run may resume on another engine.
+    #[arg(long, default_value = "auto")]
+    engine: String,
     /// Probability that a training patch is drawn among those that contain BAC.
     #[arg(long, default_value_t = 0.5)]
     positive_fraction: f64,
@@ -200,6 +204,12 @@ fn new_config(args: &Args, data: &Path, dataset: &Dataset) -> Result<RunConfig> 
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let engine = parse_name(
+        "training engine",
+        &args.engine,
+        TrainEngine::from_name,
+        "auto, cpu, burn",
+    )?;
     let (run_dir, config, resume) = match (&args.resume, &args.out) {
         (Some(dir), _) => {
             let run = RunDir::new(dir);
@@ -306,6 +316,7 @@ pub fn run(args: Args) -> Result<()> {
         return Err(InputError("no training patch lies in the breast".into()).into());
     }
     let control = Control {
+        engine,
         max_minutes: args.max_minutes,
         stop_after_epochs: args.stop_after_epochs,
     };

@@ -35,6 +35,22 @@ use crate::blocks::{DoubleConv, UnetParts};
 use crate::error::NnError;
 use crate::loss::LossKind;
 
+/// The instruction set of the engine's matrix products on this CPU (the `gemm` crate picks its
+/// kernels at run time: AVX-512 where the CPU has it, else AVX2 with FMA, else portable code).
+pub fn kernel_set() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "AVX-512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "AVX2/FMA";
+        }
+    }
+    "portable SIMD"
+}
+
 /// AdamW settings (burn's `AdamWConfig` defaults unless the run says otherwise).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamW {
