@@ -22,6 +22,17 @@ Commands (run from the repository root):
     output are (``dt_unet_reference_io.safetensors``). The Rust test ``tests/parity.rs`` loads
     these and asserts max |difference| < 1e-4.
 
+``train-step``
+    Writes ``crates/bacseg-nn/tests/fixtures/<name>_train_step.safetensors`` for DT-UNet (soft
+    Dice) and UNet (Dice + BCE) at the small widths above, from the weights of
+    ``<name>.safetensors``: the batch (``input``, ``target``), the loss of the first step,
+    every parameter's gradient after it (``grad.<param>``) and every parameter after
+    ``TRAIN_STEPS`` AdamW steps on that batch (``after.<param>``; lr 1e-2, weight decay 1e-2,
+    eps 1e-5: burn's AdamW defaults, gradients not clipped), BatchNorm in training mode. The
+    Rust test ``cpu::train`` (``pytorch_training_step_fixture``) checks bacseg's CPU training
+    engine against it. Running variances are not compared: PyTorch averages the unbiased
+    batch variance, burn (whose checkpoints bacseg keeps) the biased one.
+
 ``roundtrip DIR``
     Checks weights written by bacseg: ``cargo test -p bacseg-nn --test parity -- --ignored
     export_for_pytorch`` with ``BACSEG_EXPORT_DIR=DIR`` saves, for each architecture, burn's own
@@ -432,6 +443,49 @@ def cmd_fixtures(_args) -> int:
     return 0
 
 
+TRAIN_STEPS = 3
+
+
+def soft_dice(logits, target, smooth=1.0):
+    p = torch.sigmoid(logits)
+    return 1 - (2 * (p * target).sum() + smooth) / (p.sum() + target.sum() + smooth)
+
+
+def cmd_train_step(_args) -> int:
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(True)
+    cases = {
+        "dt_unet": lambda l, t: soft_dice(l, t),
+        "unet": lambda l, t: soft_dice(l, t) + F.binary_cross_entropy_with_logits(l, t),
+    }
+    for seed, (name, loss_fn) in enumerate(cases.items()):
+        build, shape = SMALL[name]
+        model = build()
+        model.load_state_dict(load_file(FIXTURES / f"{name}.safetensors"), strict=True)
+        model.train()
+        x = fixed_input(shape, 5000 + seed)
+        gen = torch.Generator().manual_seed(6000 + seed)
+        target = (torch.rand((shape[0], 1, shape[2], shape[3]), generator=gen) < 0.2).float()
+        optim = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.999), eps=1e-5,
+                                  weight_decay=1e-2)
+        out = {"input": x, "target": target}
+        for step in range(TRAIN_STEPS):
+            optim.zero_grad()
+            loss = loss_fn(model(x), target)
+            loss.backward()
+            if step == 0:
+                out["loss"] = loss.detach().reshape(1)
+                for pname, param in model.named_parameters():
+                    out[f"grad.{pname}"] = param.grad.detach().clone()
+            optim.step()
+        for pname, param in model.named_parameters():
+            out[f"after.{pname}"] = param.detach().clone()
+        save_file({k: v.contiguous() for k, v in out.items()},
+                  FIXTURES / f"{name}_train_step.safetensors")
+        print(f"{name}: loss {out['loss'].item():.6f}, {TRAIN_STEPS} AdamW steps")
+    return 0
+
+
 def cmd_roundtrip(args) -> int:
     directory = Path(args.dir)
     failures = 0
@@ -549,6 +603,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("fixtures", help="write the parity fixtures").set_defaults(run=cmd_fixtures)
+    sub.add_parser("train-step", help="write the training-step fixtures").set_defaults(
+        run=cmd_train_step)
     rt = sub.add_parser("roundtrip", help="load bacseg-saved weights in PyTorch and compare")
     rt.add_argument("dir")
     rt.set_defaults(run=cmd_roundtrip)

@@ -266,3 +266,152 @@ fn export<M: SegmentationModel>(name: &str, build: fn(&Device) -> M, dir: &Path)
 fn shape_of_output(input: &[usize]) -> Vec<usize> {
     vec![input[0], 1, input[2], input[3]]
 }
+
+/// Parameter path (PyTorch's name) of every float parameter, by burn parameter id.
+#[derive(Default)]
+struct Names(
+    Vec<String>,
+    std::collections::HashMap<burn::module::ParamId, String>,
+);
+
+impl burn::module::ModuleVisitor for Names {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.0.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.0.pop();
+    }
+    fn visit_float<const D: usize>(
+        &mut self,
+        param: &burn::module::Param<burn::tensor::Tensor<D>>,
+    ) {
+        self.1.insert(param.id, self.0.join("."));
+    }
+}
+
+fn nchw_to_nhwc(v: &[f32], shape: &[usize]) -> bacseg_nn::cpu::Nhwc {
+    let [n, c, h, w] = shape.try_into().unwrap();
+    let mut data = vec![0.0; v.len()];
+    for i in 0..n {
+        for ch in 0..c {
+            for p in 0..h * w {
+                data[(i * h * w + p) * c + ch] = v[(i * c + ch) * h * w + p];
+            }
+        }
+    }
+    bacseg_nn::cpu::Nhwc::new(n, h, w, c, data)
+}
+
+/// One training step of bacseg's CPU training engine against PyTorch's (`tools/torch_reference.py
+/// train-step`): same weights and batch, BatchNorm in training mode; the loss, every gradient,
+/// and the parameters after three AdamW steps.
+fn check_train_step<M: SegmentationModel>(
+    name: &str,
+    build: fn(&Device) -> M,
+    loss: bacseg_nn::loss::LossKind,
+) {
+    use bacseg_nn::cpu::train::{AdamW, TrainNet, loss_and_grad};
+    use burn::module::Module;
+    let fx = read_tensors(&fixture(&format!("{name}_train_step.safetensors")));
+    let model = load_pytorch_safetensors(
+        build(&Device::default()),
+        &fixture(&format!("{name}.safetensors")),
+    )
+    .unwrap();
+    let mut names = Names::default();
+    model.visit(&mut names);
+    let names = names.1;
+    let mut net = TrainNet::from_parts(&model.unet_parts().unwrap()).unwrap();
+    let (shape, input) = &fx["input"];
+    let target = &fx["target"].1;
+    let x = nchw_to_nhwc(input, shape);
+    let logits = net.forward(x.clone()).unwrap().to_vec();
+    let mut grad = Vec::new();
+    let value = loss_and_grad(loss, &logits, target, 1.0, &mut grad);
+    let loss_diff = (value as f32 - fx["loss"].1[0]).abs();
+    net.backward(&grad);
+    // Each gradient's largest difference relative to its largest magnitude, floored at 1% of
+    // the largest gradient of the network.
+    let grads = net.gradients();
+    let global = fx
+        .iter()
+        .filter(|(k, _)| k.starts_with("grad."))
+        .flat_map(|(_, (_, v))| v.iter())
+        .fold(0.0f32, |m, v| m.max(v.abs()));
+    let mut worst = (0.0f32, String::new());
+    for (id, got) in &grads {
+        let pname = &names[id];
+        let want = &fx[&format!("grad.{pname}")].1;
+        let scale = want.iter().fold(global * 1e-2, |m, v| m.max(v.abs()));
+        let e = max_abs_diff(got, want) / scale;
+        if e >= worst.0 {
+            worst = (e, pname.clone());
+        }
+    }
+    let (lr, steps) = (1e-2, 3);
+    let cfg = AdamW::new(1e-2, None);
+    net.adamw_step(lr, &cfg);
+    for _ in 1..steps {
+        net.step(x.clone(), target, loss, 1.0, lr, &cfg).unwrap();
+    }
+    let trained = net.write_into(model);
+    let mut after = Names::default();
+    trained.visit(&mut after);
+    let (mut diff, mut count, mut largest) = (0.0f64, 0usize, 0.0f32);
+    for (id, pname) in &after.1 {
+        let Some((_, want)) = fx.get(&format!("after.{pname}")) else {
+            continue; // running statistics
+        };
+        let got = param_values(&trained, *id);
+        for (a, b) in got.iter().zip(want) {
+            diff += f64::from((a - b).abs());
+            count += 1;
+            largest = largest.max((a - b).abs());
+        }
+    }
+    let mean_steps = diff / count as f64 / (lr * steps as f64);
+    eprintln!(
+        "{name} training step vs PyTorch: loss {loss_diff:.1e}, gradients {:.1e} (worst {}), parameters after {steps} AdamW steps: mean difference {mean_steps:.1e} of the total step, largest {largest:.1e}",
+        worst.0, worst.1
+    );
+    assert!(loss_diff < 1e-5, "{name}: loss differs by {loss_diff}");
+    assert!(
+        worst.0 < 2e-3,
+        "{name}: gradient of {} differs by {}",
+        worst.1,
+        worst.0
+    );
+    assert!(
+        count > 0 && mean_steps < 2e-2,
+        "{name}: parameters differ by {mean_steps} steps"
+    );
+}
+
+/// The values of the parameter `id` of a module.
+fn param_values<M: burn::module::Module>(model: &M, id: burn::module::ParamId) -> Vec<f32> {
+    struct Find(burn::module::ParamId, Vec<f32>);
+    impl burn::module::ModuleVisitor for Find {
+        fn visit_float<const D: usize>(
+            &mut self,
+            p: &burn::module::Param<burn::tensor::Tensor<D>>,
+        ) {
+            if p.id == self.0 {
+                self.1 = p
+                    .val()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .unwrap();
+            }
+        }
+    }
+    let mut f = Find(id, Vec::new());
+    model.visit(&mut f);
+    f.1
+}
+
+#[test]
+fn cpu_training_engine_matches_a_pytorch_training_step() {
+    check_train_step("dt_unet", small_dt_unet, bacseg_nn::loss::LossKind::Dice);
+    check_train_step("unet", small_unet, bacseg_nn::loss::LossKind::DiceBce);
+}

@@ -235,17 +235,13 @@ impl Slot {
                 .zip(self.m1[r.clone()].par_chunks_mut(chunk))
                 .zip(self.m2[r].par_chunks_mut(chunk))
                 .for_each(|(((p, g), m1), m2)| {
-                    for i in 0..p.len() {
-                        let gi = g[i];
-                        if first {
-                            m1[i] = gi * f1;
-                            m2[i] = gi * gi * f2;
-                        } else {
-                            m1[i] = m1[i] * b1 + gi * f1;
-                            m2[i] = m2[i] * b2 + gi * gi * f2;
-                        }
-                        let delta = (m1[i] / c1) / ((m2[i] / c2).sqrt() + eps);
-                        p[i] = p[i] * decay - delta * lr32;
+                    // burn's first step sets the moments from the gradient alone.
+                    let (k1, k2) = if first { (0.0, 0.0) } else { (b1, b2) };
+                    for (((p, &g), m1), m2) in p.iter_mut().zip(g).zip(m1).zip(m2) {
+                        *m1 = *m1 * k1 + g * f1;
+                        *m2 = *m2 * k2 + g * g * f2;
+                        let delta = (*m1 / c1) / ((*m2 / c2).sqrt() + eps);
+                        *p = *p * decay - delta * lr32;
                     }
                 });
         }
@@ -706,10 +702,15 @@ fn conv_weight_grad(conv: &Conv, inputs: &[&Nhwc], dz: &Nhwc, grad: &mut [f32]) 
     let kk = conv.kernel * conv.kernel * conv.cin();
     let rows = n * h;
     let threads = rayon::current_num_threads();
-    let block_rows = (BLOCK_VALUES / (w * kk)).max(1);
+    // Blocks of pixels whose im2col fits the core's L2 cache, but at least this many pixels
+    // (a partial gradient per thread is summed over them).
+    const MIN_BLOCK_PIXELS: usize = 128;
+    let block_rows = (BLOCK_VALUES / (w * kk))
+        .max(MIN_BLOCK_PIXELS.div_ceil(w))
+        .max(1);
     let blocks = rows.div_ceil(block_rows);
     let one = conv.kernel == 1 && inputs.len() == 1;
-    if blocks >= 4 * threads {
+    if blocks >= 2 * threads {
         // Many pixel blocks: each thread sums the products of its blocks, then the partial
         // gradients are added.
         let partial = (0..blocks)
