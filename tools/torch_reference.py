@@ -44,6 +44,12 @@ Commands (run from the repository root):
     Times the reference DT-UNet forward on 1x1x512x512 in eval mode (median of repeats), for
     the comparison table in README.md (burn's side: ``cargo bench -p bacseg-nn``).
 
+``train-time --side S --batch B --steps N``
+    The Dice + AdamW training loop of ``bench`` on the reference DT-UNet at any patch side and
+    batch: median seconds per step and patches per second over ``N`` steps after one warm-up
+    step, on random batches drawn anew each step (what ``bacseg train`` reports as
+    ``patches_per_s``, without loading).
+
 ``predict-time --image PRE.png --breast MASK.png --weights W.safetensors``
     Times the reference DT-UNet over the in-breast patches of one whole mammogram, the patches
     ``bacseg predict`` uses: ``PRE.png`` and ``MASK.png`` come from ``bacseg preprocess IMAGE
@@ -549,6 +555,30 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_train_time(args) -> int:
+    torch.set_num_threads(args.threads)
+    model = DtUnet().train()
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-3, eps=1e-5, weight_decay=1e-4)
+    shape = (args.batch, 1, args.side, args.side)
+    times = []
+    for i in range(args.steps + 1):
+        x = torch.rand(shape)
+        y = (torch.rand(shape) < 0.05).float()
+        start = time.perf_counter()
+        loss = soft_dice(model(x), y)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        if i > 0:
+            times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    total = sum(times)
+    print(f"pytorch {torch.__version__} eager, {args.threads} threads: reference DT-UNet "
+          f"Dice+AdamW step {args.batch}x1x{args.side}x{args.side}: median {median:.3f} s, "
+          f"{args.batch * len(times) / total:.2f} patches/s over {len(times)} steps")
+    return 0
+
+
 def grid_origins(length: int, size: int, stride: int) -> list[int]:
     """bacseg's PatchGrid origins along one axis: every ``stride``, the last one at the edge."""
     if length <= size:
@@ -612,6 +642,12 @@ def main() -> int:
     bench.add_argument("--threads", type=int, default=2)
     bench.add_argument("--repeats", type=int, default=10)
     bench.set_defaults(run=cmd_bench)
+    tt = sub.add_parser("train-time", help="time the DT-UNet training loop at any shape")
+    tt.add_argument("--side", type=int, default=256)
+    tt.add_argument("--batch", type=int, default=4)
+    tt.add_argument("--steps", type=int, default=10)
+    tt.add_argument("--threads", type=int, default=2)
+    tt.set_defaults(run=cmd_train_time)
     pt = sub.add_parser("predict-time", help="time DT-UNet over one mammogram's in-breast patches")
     pt.add_argument("--image", required=True)
     pt.add_argument("--breast", required=True)

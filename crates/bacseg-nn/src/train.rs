@@ -1135,6 +1135,7 @@ mod tests {
             seconds: 4.0,
             loader_s: 1.0,
             load_wait_s: 0.1,
+            engine: "cpu".into(),
         };
         let two = vec![
             r.clone(),

@@ -285,7 +285,14 @@ impl burn::module::ModuleVisitor for Names {
         &mut self,
         param: &burn::module::Param<burn::tensor::Tensor<D>>,
     ) {
-        self.1.insert(param.id, self.0.join("."));
+        // PyTorch's names for BatchNorm's affine parameters.
+        let path = self.0.join(".");
+        let path = match path.rsplit_once('.') {
+            Some((head, "gamma")) => format!("{head}.weight"),
+            Some((head, "beta")) => format!("{head}.bias"),
+            _ => path,
+        };
+        self.1.insert(param.id, path);
     }
 }
 
@@ -311,7 +318,6 @@ fn check_train_step<M: SegmentationModel>(
     loss: bacseg_nn::loss::LossKind,
 ) {
     use bacseg_nn::cpu::train::{AdamW, TrainNet, loss_and_grad};
-    use burn::module::Module;
     let fx = read_tensors(&fixture(&format!("{name}_train_step.safetensors")));
     let model = load_pytorch_safetensors(
         build(&Device::default()),
@@ -341,7 +347,10 @@ fn check_train_step<M: SegmentationModel>(
     let mut worst = (0.0f32, String::new());
     for (id, got) in &grads {
         let pname = &names[id];
-        let want = &fx[&format!("grad.{pname}")].1;
+        let want = &fx
+            .get(&format!("grad.{pname}"))
+            .unwrap_or_else(|| panic!("{name}: no PyTorch gradient for {pname}"))
+            .1;
         let scale = want.iter().fold(global * 1e-2, |m, v| m.max(v.abs()));
         let e = max_abs_diff(got, want) / scale;
         if e >= worst.0 {

@@ -31,6 +31,9 @@ pub struct Args {
     /// Start again even if OUT already holds a demo.
     #[arg(long)]
     overwrite: bool,
+    /// What runs the training steps (see `bacseg train --engine`).
+    #[arg(long, default_value = "auto")]
+    engine: String,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -136,6 +139,8 @@ pub fn run(args: Args) -> Result<()> {
             "1",
             "--seed",
             &seed,
+            "--engine",
+            &args.engine,
         ],
     );
     chain::show("demo", "2/3 training DT-UNet", &train);
