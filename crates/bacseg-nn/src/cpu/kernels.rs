@@ -237,7 +237,7 @@ const DIRECT_PIXELS: usize = 4;
 
 #[cfg(target_arch = "x86_64")]
 /// `BACSEG_CPU_DIRECT=0` turns the direct convolution off (for comparing the two paths).
-fn direct_disabled() -> bool {
+pub(crate) fn direct_disabled() -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OFF.get_or_init(|| std::env::var_os("BACSEG_CPU_DIRECT").is_some_and(|v| v == "0"))
 }
@@ -451,7 +451,14 @@ impl Conv {
     /// The input rows under output row `r` (image-major) into `rows`: per kernel row, per
     /// map, `w` pixels between `k / 2` padding pixels on each side (zero above and below the
     /// image).
-    fn direct_input_rows(&self, inputs: &[&Nhwc], r: usize, h: usize, w: usize, rows: &mut [f32]) {
+    pub(crate) fn direct_input_rows(
+        &self,
+        inputs: &[&Nhwc],
+        r: usize,
+        h: usize,
+        w: usize,
+        rows: &mut [f32],
+    ) {
         let pad = self.kernel / 2;
         let (img, y) = (r / h, r % h);
         let mut o = 0;

@@ -9,6 +9,9 @@
 //! BatchNorm and ReLU are separate passes over memory, and max-pooling also computes indices.
 //! Here the im2col works on cache-sized blocks of channels-last rows, where one kernel row of
 //! taps is a single contiguous copy, and the same GEMM crate does the arithmetic.
+//!
+//! [`train`] is the training engine on the same kernels (forward with saved activations,
+//! backward passes, AdamW).
 
 pub mod kernels;
 pub mod train;

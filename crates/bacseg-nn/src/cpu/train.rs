@@ -697,6 +697,15 @@ fn conv_input_grad_col2im(conv: &Conv, dz: &Nhwc, pool: &mut Pool) -> Nhwc {
 
 /// `grad = im2col(inputs)^T dz`, the weight gradient of `conv` in its packed layout.
 fn conv_weight_grad(conv: &Conv, inputs: &[&Nhwc], dz: &Nhwc, grad: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if conv.cout == 8
+        && conv.kernel > 1
+        && !super::kernels::direct_disabled()
+        && let Some(simd) = pulp::x86::V3::try_new()
+    {
+        weight_grad_direct8(simd, conv, inputs, dz, grad);
+        return;
+    }
     let (n, h, w) = (dz.n, dz.h, dz.w);
     let cout = conv.cout;
     let kk = conv.kernel * conv.kernel * conv.cin();
@@ -792,6 +801,104 @@ fn conv_weight_grad(conv: &Conv, inputs: &[&Nhwc], dz: &Nhwc, grad: &mut [f32]) 
                     threads,
                 );
             });
+        }
+    }
+}
+
+/// The weight gradient of a convolution with 8 output channels (DT-UNet's full-resolution
+/// level) without im2col or GEMM: each weight row (one AVX register: its 8 output channels)
+/// accumulates, over a row of output pixels, the input value under it times the pixel's output
+/// gradient, four rows at a time sharing each gradient load, from the same zero-padded input
+/// rows as the direct convolution; per-thread partial sums are added at the end. A GEMM of 8
+/// columns uses its kernels poorly.
+#[cfg(target_arch = "x86_64")]
+fn weight_grad_direct8(
+    simd: pulp::x86::V3,
+    conv: &Conv,
+    inputs: &[&Nhwc],
+    dz: &Nhwc,
+    grad: &mut [f32],
+) {
+    use pulp::f32x8;
+    let (h, w) = (dz.h, dz.w);
+    let k = conv.kernel;
+    let padded_w = w + 2 * (k / 2);
+    let kk = k * k * conv.cin();
+    let rows = dz.n * h;
+    let scratch = padded_w * k * conv.cin();
+    let dzv: &[f32x8] = pulp::bytemuck::cast_slice(&dz.data);
+    let zero = simd.splat_f32x8(0.0);
+    let total = (0..rows)
+        .into_par_iter()
+        .fold(
+            || (vec![zero; kk], vec![0.0f32; scratch]),
+            |(mut acc, mut buf), r| {
+                // Padding columns stay zero: only the inner columns are written.
+                conv.direct_input_rows(inputs, r, h, w, &mut buf);
+                let d = &dzv[r * w..(r + 1) * w];
+                simd.vectorize(|| accumulate_weight_rows(simd, conv, &buf, d, w, &mut acc));
+                (acc, buf)
+            },
+        )
+        .map(|(acc, _)| acc)
+        .reduce(
+            || vec![zero; kk],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    *x = simd.add_f32x8(*x, y);
+                }
+                a
+            },
+        );
+    grad.copy_from_slice(pulp::bytemuck::cast_slice(&total));
+}
+
+/// One output row's contribution to every weight row of [`weight_grad_direct8`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn accumulate_weight_rows(
+    simd: pulp::x86::V3,
+    conv: &Conv,
+    rows: &[f32],
+    d: &[pulp::f32x8],
+    w: usize,
+    acc: &mut [pulp::f32x8],
+) {
+    let k = conv.kernel;
+    let padded_w = w + 2 * (k / 2);
+    // Weight rows in im2col order: kernel row, map, kernel column, channel.
+    let mut idx = 0;
+    let mut o = 0;
+    for _ky in 0..k {
+        for &c in &conv.splits {
+            let seg = &rows[o..o + padded_w * c];
+            o += padded_w * c;
+            for kx in 0..k {
+                let taps = &seg[kx * c..kx * c + w * c];
+                let mut ci = 0;
+                while ci + 4 <= c {
+                    let mut a = [acc[idx], acc[idx + 1], acc[idx + 2], acc[idx + 3]];
+                    for (px, &dv) in taps.chunks_exact(c).zip(d) {
+                        let t = &px[ci..ci + 4];
+                        a[0] = simd.mul_add_f32x8(simd.splat_f32x8(t[0]), dv, a[0]);
+                        a[1] = simd.mul_add_f32x8(simd.splat_f32x8(t[1]), dv, a[1]);
+                        a[2] = simd.mul_add_f32x8(simd.splat_f32x8(t[2]), dv, a[2]);
+                        a[3] = simd.mul_add_f32x8(simd.splat_f32x8(t[3]), dv, a[3]);
+                    }
+                    acc[idx..idx + 4].copy_from_slice(&a);
+                    idx += 4;
+                    ci += 4;
+                }
+                while ci < c {
+                    let mut a = acc[idx];
+                    for (px, &dv) in taps.chunks_exact(c).zip(d) {
+                        a = simd.mul_add_f32x8(simd.splat_f32x8(px[ci]), dv, a);
+                    }
+                    acc[idx] = a;
+                    idx += 1;
+                    ci += 1;
+                }
+            }
         }
     }
 }
