@@ -120,7 +120,7 @@ pub fn run(args: Args) -> Result<()> {
             "--patches-per-epoch",
             "128",
             "--epochs",
-            "100",
+            "160",
             "--max-minutes",
             &minutes,
             "--lr",

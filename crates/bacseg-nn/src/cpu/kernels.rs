@@ -58,7 +58,6 @@ impl Nhwc {
 /// `dst[i][j] = sum_p lhs[i][p] * rhs[p][j]` for an `m x k` `lhs` with row stride `lhs_rs`, a
 /// row-major `k x n` `rhs` and an `m x n` `dst` with row stride `dst_rs` (all unit column
 /// stride); `dst` is overwritten. `threads > 1` lets the GEMM split itself over rayon.
-#[allow(unsafe_code)]
 #[allow(clippy::too_many_arguments)]
 fn matmul(
     dst: &mut [f32],
@@ -71,50 +70,17 @@ fn matmul(
     k: usize,
     threads: usize,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(dst_rs >= n && lhs_rs >= k, "GEMM strides");
-    assert!(dst.len() >= (m - 1) * dst_rs + n, "GEMM destination size");
-    assert!(lhs.len() >= (m - 1) * lhs_rs + k, "GEMM left operand size");
-    assert!(rhs.len() >= k * n, "GEMM right operand size");
-    if k == 0 {
-        for row in dst.chunks_mut(dst_rs).take(m) {
-            row[..n].fill(0.0);
-        }
-        return;
-    }
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the asserts above keep every element the strides address, (m-1)*rs + (n-1) for
-    // dst and (m-1)*rs + (k-1) for lhs and (k-1)*n + (n-1) for rhs, inside its slice; `dst`
-    // is a unique borrow, so it overlaps neither operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            false,
-            lhs.as_ptr(),
-            1,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    matmul_strided(
+        dst,
+        dst_rs,
+        lhs,
+        (lhs_rs, 1),
+        rhs,
+        (n, 1),
+        (m, n, k),
+        false,
+        threads,
+    );
 }
 
 /// `dst = sum_p lhs[i][p] * rhs[p][j]` (or `dst +=` when `accumulate`) for operands of any
@@ -630,6 +596,19 @@ impl ConvTranspose2x2 {
     }
 }
 
+/// The two source positions of output position `o` of `out_len` in bilinear resizing from
+/// `in_len` with aligned corners, and the weight of the second.
+pub(crate) fn aligned_coord(o: usize, out_len: usize, in_len: usize) -> (usize, usize, f32) {
+    let s = if out_len > 1 {
+        o as f64 * (in_len - 1) as f64 / (out_len - 1) as f64
+    } else {
+        0.0
+    };
+    let i0 = (s.floor() as usize).min(in_len - 1);
+    let i1 = (i0 + 1).min(in_len - 1);
+    (i0, i1, (s - i0 as f64) as f32)
+}
+
 /// Bilinear resizing to `oh x ow` with aligned corners (`F.interpolate(..., mode="bilinear",
 /// align_corners=True)`), into `out`'s buffer.
 pub fn resize_bilinear_aligned(x: &Nhwc, oh: usize, ow: usize, out: Vec<f32>) -> Nhwc {
@@ -638,23 +617,13 @@ pub fn resize_bilinear_aligned(x: &Nhwc, oh: usize, ow: usize, out: Vec<f32>) ->
     if out.data.is_empty() {
         return out;
     }
-    let coord = |o: usize, out_len: usize, in_len: usize| -> (usize, usize, f32) {
-        let s = if out_len > 1 {
-            o as f64 * (in_len - 1) as f64 / (out_len - 1) as f64
-        } else {
-            0.0
-        };
-        let i0 = (s.floor() as usize).min(in_len - 1);
-        let i1 = (i0 + 1).min(in_len - 1);
-        (i0, i1, (s - i0 as f64) as f32)
-    };
-    let cols: Vec<_> = (0..ow).map(|o| coord(o, ow, x.w)).collect();
+    let cols: Vec<_> = (0..ow).map(|o| aligned_coord(o, ow, x.w)).collect();
     out.data
         .par_chunks_mut(ow * c)
         .enumerate()
         .for_each(|(r, dst)| {
             let (img, y) = (r / oh, r % oh);
-            let (y0, y1, fy) = coord(y, oh, x.h);
+            let (y0, y1, fy) = aligned_coord(y, oh, x.h);
             let row0 = &x.data[(img * x.h + y0) * x.w * c..][..x.w * c];
             let row1 = &x.data[(img * x.h + y1) * x.w * c..][..x.w * c];
             for (d, &(x0, x1, fx)) in dst.chunks_exact_mut(c).zip(&cols) {

@@ -55,7 +55,7 @@ pub struct Net {
     pool: Vec<Vec<f32>>,
 }
 
-fn values<const D: usize>(
+pub(crate) fn values<const D: usize>(
     t: Tensor<D>,
     model: &'static str,
     what: &str,
@@ -69,7 +69,7 @@ fn values<const D: usize>(
         })
 }
 
-fn unsupported(model: &'static str, reason: String) -> NnError {
+pub(crate) fn unsupported(model: &'static str, reason: String) -> NnError {
     NnError::Config {
         model,
         reason: format!("not supported by the CPU engine: {reason}"),
@@ -78,7 +78,7 @@ fn unsupported(model: &'static str, reason: String) -> NnError {
 
 /// A burn convolution (stride 1, no dilation, one group, "same" padding) with an optional
 /// BatchNorm after it, as an engine convolution reading maps of `splits` channels.
-fn compile_conv(
+pub(crate) fn compile_conv(
     model: &'static str,
     conv: &Conv2d,
     bn: Option<&BatchNorm>,
@@ -166,7 +166,7 @@ fn compile_double(
     Ok([first, second])
 }
 
-fn compile_transposed(
+pub(crate) fn compile_transposed(
     model: &'static str,
     up: &ConvTranspose2d,
 ) -> Result<ConvTranspose2x2, NnError> {

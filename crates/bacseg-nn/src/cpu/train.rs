@@ -28,9 +28,10 @@ use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::kernels::{
-    BLOCK_VALUES, COLUMNS, Conv, ConvTranspose2x2, Nhwc, matmul_strided, max_pool2x2,
-    resize_bilinear_aligned,
+    BLOCK_VALUES, COLUMNS, Conv, ConvTranspose2x2, Nhwc, aligned_coord as coord, matmul_strided,
+    max_pool2x2, resize_bilinear_aligned,
 };
+use super::{compile_conv, compile_transposed, unsupported, values};
 use crate::blocks::{DoubleConv, UnetParts};
 use crate::error::NnError;
 use crate::loss::LossKind;
@@ -249,27 +250,6 @@ impl Slot {
     }
 }
 
-fn values<const D: usize>(
-    t: Tensor<D>,
-    model: &'static str,
-    what: &str,
-) -> Result<Vec<f32>, NnError> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| NnError::Config {
-            model,
-            reason: format!("reading {what}: {e:?}"),
-        })
-}
-
-fn unsupported(model: &'static str, reason: String) -> NnError {
-    NnError::Config {
-        model,
-        reason: format!("not supported by the CPU training engine: {reason}"),
-    }
-}
-
 /// Row of packed weight `(ky, kx, ci)` of a convolution whose input channels come from maps of
 /// `splits` channels (the im2col order of [`Conv`]: kernel row, map, kernel column, channel).
 fn packed_row(k: usize, splits: &[usize], ky: usize, kx: usize, ci: usize) -> usize {
@@ -316,42 +296,9 @@ impl ConvBnRelu {
         bn: &BatchNorm,
         splits: Vec<usize>,
     ) -> Result<Self, NnError> {
-        let [kh, kw] = conv.kernel_size;
-        let pad = kh / 2;
-        let same = match conv.padding {
-            burn::nn::PaddingConfig2d::Same => true,
-            burn::nn::PaddingConfig2d::Explicit(a, b, c, d) => [a, b, c, d] == [pad; 4],
-            burn::nn::PaddingConfig2d::Valid => pad == 0,
-        };
-        if kh != kw
-            || kh % 2 == 0
-            || conv.stride != [1, 1]
-            || conv.dilation != [1, 1]
-            || conv.groups != 1
-            || !same
-        {
-            return Err(unsupported(
-                model,
-                format!(
-                    "convolution {kh}x{kw}, stride {:?}, dilation {:?}, groups {}",
-                    conv.stride, conv.dilation, conv.groups
-                ),
-            ));
-        }
-        let [cout, cin, _, _] = conv.weight.dims();
-        if cin != splits.iter().sum::<usize>() {
-            return Err(unsupported(
-                model,
-                format!("a convolution takes {cin} channels, its inputs have {splits:?}"),
-            ));
-        }
-        let weight = values(conv.weight.val(), model, "convolution weights")?;
-        let bias = conv
-            .bias
-            .as_ref()
-            .map(|b| values(b.val(), model, "convolution bias"))
-            .transpose()?;
-        let compiled = Conv::from_oihw(&weight, kh, splits, cout, bias.as_deref(), None, false);
+        // The convolution alone (its own bias, no BatchNorm folded, no ReLU).
+        let compiled = compile_conv(model, conv, None, splits, false)?;
+        let (kh, cout) = (compiled.kernel, compiled.cout);
         let gamma = values(bn.gamma.val(), model, "BatchNorm gamma")?;
         let beta = values(bn.beta.val(), model, "BatchNorm beta")?;
         Ok(Self {
@@ -950,16 +897,6 @@ fn resize_bilinear_aligned_backward(dy: &Nhwc, dx: &mut Nhwc) {
     let (oh, ow, c) = (dy.h, dy.w, dy.c);
     let (ih, iw) = (dx.h, dx.w);
     dx.data.fill(0.0);
-    let coord = |o: usize, out_len: usize, in_len: usize| -> (usize, usize, f32) {
-        let s = if out_len > 1 {
-            o as f64 * (in_len - 1) as f64 / (out_len - 1) as f64
-        } else {
-            0.0
-        };
-        let i0 = (s.floor() as usize).min(in_len - 1);
-        let i1 = (i0 + 1).min(in_len - 1);
-        (i0, i1, (s - i0 as f64) as f32)
-    };
     let cols: Vec<_> = (0..ow).map(|o| coord(o, ow, iw)).collect();
     dx.data
         .par_chunks_mut((ih * iw * c).max(1))
@@ -994,29 +931,8 @@ struct Transposed {
 
 impl Transposed {
     fn new(model: &'static str, up: &ConvTranspose2d) -> Result<Self, NnError> {
-        if up.kernel_size != [2, 2]
-            || up.stride != [2, 2]
-            || up.dilation != [1, 1]
-            || up.groups != 1
-            || up.padding != [0, 0]
-            || up.padding_out != [0, 0]
-        {
-            return Err(unsupported(
-                model,
-                format!(
-                    "transposed convolution {:?} stride {:?} padding {:?}",
-                    up.kernel_size, up.stride, up.padding
-                ),
-            ));
-        }
-        let [cin, cout, _, _] = up.weight.dims();
-        let weight = values(up.weight.val(), model, "transposed convolution weights")?;
-        let bias = up
-            .bias
-            .as_ref()
-            .map(|b| values(b.val(), model, "transposed convolution bias"))
-            .transpose()?;
-        let t = ConvTranspose2x2::from_iohw(&weight, cin, cout, bias.as_deref());
+        let t = compile_transposed(model, up)?;
+        let (cin, cout) = (t.cin, t.cout);
         Ok(Self {
             weight: Slot::new(up.weight.id, Layout::Transposed { cin, cout }),
             bias: up
@@ -1267,13 +1183,7 @@ impl TrainNet {
                 format!("head {hout}x{hin}x{hk}: a 1x1 convolution to one channel is needed"),
             ));
         }
-        let hw = values(head.weight.val(), name, "head weights")?;
-        let hb = head
-            .bias
-            .as_ref()
-            .map(|b| values(b.val(), name, "head bias"))
-            .transpose()?;
-        let conv = Conv::from_oihw(&hw, 1, vec![channels], 1, hb.as_deref(), None, false);
+        let conv = compile_conv(name, head, None, vec![channels], false)?;
         Ok(Self {
             name,
             in_channels,
