@@ -154,7 +154,7 @@ impl Layout {
     }
 
     /// burn's order to the engine's.
-    fn from_burn(&self, values: &[f32]) -> Vec<f32> {
+    fn packed_from_burn(&self, values: &[f32]) -> Vec<f32> {
         match self {
             Self::Plain(_) => values.to_vec(),
             Self::Conv {
@@ -1016,7 +1016,7 @@ impl Transposed {
 
 #[derive(Debug, Clone)]
 enum Upsampling {
-    Transposed(Transposed),
+    Transposed(Box<Transposed>),
     Bilinear,
 }
 
@@ -1163,7 +1163,7 @@ impl TrainNet {
                 Some(t) => {
                     let t = Transposed::new(name, t)?;
                     channels = t.t.cout;
-                    Upsampling::Transposed(t)
+                    Upsampling::Transposed(Box::new(t))
                 }
                 None => Upsampling::Bilinear,
             };
@@ -1336,8 +1336,8 @@ impl TrainNet {
                 s
             })
             .reduce(|| vec![0.0f64; c + 1], add_vecs);
-        for ch in 0..c {
-            self.head.weight.grad[ch] = sums[ch] as f32;
+        for (g, &v) in self.head.weight.grad.iter_mut().zip(&sums[..c]) {
+            *g = v as f32;
         }
         if let Some(b) = &mut self.head.bias {
             b.grad[0] = sums[c] as f32;
@@ -1625,8 +1625,8 @@ impl TrainNet {
                         ));
                         return;
                     }
-                    slot.m1 = slot.layout.from_burn(&m1);
-                    slot.m2 = slot.layout.from_burn(&m2);
+                    slot.m1 = slot.layout.packed_from_burn(&m1);
+                    slot.m2 = slot.layout.packed_from_burn(&m2);
                     slot.time = time as usize;
                 }
                 _ => {
