@@ -137,7 +137,6 @@ pub fn time_train_step<M: SegmentationModel>(
     repeats: usize,
 ) -> TrainStepTiming {
     let device = model.devices().first().cloned().unwrap_or_default();
-    let mut model = model;
     let shape = [batch, model.in_channels(), side, side];
     let x = Tensor::<4>::random(shape, Distribution::Default, &device);
     let y = Tensor::<4>::random(
@@ -146,35 +145,52 @@ pub fn time_train_step<M: SegmentationModel>(
         &device,
     );
     let mut optim = AdamWConfig::new().init();
-    let mut parts: [Vec<f64>; 4] = Default::default();
-    for i in 0..=repeats.max(1) {
+    let mut current = Some(model);
+    let Ok(timing) = step_medians::<std::convert::Infallible>(repeats, || {
+        let model = current
+            .take()
+            .expect("the model is put back after every step");
         let start = Instant::now();
         let loss = soft_dice(model.forward(x.clone()), y.clone(), 1.0);
         let _ = loss.clone().into_scalar::<f32>();
         let forward = start.elapsed().as_secs_f64();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let backward = start.elapsed().as_secs_f64() - forward;
+        let backward = start.elapsed().as_secs_f64();
         // burn's CPU backend runs each operation when it is called: the update is done here.
-        model = optim.step(1e-3, model, grads);
-        let total = start.elapsed().as_secs_f64();
+        current = Some(optim.step(1e-3, model, grads));
+        Ok([forward, backward, start.elapsed().as_secs_f64()])
+    });
+    timing
+}
+
+/// Medians of `repeats` training steps after one warm-up step; `step` runs one and returns the
+/// seconds from its start to the end of the forward pass and loss, of the backward pass, and
+/// of the update.
+fn step_medians<E>(
+    repeats: usize,
+    mut step: impl FnMut() -> Result<[f64; 3], E>,
+) -> Result<TrainStepTiming, E> {
+    let mut parts: [Vec<f64>; 4] = Default::default();
+    for i in 0..=repeats.max(1) {
+        let [forward, backward, total] = step()?;
         if i > 0 {
             // Step 0 is the warm-up.
             for (list, v) in
                 parts
                     .iter_mut()
-                    .zip([total, forward, backward, total - forward - backward])
+                    .zip([total, forward, backward - forward, total - backward])
             {
                 list.push(v);
             }
         }
     }
     let [total, forward, backward, optimizer] = parts.map(median);
-    TrainStepTiming {
+    Ok(TrainStepTiming {
         total,
         forward,
         backward,
         optimizer,
-    }
+    })
 }
 
 /// Median seconds of `repeats` training steps of the CPU training engine `net` (soft Dice,
@@ -197,32 +213,15 @@ pub fn time_train_step_cpu(
         .collect();
     let cfg = AdamW::new(1e-4, None);
     let mut grad = Vec::new();
-    let mut parts: [Vec<f64>; 4] = Default::default();
-    for i in 0..=repeats.max(1) {
+    step_medians(repeats, || {
         let input = x.clone();
         let start = Instant::now();
         let logits = net.forward(input)?;
         loss_and_grad(LossKind::Dice, logits, &y, 1.0, &mut grad);
         let forward = start.elapsed().as_secs_f64();
         net.backward(&grad);
-        let backward = start.elapsed().as_secs_f64() - forward;
+        let backward = start.elapsed().as_secs_f64();
         net.adamw_step(1e-3, &cfg);
-        let total = start.elapsed().as_secs_f64();
-        if i > 0 {
-            for (list, v) in
-                parts
-                    .iter_mut()
-                    .zip([total, forward, backward, total - forward - backward])
-            {
-                list.push(v);
-            }
-        }
-    }
-    let [total, forward, backward, optimizer] = parts.map(median);
-    Ok(TrainStepTiming {
-        total,
-        forward,
-        backward,
-        optimizer,
+        Ok([forward, backward, start.elapsed().as_secs_f64()])
     })
 }

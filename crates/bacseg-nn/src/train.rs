@@ -445,19 +445,19 @@ fn tensors(batch: Batch, n: usize, channels: usize, device: &Device) -> (Tensor<
     (x, y)
 }
 
-/// A batch as channels-last images for the CPU engines, the grey value replicated over
-/// `channels`.
-fn nhwc(batch: &Batch, n: usize, channels: usize) -> Nhwc {
+/// A batch as channels-last images for the CPU engines (the grey value replicated over
+/// `channels`) and its masks.
+fn nhwc(batch: Batch, n: usize, channels: usize) -> (Nhwc, Vec<f32>) {
+    let Batch { images, masks, len } = batch;
     let data = if channels == 1 {
-        batch.images.clone()
+        images
     } else {
-        batch
-            .images
+        images
             .iter()
             .flat_map(|&v| std::iter::repeat_n(v, channels))
             .collect()
     };
-    Nhwc::new(batch.len, n, n, channels, data)
+    (Nhwc::new(len, n, n, channels, data), masks)
 }
 
 /// Largest batch for which burn's CPU backend (flex 0.22) routes a convolution's weight
@@ -636,8 +636,8 @@ pub fn train<M: SegmentationModel>(
                 lr = cfg.lr_at(state.steps_done + step, total_steps);
                 let value = match net.as_mut() {
                     Some(net) => {
-                        let x = nhwc(&batch, n, channels);
-                        net.step(x, &batch.masks, cfg.loss, cfg.dice_smooth, lr, &adamw)?
+                        let (x, masks) = nhwc(batch, n, channels);
+                        net.step(x, &masks, cfg.loss, cfg.dice_smooth, lr, &adamw)?
                     }
                     None => {
                         let (x, y) = tensors(batch, n, channels, &device);
@@ -754,9 +754,9 @@ fn is_better(r: &EpochRecord, best: &BestRecord) -> bool {
     }
 }
 
-/// Validation loss over every validation patch and the confusion counts of the scored set.
-/// Validation on `model` (in validation mode), through the CPU inference engine when
-/// `cpu_engine` and the model is one it runs.
+/// Validation loss over every validation patch and the confusion counts of the scored set, on
+/// `model` (in validation mode) through the CPU inference engine when `cpu_engine` and the
+/// model is one it runs.
 fn validate<M: SegmentationModel>(
     model: &M,
     cache: &PatchCache,
@@ -781,7 +781,7 @@ fn validate<M: SegmentationModel>(
         let truth = batch.masks.clone();
         let probs: Vec<f32> = match cpu_net.as_mut() {
             Some(net) => {
-                let logits = net.forward(&nhwc(&batch, n, channels))?;
+                let logits = net.forward(&nhwc(batch, n, channels).0)?;
                 let l = loss_and_grad(cfg.loss, &logits, &truth, cfg.dice_smooth, &mut grad);
                 loss_sum += l * chunk.len() as f64;
                 logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect()

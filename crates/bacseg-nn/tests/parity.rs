@@ -296,19 +296,6 @@ impl burn::module::ModuleVisitor for Names {
     }
 }
 
-fn nchw_to_nhwc(v: &[f32], shape: &[usize]) -> bacseg_nn::cpu::Nhwc {
-    let [n, c, h, w] = shape.try_into().unwrap();
-    let mut data = vec![0.0; v.len()];
-    for i in 0..n {
-        for ch in 0..c {
-            for p in 0..h * w {
-                data[(i * h * w + p) * c + ch] = v[(i * c + ch) * h * w + p];
-            }
-        }
-    }
-    bacseg_nn::cpu::Nhwc::new(n, h, w, c, data)
-}
-
 /// One training step of bacseg's CPU training engine against PyTorch's (`tools/torch_reference.py
 /// train-step`): same weights and batch, BatchNorm in training mode; the loss, every gradient,
 /// and the parameters after three AdamW steps.
@@ -330,7 +317,7 @@ fn check_train_step<M: SegmentationModel>(
     let mut net = TrainNet::from_parts(&model.unet_parts().unwrap()).unwrap();
     let (shape, input) = &fx["input"];
     let target = &fx["target"].1;
-    let x = nchw_to_nhwc(input, shape);
+    let x = bacseg_nn::cpu::Nhwc::from_nchw(input, shape.as_slice().try_into().unwrap());
     let logits = net.forward(x.clone()).unwrap().to_vec();
     let mut grad = Vec::new();
     let value = loss_and_grad(loss, &logits, target, 1.0, &mut grad);

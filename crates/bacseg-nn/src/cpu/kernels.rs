@@ -49,6 +49,21 @@ impl Nhwc {
         }
     }
 
+    /// Maps from PyTorch's and burn's layout: `values` are `[n, c, h, w]`, channels first.
+    pub fn from_nchw(values: &[f32], [n, c, h, w]: [usize; 4]) -> Self {
+        assert_eq!(values.len(), n * c * h * w, "NCHW buffer size");
+        let mut data = vec![0.0; values.len()];
+        for i in 0..n {
+            for ch in 0..c {
+                let plane = &values[(i * c + ch) * h * w..][..h * w];
+                for (p, &v) in plane.iter().enumerate() {
+                    data[(i * h * w + p) * c + ch] = v;
+                }
+            }
+        }
+        Self::new(n, h, w, c, data)
+    }
+
     /// Pixels in all maps.
     pub fn pixels(&self) -> usize {
         self.n * self.h * self.w

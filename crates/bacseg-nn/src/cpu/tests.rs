@@ -17,16 +17,8 @@ fn nchw_values(t: Tensor<4>) -> (Vec<f32>, [usize; 4]) {
 
 /// A burn NCHW tensor as an engine map.
 fn to_nhwc(t: Tensor<4>) -> Nhwc {
-    let (v, [n, c, h, w]) = nchw_values(t);
-    let mut data = vec![0.0; v.len()];
-    for i in 0..n {
-        for ch in 0..c {
-            for p in 0..h * w {
-                data[(i * h * w + p) * c + ch] = v[(i * c + ch) * h * w + p];
-            }
-        }
-    }
-    Nhwc::new(n, h, w, c, data)
+    let (v, shape) = nchw_values(t);
+    Nhwc::from_nchw(&v, shape)
 }
 
 /// Largest difference between an engine map and a burn NCHW tensor, relative to the largest

@@ -658,6 +658,27 @@ fn conv_weight_grad(conv: &Conv, inputs: &[&Nhwc], dz: &Nhwc, grad: &mut [f32]) 
     let kk = conv.kernel * conv.kernel * conv.cin();
     let rows = n * h;
     let threads = rayon::current_num_threads();
+    // `dst (+)= im2col(rows)^T dz(rows)` for a range of image rows.
+    let products = |rows: std::ops::Range<usize>, dst: &mut [f32], accumulate: bool, threads| {
+        let m = rows.len() * w;
+        let dzb = &dz.data[rows.start * w * cout..][..m * cout];
+        COLUMNS.with_borrow_mut(|cols| {
+            cols.resize(m * kk, 0.0);
+            conv.im2col(inputs, rows, &mut cols[..m * kk]);
+            let dims = (kk, cout, m);
+            matmul_strided(
+                dst,
+                cout,
+                cols,
+                (1, kk),
+                dzb,
+                (cout, 1),
+                dims,
+                accumulate,
+                threads,
+            );
+        });
+    };
     // Blocks of pixels whose im2col fits the core's L2 cache, but at least this many pixels
     // (a partial gradient per thread is summed over them).
     const MIN_BLOCK_PIXELS: usize = 128;
@@ -665,7 +686,6 @@ fn conv_weight_grad(conv: &Conv, inputs: &[&Nhwc], dz: &Nhwc, grad: &mut [f32]) 
         .max(MIN_BLOCK_PIXELS.div_ceil(w))
         .max(1);
     let blocks = rows.div_ceil(block_rows);
-    let one = conv.kernel == 1 && inputs.len() == 1;
     if blocks >= 2 * threads {
         // Many pixel blocks: each thread sums the products of its blocks, then the partial
         // gradients are added.
@@ -675,39 +695,7 @@ fn conv_weight_grad(conv: &Conv, inputs: &[&Nhwc], dz: &Nhwc, grad: &mut [f32]) 
                 || vec![0.0f32; kk * cout],
                 |mut acc, b| {
                     let start = b * block_rows;
-                    let end = (start + block_rows).min(rows);
-                    let m = (end - start) * w;
-                    let dzb = &dz.data[start * w * cout..][..m * cout];
-                    if one {
-                        let cols = &inputs[0].data[start * w * kk..][..m * kk];
-                        matmul_strided(
-                            &mut acc,
-                            cout,
-                            cols,
-                            (1, kk),
-                            dzb,
-                            (cout, 1),
-                            (kk, cout, m),
-                            true,
-                            1,
-                        );
-                    } else {
-                        COLUMNS.with_borrow_mut(|cols| {
-                            cols.resize(m * kk, 0.0);
-                            conv.im2col(inputs, start..end, &mut cols[..m * kk]);
-                            matmul_strided(
-                                &mut acc,
-                                cout,
-                                cols,
-                                (1, kk),
-                                dzb,
-                                (cout, 1),
-                                (kk, cout, m),
-                                true,
-                                1,
-                            );
-                        });
-                    }
+                    products(start..(start + block_rows).min(rows), &mut acc, true, 1);
                     acc
                 },
             )
@@ -719,36 +707,7 @@ fn conv_weight_grad(conv: &Conv, inputs: &[&Nhwc], dz: &Nhwc, grad: &mut [f32]) 
         grad.copy_from_slice(&partial);
     } else {
         // Few pixels, large weights: one im2col, one GEMM split over the threads.
-        let m = rows * w;
-        if one {
-            matmul_strided(
-                grad,
-                cout,
-                &inputs[0].data,
-                (1, kk),
-                &dz.data,
-                (cout, 1),
-                (kk, cout, m),
-                false,
-                threads,
-            );
-        } else {
-            COLUMNS.with_borrow_mut(|cols| {
-                cols.resize(m * kk, 0.0);
-                conv.im2col(inputs, 0..rows, &mut cols[..m * kk]);
-                matmul_strided(
-                    grad,
-                    cout,
-                    cols,
-                    (1, kk),
-                    &dz.data,
-                    (cout, 1),
-                    (kk, cout, m),
-                    false,
-                    threads,
-                );
-            });
-        }
+        products(0..rows, grad, false, threads);
     }
 }
 

@@ -80,18 +80,6 @@ fn running_stats<M: SegmentationModel>(model: &M) -> Vec<Vec<f32>> {
     out
 }
 
-fn nchw_to_nhwc(v: &[f32], [n, c, h, w]: [usize; 4]) -> Nhwc {
-    let mut data = vec![0.0; v.len()];
-    for i in 0..n {
-        for ch in 0..c {
-            for p in 0..h * w {
-                data[(i * h * w + p) * c + ch] = v[(i * c + ch) * h * w + p];
-            }
-        }
-    }
-    Nhwc::new(n, h, w, c, data)
-}
-
 struct Case {
     /// Largest relative difference of the logits, loss, gradients, running statistics and the
     /// parameters after the AdamW steps.
@@ -135,7 +123,7 @@ fn compare<M: SegmentationModel>(
     let grads = GradientsParams::from_grads(l.backward(), &model);
 
     // The engine, first step.
-    net.forward(nchw_to_nhwc(&xv, shape)).unwrap();
+    net.forward(Nhwc::from_nchw(&xv, shape)).unwrap();
     let got_logits = net.logits().to_vec();
     let mut dl = Vec::new();
     let got_loss = loss_and_grad(kind, &got_logits, &tv, 1.0, &mut dl) as f32;
@@ -204,7 +192,7 @@ fn compare<M: SegmentationModel>(
         let l = loss(kind, model.forward(x.clone()), t.clone(), 1.0);
         let g = GradientsParams::from_grads(l.backward(), &model);
         model = optim.step(lr, model, g);
-        net.step(nchw_to_nhwc(&xv, shape), &tv, kind, 1.0, lr, &cfg)
+        net.step(Nhwc::from_nchw(&xv, shape), &tv, kind, 1.0, lr, &cfg)
             .unwrap();
     }
     let want_vals: HashMap<ParamId, Vec<f32>> = values_of(&model)
@@ -388,7 +376,7 @@ fn optimizer_state_moves_between_burn_and_the_engine() {
     let mut net = TrainNet::from_parts(&parts).unwrap();
     let mut stateless = TrainNet::from_parts(&parts).unwrap();
     net.load_optimizer_record(record).unwrap();
-    let x_nhwc = nchw_to_nhwc(&xv, shape);
+    let x_nhwc = Nhwc::from_nchw(&xv, shape);
     net.step(x_nhwc.clone(), &tv, LossKind::Dice, 1.0, lr, &cfg)
         .unwrap();
     stateless
