@@ -370,7 +370,9 @@ impl ConvBnRelu {
                     .map(f64::from)
                     .collect::<Vec<f64>>()
             })
-            .reduce(|| vec![0.0f64; 2 * c], add_vecs);
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold(vec![0.0f64; 2 * c], add_vecs);
         let n = count.max(1) as f64;
         let mut scale = vec![0.0f32; c];
         let mut shift = vec![0.0f32; c];
@@ -455,7 +457,9 @@ impl ConvBnRelu {
                     .map(f64::from)
                     .collect::<Vec<f64>>()
             })
-            .reduce(|| vec![0.0f64; 2 * c], add_vecs);
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold(vec![0.0f64; 2 * c], add_vecs);
         for ch in 0..c {
             self.beta_slot.grad[ch] = sums[ch] as f32;
             self.gamma_slot.grad[ch] = sums[c + ch] as f32;
@@ -533,6 +537,13 @@ impl ConvBnRelu {
     }
 }
 
+/// Groups of blocks whose weight-gradient partial sums are computed in parallel: a fixed
+/// number, so that the sums do not depend on the thread count.
+const PARTIAL_GROUPS: usize = 8;
+
+/// `a + b`. Per-block partial sums are collected in block order and added in that order, so
+/// that a step's result does not depend on how rayon split the work (runs are reproducible,
+/// and a resumed run repeats an uninterrupted one).
 fn add_vecs(mut a: Vec<f64>, b: Vec<f64>) -> Vec<f64> {
     a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
     a
@@ -553,7 +564,9 @@ fn channel_sums(x: &Nhwc, out: &mut [f32]) {
             }
             s
         })
-        .reduce(|| vec![0.0f64; c], add_vecs);
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(vec![0.0f64; c], add_vecs);
     for (o, s) in out.iter_mut().zip(sums) {
         *o = s as f32;
     }
@@ -687,19 +700,23 @@ fn conv_weight_grad(conv: &Conv, inputs: &[&Nhwc], dz: &Nhwc, grad: &mut [f32]) 
         .max(1);
     let blocks = rows.div_ceil(block_rows);
     if blocks >= 2 * threads {
-        // Many pixel blocks: each thread sums the products of its blocks, then the partial
-        // gradients are added.
-        let partial = (0..blocks)
+        // Many pixel blocks: a fixed number of contiguous groups of blocks (whatever the
+        // thread count) sum their products in parallel; the group sums are added in order.
+        let groups = blocks.min(PARTIAL_GROUPS);
+        let per_group = blocks.div_ceil(groups);
+        let partial = (0..groups)
             .into_par_iter()
-            .fold(
-                || vec![0.0f32; kk * cout],
-                |mut acc, b| {
+            .map(|g| {
+                let mut acc = vec![0.0f32; kk * cout];
+                for b in g * per_group..((g + 1) * per_group).min(blocks) {
                     let start = b * block_rows;
                     products(start..(start + block_rows).min(rows), &mut acc, true, 1);
-                    acc
-                },
-            )
-            .reduce_with(|mut a, b| {
+                }
+                acc
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .reduce(|mut a, b| {
                 a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
                 a
             })
@@ -734,28 +751,30 @@ fn weight_grad_direct8(
     let scratch = padded_w * k * conv.cin();
     let dzv: &[f32x8] = pulp::bytemuck::cast_slice(&dz.data);
     let zero = simd.splat_f32x8(0.0);
-    let total = (0..rows)
+    // A fixed number of contiguous groups of rows, summed in order (see `add_vecs`).
+    let groups = rows.clamp(1, PARTIAL_GROUPS);
+    let per_group = rows.div_ceil(groups);
+    let total = (0..groups)
         .into_par_iter()
-        .fold(
-            || (vec![zero; kk], vec![0.0f32; scratch]),
-            |(mut acc, mut buf), r| {
+        .map(|g| {
+            let mut acc = vec![zero; kk];
+            let mut buf = vec![0.0f32; scratch];
+            for r in g * per_group..((g + 1) * per_group).min(rows) {
                 // Padding columns stay zero: only the inner columns are written.
                 conv.direct_input_rows(inputs, r, h, w, &mut buf);
                 let d = &dzv[r * w..(r + 1) * w];
                 simd.vectorize(|| accumulate_weight_rows(simd, conv, &buf, d, w, &mut acc));
-                (acc, buf)
-            },
-        )
-        .map(|(acc, _)| acc)
-        .reduce(
-            || vec![zero; kk],
-            |mut a, b| {
-                for (x, y) in a.iter_mut().zip(b) {
-                    *x = simd.add_f32x8(*x, y);
-                }
-                a
-            },
-        );
+            }
+            acc
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(vec![zero; kk], |mut a, b| {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x = simd.add_f32x8(*x, y);
+            }
+            a
+        });
     grad.copy_from_slice(pulp::bytemuck::cast_slice(&total));
 }
 
@@ -1294,7 +1313,9 @@ impl TrainNet {
                 }
                 s
             })
-            .reduce(|| vec![0.0f64; c + 1], add_vecs);
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold(vec![0.0f64; c + 1], add_vecs);
         for (g, &v) in self.head.weight.grad.iter_mut().zip(&sums[..c]) {
             *g = v as f32;
         }
