@@ -693,7 +693,7 @@ fn conv_weight_grad(conv: &Conv, inputs: &[&Nhwc], dz: &Nhwc, grad: &mut [f32]) 
         });
     };
     // Blocks of pixels whose im2col fits the core's L2 cache, but at least this many pixels
-    // (a partial gradient per thread is summed over them).
+    // (each group of blocks sums a partial gradient over them).
     const MIN_BLOCK_PIXELS: usize = 128;
     let block_rows = (BLOCK_VALUES / (w * kk))
         .max(MIN_BLOCK_PIXELS.div_ceil(w))
@@ -732,7 +732,7 @@ fn conv_weight_grad(conv: &Conv, inputs: &[&Nhwc], dz: &Nhwc, grad: &mut [f32]) 
 /// level) without im2col or GEMM: each weight row (one AVX register: its 8 output channels)
 /// accumulates, over a row of output pixels, the input value under it times the pixel's output
 /// gradient, four rows at a time sharing each gradient load, from the same zero-padded input
-/// rows as the direct convolution; per-thread partial sums are added at the end. A GEMM of 8
+/// rows as the direct convolution; the partial sums of fixed groups of rows are added in order. A GEMM of 8
 /// columns uses its kernels poorly.
 #[cfg(target_arch = "x86_64")]
 fn weight_grad_direct8(
