@@ -42,7 +42,7 @@ fn bench_forward<M: SegmentationModel>(model: &M, side: usize, opts: &Options, p
     let flops = model.forward_flops([side, side]) as f64;
     let seconds = time_forward(model, 1, side, opts.repeats);
     report(
-        M::NAME,
+        model.name(),
         "forward",
         &format!("{shape:?}"),
         seconds,
@@ -59,6 +59,7 @@ fn bench_train<M: SegmentationModel>(
 ) {
     let batch = 4;
     let probe = build(&Device::default());
+    let arch = probe.name();
     let shape = [batch, probe.in_channels(), side, side];
     let flops = 3.0 * batch as f64 * probe.forward_flops([side, side]) as f64;
     drop(probe);
@@ -71,7 +72,7 @@ fn bench_train<M: SegmentationModel>(
     )
     .total;
     let name = format!("{shape:?} Dice+AdamW");
-    report(M::NAME, "train", &name, seconds, flops, peak);
+    report(arch, "train", &name, seconds, flops, peak);
 }
 
 fn report(arch: &str, phase: &str, shape: &str, seconds: f64, flops: f64, peak: f64) {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Distribution, Tensor};
 
-use crate::cpu::{Net, Nhwc};
+use crate::engine::cpu::{Net, Nhwc};
 use crate::error::NnError;
 use crate::loss::soft_dice;
 use crate::model::SegmentationModel;
@@ -95,7 +95,7 @@ pub fn time_forward_cpu(
 /// `[batch, in_channels, side, side]` input, after one warm-up pass.
 #[cfg(feature = "ort")]
 pub fn time_forward_ort(
-    net: &mut crate::ort_engine::OrtNet,
+    net: &mut crate::engine::ort::OrtNet,
     batch: usize,
     side: usize,
     repeats: usize,
@@ -198,13 +198,13 @@ fn step_medians<E>(
 /// `[batch, in_channels, side, side]` batch with about 5% positive pixels, after one warm-up
 /// step (which also sizes the buffers reused by the others).
 pub fn time_train_step_cpu(
-    net: &mut crate::cpu::train::TrainNet,
+    net: &mut crate::train::cpu::TrainNet,
     batch: usize,
     side: usize,
     repeats: usize,
 ) -> Result<TrainStepTiming, NnError> {
-    use crate::cpu::train::{AdamW, loss_and_grad};
     use crate::loss::LossKind;
+    use crate::train::cpu::{AdamW, loss_and_grad};
     let c = net.in_channels();
     let x = Nhwc::new(batch, side, side, c, input_values(batch * side * side * c));
     let y: Vec<f32> = input_values(batch * side * side)

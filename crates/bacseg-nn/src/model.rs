@@ -6,9 +6,9 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::sigmoid;
 use serde::{Deserialize, Serialize};
 
-use crate::blocks::UnetParts;
 use crate::cost::{Hw, trainable_parameters};
 use crate::error::NnError;
+use crate::networks::blocks::UnetParts;
 
 /// How a network's output becomes a BAC probability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -45,7 +45,7 @@ impl OutputActivation {
 /// unless [`SegmentationModel::output_activation`] says otherwise.
 pub trait SegmentationModel: Module {
     /// Command-line name of the architecture (`dt-unet`, `unet`, ...).
-    const NAME: &'static str;
+    fn name(&self) -> &'static str;
 
     /// Logits for a batch. BatchNorm uses batch statistics on an autodiff device for a module in
     /// training mode, running statistics otherwise (see `Module::valid`).
@@ -62,17 +62,10 @@ pub trait SegmentationModel: Module {
         None
     }
 
-    /// The network compiled for the CPU engine ([`crate::cpu`]), for the architectures it runs
-    /// (`None` for the others). BatchNorm layers use their running statistics.
-    fn cpu_net(&self) -> Option<Result<crate::cpu::Net, NnError>> {
-        self.unet_parts()
-            .map(|parts| crate::cpu::Net::compile(&parts))
-    }
-
-    /// The network as an ONNX model ([`crate::onnx`]), for the architectures exported (`None`
+    /// The network as an ONNX model (graph written with [`crate::onnx`]), for the architectures exported (`None`
     /// for the others).
     fn onnx(&self) -> Option<Result<Vec<u8>, NnError>> {
-        self.unet_parts().map(|parts| crate::onnx::export(&parts))
+        self.unet_parts().map(|parts| parts.onnx())
     }
 
     /// Number of image channels the network expects.
@@ -94,7 +87,7 @@ pub trait SegmentationModel: Module {
         let [batch, channels, height, width] = shape;
         let fail = |reason: String| {
             Err(NnError::InputShape {
-                model: Self::NAME,
+                model: self.name(),
                 shape,
                 reason,
             })
@@ -128,7 +121,7 @@ pub fn outputs_of<M: SegmentationModel>(
         .into_data()
         .try_to_vec()
         .map_err(|e| NnError::Config {
-            model: M::NAME,
+            model: model.name(),
             reason: format!("reading the output: {e:?}"),
         })
 }

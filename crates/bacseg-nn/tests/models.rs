@@ -75,7 +75,12 @@ fn assert_full_resolution_logits<M: SegmentationModel>(model: &M, shape: [usize;
     let device = Device::default();
     model.check_input(shape).unwrap();
     let out = model.forward(Tensor::<4>::ones(shape, &device));
-    assert_eq!(out.dims(), [shape[0], 1, shape[2], shape[3]], "{}", M::NAME);
+    assert_eq!(
+        out.dims(),
+        [shape[0], 1, shape[2], shape[3]],
+        "{}",
+        model.name()
+    );
 }
 
 #[test]

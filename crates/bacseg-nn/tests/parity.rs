@@ -304,7 +304,7 @@ fn check_train_step<M: SegmentationModel>(
     build: fn(&Device) -> M,
     loss: bacseg_nn::loss::LossKind,
 ) {
-    use bacseg_nn::cpu::train::{AdamW, TrainNet, loss_and_grad};
+    use bacseg_nn::train::cpu::{AdamW, TrainNet, loss_and_grad};
     let fx = read_tensors(&fixture(&format!("{name}_train_step.safetensors")));
     let model = load_pytorch_safetensors(
         build(&Device::default()),
@@ -317,7 +317,7 @@ fn check_train_step<M: SegmentationModel>(
     let mut net = TrainNet::from_parts(&model.unet_parts().unwrap()).unwrap();
     let (shape, input) = &fx["input"];
     let target = &fx["target"].1;
-    let x = bacseg_nn::cpu::Nhwc::from_nchw(input, shape.as_slice().try_into().unwrap());
+    let x = bacseg_nn::engine::cpu::Nhwc::from_nchw(input, shape.as_slice().try_into().unwrap());
     let logits = net.forward(x.clone()).unwrap().to_vec();
     let mut grad = Vec::new();
     let value = loss_and_grad(loss, &logits, target, 1.0, &mut grad);

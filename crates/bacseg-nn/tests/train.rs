@@ -14,11 +14,11 @@ use bacseg_core::dataset::{Dataset, Split};
 use bacseg_core::preprocess::Preprocess;
 use bacseg_core::raster::Size;
 use bacseg_core::synth::{SeverityMix, SynthConfig, WriteOptions, write_dataset};
-use bacseg_nn::spec::{ModelSpec, ModelVisitor};
+use bacseg_nn::networks::ModelSpec;
 use bacseg_nn::train::{
     Control, Outcome, Quiet, RunConfig, RunDir, Stop, TrainConfig, TrainData, TrainEngine, train,
 };
-use bacseg_nn::{Architecture, Device, SegmentationModel};
+use bacseg_nn::{Architecture, Device};
 
 fn synth_dataset(dir: &Path) -> Dataset {
     let config = SynthConfig {
@@ -78,35 +78,6 @@ fn run_config(data: &Path, dataset: &Dataset, epochs: usize) -> RunConfig {
     }
 }
 
-struct Run<'a> {
-    config: &'a RunConfig,
-    train: &'a PatchCache,
-    val: &'a PatchCache,
-    dir: &'a RunDir,
-    resume: bool,
-    control: Control,
-}
-
-impl ModelVisitor for Run<'_> {
-    type Output = Outcome;
-    fn visit<M: SegmentationModel>(self, model: M) -> Outcome {
-        let data = TrainData {
-            train: self.train,
-            val: Some(self.val),
-        };
-        train(
-            model,
-            self.config,
-            &data,
-            self.dir,
-            self.resume,
-            &self.control,
-            &mut Quiet,
-        )
-        .unwrap()
-    }
-}
-
 fn go(
     config: &RunConfig,
     caches: &(PatchCache, PatchCache),
@@ -116,21 +87,15 @@ fn go(
 ) -> Outcome {
     let device = Device::default();
     let run = RunDir::new(dir);
-    config
+    let model = config
         .model
-        .build_seeded(
-            &device,
-            config.train.seed,
-            Run {
-                config,
-                train: &caches.0,
-                val: &caches.1,
-                dir: &run,
-                resume,
-                control,
-            },
-        )
-        .unwrap()
+        .build_seeded(&device, config.train.seed)
+        .unwrap();
+    let data = TrainData {
+        train: &caches.0,
+        val: Some(&caches.1),
+    };
+    train(model, config, &data, &run, resume, &control, &mut Quiet).unwrap()
 }
 
 fn caches(dataset: &Dataset, config: &RunConfig, dir: &Path) -> (PatchCache, PatchCache) {
@@ -276,7 +241,7 @@ fn a_budget_shorter_than_one_epoch_still_leaves_weights() {
 
 /// A run interrupted after one epoch on one engine and resumed on the other continues the
 /// curve of an uninterrupted run (same batches, same steps up to float rounding: the engines
-/// agree to about 1e-5 per step, see bacseg_nn::cpu::train's tests).
+/// agree to about 1e-5 per step, see bacseg_nn::train::cpu's tests).
 #[test]
 fn a_run_resumes_on_the_other_engine() {
     let tmp = tempfile::tempdir().unwrap();
@@ -334,27 +299,18 @@ fn the_cpu_engine_names_what_it_trains() {
         .unwrap();
     let cache = caches(&dataset, &config, &tmp.path().join("cache"));
     let run = RunDir::new(&tmp.path().join("run"));
-    struct Refused<'a>(&'a RunConfig, &'a (PatchCache, PatchCache), &'a RunDir);
-    impl ModelVisitor for Refused<'_> {
-        type Output = String;
-        fn visit<M: SegmentationModel>(self, model: M) -> String {
-            let data = TrainData {
-                train: &self.1.0,
-                val: Some(&self.1.1),
-            };
-            let control = Control {
-                engine: TrainEngine::Cpu,
-                ..Control::default()
-            };
-            match train(model, self.0, &data, self.2, false, &control, &mut Quiet) {
-                Ok(_) => "trained".into(),
-                Err(e) => e.to_string(),
-            }
-        }
-    }
-    let message = config
-        .model
-        .build_seeded(&Device::default(), 1, Refused(&config, &cache, &run))
-        .unwrap();
+    let model = config.model.build_seeded(&Device::default(), 1).unwrap();
+    let data = TrainData {
+        train: &cache.0,
+        val: Some(&cache.1),
+    };
+    let control = Control {
+        engine: TrainEngine::Cpu,
+        ..Control::default()
+    };
+    let message = match train(model, &config, &data, &run, false, &control, &mut Quiet) {
+        Ok(_) => "trained".to_string(),
+        Err(e) => e.to_string(),
+    };
     assert!(message.contains("--engine burn"), "{message}");
 }

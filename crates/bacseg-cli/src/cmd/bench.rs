@@ -18,10 +18,10 @@ use bacseg_nn::bench::{
     TrainStepTiming, peak_gflops, time_forward, time_forward_cpu, time_train_step,
     time_train_step_cpu,
 };
-use bacseg_nn::cpu::train::TrainNet;
-use bacseg_nn::infer::{Engine, InferConfig, predict_image};
-use bacseg_nn::spec::{ModelSpec, ModelVisitor};
-use bacseg_nn::{Architecture, Device, SegmentationModel, save_pytorch_safetensors};
+use bacseg_nn::engine::{Engine, InferConfig, predict_image};
+use bacseg_nn::networks::{ModelSpec, Network};
+use bacseg_nn::train::cpu::TrainNet;
+use bacseg_nn::{Architecture, Device, Module, SegmentationModel, save_pytorch_safetensors};
 
 use crate::exit::InputError;
 
@@ -142,16 +142,17 @@ pub fn run(args: Args) -> Result<()> {
     for &arch in &models {
         for &b in &batches {
             let timing = spec(arch)?
-                .build(
-                    &device,
+                .build(&device)
+                .map(|model| {
                     Forward {
                         b,
                         n,
                         repeats: args.repeats,
                         onnx: (arch == Architecture::DtUnet && b == 1 && torch_wanted)
                             .then_some(onnx_path.as_path()),
-                    },
-                )
+                    }
+                    .visit(model)
+                })
                 .map_err(|e| InputError(e.to_string()))??;
             let what = format!("{} forward {b}x{n}x{n}", arch.name());
             let per_patch = |s: f64| format!("{:.3} s per patch", s / b as f64);
@@ -199,15 +200,16 @@ pub fn run(args: Args) -> Result<()> {
         // batch 4 (the default and PyTorch's comparison), from the same initial weights.
         for batch in [1, 2, 4, 8] {
             let (burn, cpu, gflop) = spec(Architecture::DtUnet)?
-                .build(
-                    &device.clone().autodiff(),
+                .build(&device.clone().autodiff())
+                .map(|model| {
                     Train {
                         batch,
                         side,
                         repeats: args.repeats,
                         burn: batch == 4,
-                    },
-                )
+                    }
+                    .visit(model)
+                })
                 .map_err(|e| InputError(e.to_string()))??;
             let what = format!("dt-unet train step {batch}x{side}x{side}, Dice + AdamW");
             let parts = |step: &TrainStepTiming| {
@@ -309,15 +311,16 @@ pub fn run(args: Args) -> Result<()> {
         let dir = tempfile::tempdir().context("creating a temporary directory")?;
         let weights = dir.path().join("dt-unet.safetensors");
         let whole = spec(Architecture::DtUnet)?
-            .build(
-                &device,
+            .build(&device)
+            .map(|model| {
                 Whole {
                     pre: &pre,
                     patch: n,
                     batch: b,
                     weights: &weights,
-                },
-            )
+                }
+                .visit(model)
+            })
             .map_err(|e| InputError(e.to_string()))??;
         for (skip, (seconds, forward, patches, grid, engine)) in [("on", whole.0), ("off", whole.1)]
         {
@@ -415,7 +418,7 @@ struct ForwardTiming {
 /// (with a notice) where it cannot run.
 #[cfg(feature = "ort")]
 fn time_ort(onnx: &[u8], channels: usize, b: usize, n: usize, repeats: usize) -> Option<f64> {
-    bacseg_nn::ort_engine::OrtNet::new(onnx, channels)
+    bacseg_nn::engine::ort::OrtNet::new(onnx, channels)
         .and_then(|mut net| bacseg_nn::bench::time_forward_ort(&mut net, b, n, repeats))
         .inspect_err(|e| eprintln!("bacseg: ort engine not timed: {e}"))
         .ok()
@@ -426,9 +429,8 @@ fn time_ort(_: &[u8], _: usize, _: usize, _: usize, _: usize) -> Option<f64> {
     None
 }
 
-impl ModelVisitor for Forward<'_> {
-    type Output = Result<ForwardTiming>;
-    fn visit<M: SegmentationModel + 'static>(self, model: M) -> Self::Output {
+impl Forward<'_> {
+    fn visit(self, model: Network) -> Result<ForwardTiming> {
         let model = model.valid();
         model.check_input([self.b, model.in_channels(), self.n, self.n])?;
         // Exported once, for the file ONNX Runtime from Python reads and for the ort engine.
@@ -440,7 +442,7 @@ impl ModelVisitor for Forward<'_> {
             std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
         }
         let burn = time_forward(&model, self.b, self.n, self.repeats);
-        let cpu = match model.cpu_net() {
+        let cpu = match bacseg_nn::engine::cpu::Net::for_model(&model) {
             Some(net) => Some(time_forward_cpu(&mut net?, self.b, self.n, self.repeats)?),
             None => None,
         };
@@ -464,10 +466,11 @@ struct Train {
     burn: bool,
 }
 
-impl ModelVisitor for Train {
-    /// burn's step, the CPU training engine's step (for the architectures it trains), GFLOP.
-    type Output = Result<(Option<TrainStepTiming>, Option<TrainStepTiming>, f64)>;
-    fn visit<M: SegmentationModel + 'static>(self, model: M) -> Self::Output {
+impl Train {
+    fn visit(
+        self,
+        model: Network,
+    ) -> Result<(Option<TrainStepTiming>, Option<TrainStepTiming>, f64)> {
         model.check_input([self.batch, model.in_channels(), self.side, self.side])?;
         let gflop =
             3.0 * self.batch as f64 * model.forward_flops([self.side, self.side]) as f64 / 1e9;
@@ -500,10 +503,8 @@ struct Whole<'a> {
     weights: &'a Path,
 }
 
-impl ModelVisitor for Whole<'_> {
-    /// With and without breast skipping.
-    type Output = Result<(WholeTiming, WholeTiming)>;
-    fn visit<M: SegmentationModel + 'static>(self, model: M) -> Self::Output {
+impl Whole<'_> {
+    fn visit(self, model: Network) -> Result<(WholeTiming, WholeTiming)> {
         // The weights PyTorch loads for the same comparison.
         save_pytorch_safetensors(&model, self.weights)?;
         let model = model.valid();

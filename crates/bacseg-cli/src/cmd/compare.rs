@@ -14,10 +14,10 @@ use bacseg_core::metrics::{Aggregate, ConfusionCounts, EmptyPolicy, Metrics};
 use bacseg_core::patch::{Patch, PatchGrid, SummedArea};
 use bacseg_core::preprocess::preprocess;
 use bacseg_core::raster::{Mask, Raster};
-use bacseg_nn::infer::patch_probabilities;
-use bacseg_nn::spec::ModelVisitor;
+use bacseg_nn::engine::patch_probabilities;
+use bacseg_nn::networks::Network;
 use bacseg_nn::train::{BestRecord, RunConfig, RunDir};
-use bacseg_nn::{Architecture, Device, SegmentationModel, load_pytorch_safetensors};
+use bacseg_nn::{Architecture, Device, Module, SegmentationModel, load_pytorch_safetensors};
 
 use crate::cmd::chain;
 use crate::exit::InputError;
@@ -335,7 +335,8 @@ pub fn run(args: Args) -> Result<()> {
         let model = e
             .config
             .model
-            .build(&device, Load { weights: &weights })
+            .build(&device)
+            .map(|model| Load { weights: &weights }.visit(model))
             .map_err(|err| InputError(format!("{}: {err}", e.run.display())))??;
         e.parameters = model.parameters();
         models.push(model);
@@ -494,9 +495,8 @@ struct Load<'a> {
     weights: &'a Path,
 }
 
-impl ModelVisitor for Load<'_> {
-    type Output = Result<Box<dyn PatchModel>>;
-    fn visit<M: SegmentationModel + 'static>(self, model: M) -> Self::Output {
+impl Load<'_> {
+    fn visit(self, model: Network) -> Result<Box<dyn PatchModel>> {
         let model = load_pytorch_safetensors(model, self.weights)
             .map_err(|e| InputError(e.to_string()))?
             .valid();

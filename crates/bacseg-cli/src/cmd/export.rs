@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use bacseg_core::io::write_atomic;
 use bacseg_nn::Module;
+use bacseg_nn::networks::Network;
 use bacseg_nn::onnx::{IR_VERSION, OPSET};
-use bacseg_nn::spec::ModelVisitor;
 use bacseg_nn::{
     Device, OutputActivation, Precision, SegmentationModel, load_pytorch_safetensors,
     load_scunet_checkpoint, outputs_of,
@@ -54,7 +54,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     loaded
         .spec
-        .build(&Device::default(), job)
+        .build(&Device::default())
+        .map(|model| job.visit(model))
         .map_err(|e| InputError(e.to_string()))?
 }
 
@@ -63,9 +64,8 @@ struct Export<'a> {
     weights: &'a Path,
 }
 
-impl ModelVisitor for Export<'_> {
-    type Output = Result<()>;
-    fn visit<M: SegmentationModel + 'static>(self, model: M) -> Result<()> {
+impl Export<'_> {
+    fn visit(self, model: Network) -> Result<()> {
         let model = load_pytorch_safetensors(model, self.weights)
             .map_err(|e| InputError(e.to_string()))?
             .valid();
@@ -77,7 +77,7 @@ impl Export<'_> {
     fn export<M: SegmentationModel>(self, model: M) -> Result<()> {
         let bytes = model
             .onnx()
-            .ok_or_else(|| InputError(format!("{} has no ONNX export", M::NAME)))?
+            .ok_or_else(|| InputError(format!("{} has no ONNX export", model.name())))?
             .map_err(|e| InputError(e.to_string()))?;
         let args = self.args;
         write_atomic(&args.out, |w| {
@@ -91,7 +91,7 @@ impl Export<'_> {
             "bacseg: wrote {} ({}, ONNX IR {IR_VERSION}, opset {OPSET}, {:.1} MB; input \
              [batch, {}, height, width], output {outputs} [batch, 1, height, width])",
             args.out.display(),
-            M::NAME,
+            model.name(),
             bytes.len() as f64 / 1e6,
             model.in_channels()
         );

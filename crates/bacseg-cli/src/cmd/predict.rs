@@ -19,11 +19,11 @@ use bacseg_core::quantify::{BacBurden, Grading, measure};
 use bacseg_core::raster::{ProbMap, Raster};
 use bacseg_core::resample::resize;
 use bacseg_core::stitch::BlendMode;
-use bacseg_nn::infer::{
+use bacseg_nn::engine::{
     Engine, InferConfig, PUBLISHED_SCUNET_STRIDE, PUBLISHED_SCUNET_TILE, Prediction, Runner,
     predict_image_with, predict_published_scunet,
 };
-use bacseg_nn::spec::{ModelSpec, ModelVisitor};
+use bacseg_nn::networks::{ModelSpec, Network};
 use bacseg_nn::train::RunDir;
 use bacseg_nn::{
     Architecture, Device, OutputActivation, Precision, ScuNetConfig, SegmentationModel,
@@ -605,7 +605,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     loaded
         .spec
-        .build(&device, job)
+        .build(&device)
+        .map(|model| job.visit(model))
         .map_err(|e| InputError(e.to_string()))?
 }
 
@@ -631,9 +632,8 @@ struct Row {
     seconds: f64,
 }
 
-impl ModelVisitor for Job<'_> {
-    type Output = Result<()>;
-    fn visit<M: SegmentationModel + 'static>(self, model: M) -> Result<()> {
+impl Job<'_> {
+    fn visit(self, model: Network) -> Result<()> {
         let model =
             load_pytorch_safetensors(model, self.weights).map_err(|e| InputError(e.to_string()))?;
         self.process(model)

@@ -10,12 +10,12 @@ use bacseg_core::cache::{CacheSpec, PatchCache};
 use bacseg_core::dataset::{Dataset, Split};
 use bacseg_core::metrics::PatchSet;
 use bacseg_nn::loss::LossKind;
-use bacseg_nn::spec::{ModelSpec, ModelVisitor};
+use bacseg_nn::networks::{ModelSpec, Network};
 use bacseg_nn::train::{
     Control, EpochRecord, Observer, Outcome, RunConfig, RunDir, Schedule, Stop, TrainConfig,
     TrainData, TrainEngine, TrainError, train,
 };
-use bacseg_nn::{Architecture, Device, SegmentationModel};
+use bacseg_nn::{Architecture, Device};
 
 use crate::cmd::preprocess::PreprocessArgs;
 use crate::exit::InputError;
@@ -333,7 +333,8 @@ pub fn run(args: Args) -> Result<()> {
     };
     let outcome = config
         .model
-        .build_seeded(&device, config.train.seed, visitor)
+        .build_seeded(&device, config.train.seed)
+        .map(|model| visitor.visit(model))
         .map_err(|e| InputError(e.to_string()))??;
     report(&outcome, &run_dir);
     Ok(())
@@ -347,9 +348,8 @@ struct Train<'a> {
     control: &'a Control,
 }
 
-impl ModelVisitor for Train<'_> {
-    type Output = Result<Outcome>;
-    fn visit<M: SegmentationModel + 'static>(self, model: M) -> Result<Outcome> {
+impl Train<'_> {
+    fn visit(self, model: Network) -> Result<Outcome> {
         let mut progress = Progress::new();
         train(
             model,

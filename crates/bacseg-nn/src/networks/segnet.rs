@@ -7,11 +7,12 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
 
-use crate::blocks::{ConvBn, ConvSpec};
 use crate::cost::{self, Hw};
 use crate::error::NnError;
 use crate::model::SegmentationModel;
-use crate::unpool::{max_pool2x2_with_indices, max_unpool2x2};
+use crate::networks::blocks::{ConvBn, ConvSpec};
+use crate::networks::unpool::{max_pool2x2_with_indices, max_unpool2x2};
+use crate::onnx::{GraphBuilder, INPUT, LOGITS, ints};
 
 /// SegNet configuration; `SegNetConfig::new()` is VGG16-BN with 1 input channel.
 #[derive(Config, Debug)]
@@ -113,7 +114,9 @@ pub struct SegNet {
 }
 
 impl SegmentationModel for SegNet {
-    const NAME: &'static str = "segnet";
+    fn name(&self) -> &'static str {
+        "segnet"
+    }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut pools = Vec::with_capacity(self.enc.len());
@@ -130,7 +133,7 @@ impl SegmentationModel for SegNet {
     }
 
     fn onnx(&self) -> Option<Result<Vec<u8>, NnError>> {
-        Some(crate::onnx::export_segnet(self))
+        Some(onnx_graph(self))
     }
 
     fn in_channels(&self) -> usize {
@@ -161,4 +164,31 @@ impl SegmentationModel for SegNet {
         }
         flops + cost::conv2d(&self.head, size).0
     }
+}
+/// The ONNX model of a SegNet.
+pub(crate) fn onnx_graph(net: &SegNet) -> Result<Vec<u8>, NnError> {
+    let mut b = GraphBuilder::new(net.name());
+    let mut x = INPUT.to_string();
+    let mut pools = Vec::with_capacity(net.enc.len());
+    for stage in &net.enc {
+        for layer in &stage.layers {
+            x = layer.onnx(&mut b, x)?;
+        }
+        let shape = b.node("Shape", vec![x.clone()], vec![]);
+        let [values, indices] = b.max_pool_with_indices(x);
+        pools.push((indices, shape));
+        x = values;
+    }
+    for (stage, (indices, shape)) in net.dec.iter().zip(pools.into_iter().rev()) {
+        x = b.node(
+            "MaxUnpool",
+            vec![x, indices, shape],
+            vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+        );
+        for layer in &stage.layers {
+            x = layer.onnx(&mut b, x)?;
+        }
+    }
+    let out = b.conv(x, &net.head)?;
+    Ok(b.finish(&out, net.in_channels(), LOGITS.into()))
 }

@@ -2,6 +2,10 @@
 //! batches and are blended into one probability map as they come, so memory stays O(image)
 //! whatever the number of patches.
 
+pub mod cpu;
+#[cfg(feature = "ort")]
+pub mod ort;
+
 use std::time::Instant;
 
 use bacseg_core::patch::{PatchError, PatchGrid};
@@ -10,9 +14,9 @@ use bacseg_core::stitch::{BlendMode, Blender, StitchError};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::cpu::{self, Nhwc};
 use crate::error::NnError;
 use crate::model::{OutputActivation, SegmentationModel};
+use cpu::Nhwc;
 
 /// Which implementation runs the forward passes of [`predict_image`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -24,7 +28,7 @@ pub enum Engine {
     Auto,
     /// burn, on the model's device (CPU or GPU).
     Burn,
-    /// The CPU engine ([`crate::cpu`]): BatchNorm folded, fused epilogues, channels-last.
+    /// The CPU engine ([`crate::engine::cpu`]): BatchNorm folded, fused epilogues, channels-last.
     Cpu,
     /// ONNX Runtime on the model exported to ONNX (builds with the `ort` feature; the library
     /// is loaded at run time, see [`crate::onnx`] and `ort_engine`).
@@ -219,7 +223,7 @@ pub enum Runner<'m, M> {
     },
     #[cfg(feature = "ort")]
     Ort {
-        net: Box<crate::ort_engine::OrtNet>,
+        net: Box<crate::engine::ort::OrtNet>,
         activation: OutputActivation,
     },
 }
@@ -232,15 +236,15 @@ impl<'m, M: SegmentationModel> Runner<'m, M> {
         let unsupported = |name: &str| {
             InferError::Other(format!(
                 "the {name} engine does not run {}; use --engine burn",
-                M::NAME
+                model.name()
             ))
         };
         // Compiled at most once: it reads every weight.
         let net = match engine {
             Engine::Burn => None,
             Engine::Auto if !on_cpu(model) => None,
-            Engine::Auto => model.cpu_net(),
-            Engine::Cpu => Some(model.cpu_net().ok_or_else(|| unsupported("cpu"))?),
+            Engine::Auto => cpu::Net::for_model(model),
+            Engine::Cpu => Some(cpu::Net::for_model(model).ok_or_else(|| unsupported("cpu"))?),
             Engine::Ort => return Self::ort(model, unsupported("ort")),
         };
         let Some(net) = net else {
@@ -256,7 +260,7 @@ impl<'m, M: SegmentationModel> Runner<'m, M> {
     #[cfg(feature = "ort")]
     fn ort(model: &'m M, unsupported: InferError) -> Result<Self, InferError> {
         let onnx = model.onnx().ok_or(unsupported)??;
-        let net = crate::ort_engine::OrtNet::new(&onnx, model.in_channels())?;
+        let net = crate::engine::ort::OrtNet::new(&onnx, model.in_channels())?;
         Ok(Runner::Ort {
             net: Box::new(net),
             activation: model.output_activation(),
@@ -538,11 +542,11 @@ pub fn predict_published_scunet<M: SegmentationModel>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dt_unet::DtUnetConfig;
+    use crate::networks::dt_unet::DtUnetConfig;
     use burn::module::Module;
 
     /// A two-level DT-UNet of width 2, in validation mode.
-    fn tiny_model() -> crate::dt_unet::DtUnet {
+    fn tiny_model() -> crate::networks::dt_unet::DtUnet {
         DtUnetConfig::new()
             .with_widths(vec![2, 4])
             .init(&Device::default())

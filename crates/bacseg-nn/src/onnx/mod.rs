@@ -20,11 +20,7 @@ use burn::nn::{BatchNorm, Linear, PRelu};
 use burn::tensor::Tensor;
 use prost::Message;
 
-use crate::blocks::{ConvBn, DoubleConv, UnetParts};
-use crate::contextnet::{Bottleneck, ContextNet, DsConv};
 use crate::error::NnError;
-use crate::scunet::{BnPrelu, ContextDown, ConvBnPrelu, DoubleConvPrelu, ScuNet};
-use crate::segnet::SegNet;
 
 /// The default-domain operator set the graph uses.
 pub const OPSET: i64 = 18;
@@ -160,7 +156,7 @@ pub struct Dimension {
     pub dim_param: Option<String>,
 }
 
-fn int(name: &str, i: i64) -> AttributeProto {
+pub(crate) fn int(name: &str, i: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: ATTR_INT,
@@ -169,7 +165,7 @@ fn int(name: &str, i: i64) -> AttributeProto {
     }
 }
 
-fn ints(name: &str, ints: &[usize]) -> AttributeProto {
+pub(crate) fn ints(name: &str, ints: &[usize]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: ATTR_INTS,
@@ -178,7 +174,7 @@ fn ints(name: &str, ints: &[usize]) -> AttributeProto {
     }
 }
 
-fn string(name: &str, s: &str) -> AttributeProto {
+pub(crate) fn string(name: &str, s: &str) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: ATTR_STRING,
@@ -187,7 +183,7 @@ fn string(name: &str, s: &str) -> AttributeProto {
     }
 }
 
-fn float(name: &str, f: f32) -> AttributeProto {
+pub(crate) fn float(name: &str, f: f32) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: ATTR_FLOAT,
@@ -223,17 +219,17 @@ fn fixed(v: usize) -> Dimension {
 }
 
 /// Accumulates the nodes and weights of a graph; every method returns its output's name.
-struct Builder {
+pub(crate) struct GraphBuilder {
     model: &'static str,
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
 }
 
 /// The graph's input.
-const INPUT: &str = "input";
+pub(crate) const INPUT: &str = "input";
 
-impl Builder {
-    fn new(model: &'static str) -> Self {
+impl GraphBuilder {
+    pub(crate) fn new(model: &'static str) -> Self {
         Self {
             model,
             nodes: Vec::new(),
@@ -241,7 +237,12 @@ impl Builder {
         }
     }
 
-    fn node(&mut self, op: &str, inputs: Vec<String>, attributes: Vec<AttributeProto>) -> String {
+    pub(crate) fn node(
+        &mut self,
+        op: &str,
+        inputs: Vec<String>,
+        attributes: Vec<AttributeProto>,
+    ) -> String {
         let name = format!("{}_{}", op.to_lowercase(), self.nodes.len());
         self.nodes.push(NodeProto {
             input: inputs,
@@ -253,7 +254,11 @@ impl Builder {
         name
     }
 
-    fn weight<const D: usize>(&mut self, name: String, t: Tensor<D>) -> Result<String, NnError> {
+    pub(crate) fn weight<const D: usize>(
+        &mut self,
+        name: String,
+        t: Tensor<D>,
+    ) -> Result<String, NnError> {
         let dims = t.dims().iter().map(|&d| d as i64).collect();
         let values = t
             .into_data()
@@ -273,7 +278,7 @@ impl Builder {
     }
 
     /// A float scalar constant.
-    fn scalar(&mut self, value: f32) -> String {
+    pub(crate) fn scalar(&mut self, value: f32) -> String {
         let name = format!("const_{}", self.initializers.len());
         self.initializers.push(TensorProto {
             dims: Vec::new(),
@@ -285,7 +290,7 @@ impl Builder {
     }
 
     /// 2x2 max-pooling with stride 2: the pooled values and ONNX's flat indices of the maxima.
-    fn max_pool_with_indices(&mut self, x: String) -> [String; 2] {
+    pub(crate) fn max_pool_with_indices(&mut self, x: String) -> [String; 2] {
         let name = self.node(
             "MaxPool",
             vec![x],
@@ -299,7 +304,7 @@ impl Builder {
     }
 
     /// A one-dimensional int64 constant.
-    fn int64s(&mut self, values: &[i64]) -> String {
+    pub(crate) fn int64s(&mut self, values: &[i64]) -> String {
         let name = format!("const_{}", self.initializers.len());
         self.initializers.push(TensorProto {
             dims: vec![values.len() as i64],
@@ -310,7 +315,7 @@ impl Builder {
         name
     }
 
-    fn conv(&mut self, x: String, conv: &Conv2d) -> Result<String, NnError> {
+    pub(crate) fn conv(&mut self, x: String, conv: &Conv2d) -> Result<String, NnError> {
         let id = self.nodes.len();
         let mut inputs = vec![
             x,
@@ -342,7 +347,7 @@ impl Builder {
         ))
     }
 
-    fn batch_norm(&mut self, x: String, bn: &BatchNorm) -> Result<String, NnError> {
+    pub(crate) fn batch_norm(&mut self, x: String, bn: &BatchNorm) -> Result<String, NnError> {
         let id = self.nodes.len();
         let inputs = vec![
             x,
@@ -358,13 +363,13 @@ impl Builder {
         ))
     }
 
-    fn relu(&mut self, x: String) -> String {
+    pub(crate) fn relu(&mut self, x: String) -> String {
         self.node("Relu", vec![x], vec![])
     }
 
     /// PReLU with one slope or one per channel (stored `[channels, 1, 1]` so that it
     /// broadcasts over `[batch, channels, height, width]`).
-    fn prelu(&mut self, x: String, act: &PRelu) -> Result<String, NnError> {
+    pub(crate) fn prelu(&mut self, x: String, act: &PRelu) -> Result<String, NnError> {
         let id = self.nodes.len();
         let alpha = act.alpha.val();
         let [c] = alpha.dims();
@@ -373,7 +378,7 @@ impl Builder {
     }
 
     /// A linear layer on `[batch, features]` (burn's weight is `[in, out]`: Gemm's B as is).
-    fn linear(&mut self, x: String, linear: &Linear) -> Result<String, NnError> {
+    pub(crate) fn linear(&mut self, x: String, linear: &Linear) -> Result<String, NnError> {
         let id = self.nodes.len();
         let mut inputs = vec![
             x,
@@ -385,22 +390,11 @@ impl Builder {
         Ok(self.node("Gemm", inputs, vec![]))
     }
 
-    fn conv_bn(&mut self, x: String, unit: &ConvBn) -> Result<String, NnError> {
-        let y = self.conv(x, &unit.conv)?;
-        let y = self.batch_norm(y, &unit.bn)?;
-        Ok(if unit.relu { self.relu(y) } else { y })
-    }
-
-    fn double(&mut self, x: String, block: &DoubleConv) -> Result<String, NnError> {
-        let y = self.conv(x, &block.conv1)?;
-        let y = self.batch_norm(y, &block.bn1)?;
-        let y = self.relu(y);
-        let y = self.conv(y, &block.conv2)?;
-        let y = self.batch_norm(y, &block.bn2)?;
-        Ok(self.relu(y))
-    }
-
-    fn conv_transpose(&mut self, x: String, up: &ConvTranspose2d) -> Result<String, NnError> {
+    pub(crate) fn conv_transpose(
+        &mut self,
+        x: String,
+        up: &ConvTranspose2d,
+    ) -> Result<String, NnError> {
         let id = self.nodes.len();
         let mut inputs = vec![x, self.weight(format!("up_{id}.weight"), up.weight.val())?];
         if let Some(b) = &up.bias {
@@ -422,13 +416,13 @@ impl Builder {
     }
 
     /// `[height, width]` of `x`, as an int64 tensor.
-    fn spatial_size(&mut self, x: &str) -> String {
+    pub(crate) fn spatial_size(&mut self, x: &str) -> String {
         self.node("Shape", vec![x.to_string()], vec![int("start", 2)])
     }
 
     /// Bilinear resize of `x` to `sizes` (`[height, width]`), corners aligned or half-pixel
     /// centres (PyTorch's `align_corners=False`), without antialiasing.
-    fn resize(&mut self, x: String, sizes: String, align_corners: bool) -> String {
+    pub(crate) fn resize(&mut self, x: String, sizes: String, align_corners: bool) -> String {
         let mode = if align_corners {
             "align_corners"
         } else {
@@ -446,7 +440,7 @@ impl Builder {
     }
 
     /// The model whose graph ends at `output` (renamed `output`), taking `in_channels`.
-    fn finish(mut self, output: &str, in_channels: usize, doc: String) -> Vec<u8> {
+    pub(crate) fn finish(mut self, output: &str, in_channels: usize, doc: String) -> Vec<u8> {
         for node in &mut self.nodes {
             for name in &mut node.output {
                 if name == output {
@@ -496,237 +490,7 @@ impl Builder {
     }
 }
 
-const LOGITS: &str = "logits (probability = sigmoid)";
-
-/// The ONNX model of a U-Net (see the module documentation; use
-/// [`crate::SegmentationModel::onnx`]).
-pub fn export(parts: &UnetParts<'_>) -> Result<Vec<u8>, NnError> {
-    let UnetParts {
-        name: model,
-        down,
-        up,
-        head,
-    } = parts;
-    let model = *model;
-    let in_channels = down.first().map_or(0, |d| d.conv1.weight.dims()[1]);
-    let mut b = Builder::new(model);
-    let mut x = INPUT.to_string();
-    let mut skips = Vec::new();
-    for (i, block) in down.iter().enumerate() {
-        if i > 0 {
-            x = b.node(
-                "MaxPool",
-                vec![x],
-                vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
-            );
-        }
-        x = b.double(x, block)?;
-        skips.push(x.clone());
-    }
-    skips.pop();
-    for &(transposed, block) in up {
-        let skip = skips.pop().ok_or_else(|| NnError::Config {
-            model,
-            reason: "more decoder than encoder levels".into(),
-        })?;
-        let upsampled = match transposed {
-            Some(t) => b.conv_transpose(x, t)?,
-            None => {
-                let sizes = b.spatial_size(&skip);
-                b.resize(x, sizes, true)
-            }
-        };
-        let cat = b.node("Concat", vec![skip, upsampled], vec![int("axis", 1)]);
-        x = b.double(cat, block)?;
-    }
-    let out = b.conv(x, head)?;
-    Ok(b.finish(&out, in_channels, LOGITS.into()))
-}
-
-/// The ONNX model of a SegNet.
-pub(crate) fn export_segnet(net: &SegNet) -> Result<Vec<u8>, NnError> {
-    use crate::SegmentationModel;
-    let mut b = Builder::new(SegNet::NAME);
-    let mut x = INPUT.to_string();
-    let mut pools = Vec::with_capacity(net.enc.len());
-    for stage in &net.enc {
-        for layer in &stage.layers {
-            x = b.conv_bn(x, layer)?;
-        }
-        let shape = b.node("Shape", vec![x.clone()], vec![]);
-        let [values, indices] = b.max_pool_with_indices(x);
-        pools.push((indices, shape));
-        x = values;
-    }
-    for (stage, (indices, shape)) in net.dec.iter().zip(pools.into_iter().rev()) {
-        x = b.node(
-            "MaxUnpool",
-            vec![x, indices, shape],
-            vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
-        );
-        for layer in &stage.layers {
-            x = b.conv_bn(x, layer)?;
-        }
-    }
-    let out = b.conv(x, &net.head)?;
-    Ok(b.finish(&out, net.in_channels(), LOGITS.into()))
-}
-
-impl Builder {
-    fn ds_conv(&mut self, x: String, ds: &DsConv) -> Result<String, NnError> {
-        let y = self.conv_bn(x, &ds.dw)?;
-        self.conv_bn(y, &ds.pw)
-    }
-
-    fn bottleneck(&mut self, x: String, block: &Bottleneck) -> Result<String, NnError> {
-        let y = match &block.expand {
-            Some(expand) => self.conv_bn(x.clone(), expand)?,
-            None => x.clone(),
-        };
-        let y = self.conv_bn(y, &block.dw)?;
-        let y = self.conv_bn(y, &block.project)?;
-        Ok(if block.residual {
-            self.node("Add", vec![x, y], vec![])
-        } else {
-            y
-        })
-    }
-}
-
-/// The ONNX model of a ContextNet.
-pub(crate) fn export_contextnet(net: &ContextNet) -> Result<Vec<u8>, NnError> {
-    use crate::SegmentationModel;
-    let mut b = Builder::new(ContextNet::NAME);
-    let full = b.spatial_size(INPUT);
-    let four = b.int64s(&[4, 4]);
-    let quarter = b.node("Div", vec![full.clone(), four], vec![]);
-    let small = b.resize(INPUT.into(), quarter, false);
-
-    let s = &net.shallow;
-    let shallow = b.conv_bn(INPUT.into(), &s.conv)?;
-    let shallow = b.ds_conv(shallow, &s.ds1)?;
-    let shallow = b.ds_conv(shallow, &s.ds2)?;
-    let shallow = b.ds_conv(shallow, &s.ds3)?;
-
-    let d = &net.deep;
-    let mut deep = b.conv_bn(small, &d.stem)?;
-    for block in &d.blocks {
-        deep = b.bottleneck(deep, block)?;
-    }
-    let deep = b.conv_bn(deep, &d.conv)?;
-    let shallow_size = b.spatial_size(&shallow);
-    let deep = b.resize(deep, shallow_size, false);
-    let deep = b.conv_bn(deep, &net.fusion.dw)?;
-    let deep = b.conv_bn(deep, &net.fusion.deep_proj)?;
-    let shallow = b.conv_bn(shallow, &net.fusion.shallow_proj)?;
-    let sum = b.node("Add", vec![deep, shallow], vec![]);
-    let fused = b.relu(sum);
-
-    let c = &net.classifier;
-    let y = b.ds_conv(fused, &c.ds1)?;
-    let y = b.ds_conv(y, &c.ds2)?;
-    let logits = b.conv(y, &c.head)?;
-    let out = b.resize(logits, full, false);
-    Ok(b.finish(&out, net.in_channels(), LOGITS.into()))
-}
-
-impl Builder {
-    fn conv_bn_prelu(&mut self, x: String, unit: &ConvBnPrelu) -> Result<String, NnError> {
-        let y = self.conv(x, &unit.conv)?;
-        let y = self.batch_norm(y, &unit.bn)?;
-        self.prelu(y, &unit.act)
-    }
-
-    fn bn_prelu(&mut self, x: String, unit: &BnPrelu) -> Result<String, NnError> {
-        let y = self.batch_norm(x, &unit.bn)?;
-        self.prelu(y, &unit.act)
-    }
-
-    fn double_prelu(&mut self, x: String, block: &DoubleConvPrelu) -> Result<String, NnError> {
-        let y = self.conv(x, &block.conv1)?;
-        let y = self.batch_norm(y, &block.bn1)?;
-        let y = self.prelu(y, &block.act1)?;
-        let y = self.conv(y, &block.conv2)?;
-        let y = self.batch_norm(y, &block.bn2)?;
-        self.prelu(y, &block.act2)
-    }
-
-    /// 3x3 average pooling, stride 2, padding 1 counted in the mean.
-    fn inject(&mut self, x: String) -> String {
-        self.node(
-            "AveragePool",
-            vec![x],
-            vec![
-                ints("kernel_shape", &[3, 3]),
-                ints("strides", &[2, 2]),
-                ints("pads", &[1, 1, 1, 1]),
-                int("count_include_pad", 1),
-            ],
-        )
-    }
-
-    fn context_down(&mut self, x: String, block: &ContextDown) -> Result<String, NnError> {
-        let x = self.conv_bn_prelu(x, &block.conv1x1)?;
-        let local = self.conv(x.clone(), &block.f_loc.conv)?;
-        let surround = self.conv(x, &block.f_sur.conv)?;
-        let joint = self.node("Concat", vec![local, surround], vec![int("axis", 1)]);
-        let joint = self.batch_norm(joint, &block.bn)?;
-        let joint = self.prelu(joint, &block.act)?;
-        let y = self.conv(joint, &block.reduce.conv)?;
-        // Squeeze and excitation.
-        let mean = self.node("GlobalAveragePool", vec![y.clone()], vec![]);
-        let mean = self.node("Flatten", vec![mean], vec![int("axis", 1)]);
-        let g = self.linear(mean, &block.f_glo.fc1)?;
-        let g = self.relu(g);
-        let g = self.linear(g, &block.f_glo.fc2)?;
-        let g = self.node("Sigmoid", vec![g], vec![]);
-        let axes = self.int64s(&[2, 3]);
-        let g = self.node("Unsqueeze", vec![g, axes], vec![]);
-        Ok(self.node("Mul", vec![y, g], vec![]))
-    }
-}
-
-/// The ONNX model of a SCU-Net, in f32 whatever the precision of its weights; its input is the
-/// [0, 1] image (the network's normalisation is in the graph).
-pub(crate) fn export_scunet(net: &ScuNet) -> Result<Vec<u8>, NnError> {
-    use crate::SegmentationModel;
-    use crate::model::OutputActivation;
-    let mut b = Builder::new(ScuNet::NAME);
-    let (mean, std) = net.input_normalisation();
-    let mean = b.scalar(mean as f32);
-    let std = b.scalar(std as f32);
-    let x = b.node("Sub", vec![INPUT.into(), mean], vec![]);
-    let x = b.node("Div", vec![x, std], vec![]);
-
-    let stem = b.conv_bn_prelu(x.clone(), &net.level1_0)?;
-    let stem = b.conv_bn_prelu(stem, &net.level1_1)?;
-    let stem = b.conv_bn_prelu(stem, &net.level1_2)?;
-    let down1 = b.inject(x);
-    let down2 = b.inject(down1.clone());
-    let cat = b.node("Concat", vec![stem.clone(), down1], vec![int("axis", 1)]);
-    let stem_cat = b.bn_prelu(cat, &net.b1)?;
-    let level2 = b.context_down(stem_cat, &net.level2_0)?;
-    let cat = b.node("Concat", vec![level2.clone(), down2], vec![int("axis", 1)]);
-    let level2_cat = b.bn_prelu(cat, &net.b2)?;
-    let level3 = b.context_down(level2_cat, &net.level3_0)?;
-    let mut up = level3;
-    for (block, skip) in [(&net.up3, level2), (&net.up4, stem)] {
-        let sizes = b.spatial_size(&skip);
-        let upsampled = b.resize(up, sizes, true);
-        let cat = b.node("Concat", vec![skip, upsampled], vec![int("axis", 1)]);
-        up = b.double_prelu(cat, &block.conv)?;
-    }
-    let half = b.spatial_size(&up);
-    let two = b.int64s(&[2, 2]);
-    let sizes = b.node("Mul", vec![half, two], vec![]);
-    let up = b.resize(up, sizes, true);
-    let out = b.conv(up, &net.outc)?;
-    let doc = match net.output_activation() {
-        OutputActivation::Sigmoid => LOGITS,
-        OutputActivation::Clamp => "probabilities as published (clamp to [0, 1])",
-    };
-    Ok(b.finish(&out, net.in_channels(), doc.into()))
-}
+pub(crate) const LOGITS: &str = "logits (probability = sigmoid)";
 
 /// Decode an ONNX model file's bytes (for inspecting an export).
 pub fn read(bytes: &[u8]) -> Result<ModelProto, NnError> {
@@ -873,7 +637,7 @@ mod tests {
     #[cfg(feature = "ort")]
     #[test]
     fn onnx_runtime_reproduces_burn_for_all_five_networks() {
-        use crate::ort_engine::OrtNet;
+        use crate::engine::ort::OrtNet;
         fn check<M: SegmentationModel>(model: &M, side: usize) -> Option<()> {
             let shape = [2, model.in_channels(), side, side];
             let input: Vec<f32> = (0..shape.iter().product::<usize>())
@@ -897,7 +661,7 @@ mod tests {
             assert!(
                 worst <= 1e-4 * scale,
                 "{}: largest difference {worst}",
-                M::NAME
+                model.name()
             );
             Some(())
         }

@@ -27,14 +27,14 @@ use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::kernels::{
+use crate::engine::cpu::kernels::{
     BLOCK_VALUES, COLUMNS, Conv, ConvTranspose2x2, Nhwc, aligned_coord as coord, matmul_strided,
     max_pool2x2, resize_bilinear_aligned,
 };
-use super::{compile_conv, compile_transposed, unsupported, values};
-use crate::blocks::{DoubleConv, UnetParts};
+use crate::engine::cpu::{compile_conv, compile_transposed, unsupported, values};
 use crate::error::NnError;
 use crate::loss::LossKind;
+use crate::networks::blocks::{DoubleConv, UnetParts};
 
 /// The instruction set of the engine's matrix products on this CPU (the `gemm` crate picks its
 /// kernels at run time: AVX-512 where the CPU has it, else AVX2 with FMA, else portable code).
@@ -660,7 +660,7 @@ fn conv_weight_grad(conv: &Conv, inputs: &[&Nhwc], dz: &Nhwc, grad: &mut [f32]) 
     #[cfg(target_arch = "x86_64")]
     if conv.cout == 8
         && conv.kernel > 1
-        && !super::kernels::direct_disabled()
+        && !crate::engine::cpu::kernels::direct_disabled()
         && let Some(simd) = pulp::x86::V3::try_new()
     {
         weight_grad_direct8(simd, conv, inputs, dz, grad);
@@ -1667,5 +1667,5 @@ impl ModuleMapper for WriteParams {
 }
 
 #[cfg(test)]
-#[path = "train_tests.rs"]
+#[path = "cpu_tests.rs"]
 mod tests;

@@ -6,8 +6,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Distribution, Tensor};
 
 use super::*;
-use crate::blocks::max_pool2x2 as burn_max_pool;
 use crate::model::SegmentationModel;
+use crate::networks::blocks::max_pool2x2 as burn_max_pool;
 use crate::{DtUnetConfig, Module, UnetConfig};
 
 fn nchw_values(t: Tensor<4>) -> (Vec<f32>, [usize; 4]) {
@@ -176,7 +176,7 @@ fn pooling_upsampling_and_resizing_match_burn() {
     assert!(relative_error(&got, up.forward(x.clone())) < 1e-5);
 
     let got = resize_bilinear_aligned(&to_nhwc(x.clone()), 13, 21, Vec::new());
-    let want = crate::blocks::resize_bilinear(x, [13, 21], true);
+    let want = crate::networks::blocks::resize_bilinear(x, [13, 21], true);
     assert!(relative_error(&got, want) < 1e-5);
 }
 
@@ -217,7 +217,7 @@ fn dt_unet_matches_burn_and_reuses_its_buffers() {
         randomise(&mut level.conv, &device);
     }
     let model = model.valid();
-    let mut net = model.cpu_net().unwrap().unwrap();
+    let mut net = crate::engine::cpu::Net::for_model(&model).unwrap().unwrap();
     assert_eq!((net.name(), net.in_channels()), ("dt-unet", 1));
     for (n, side) in [(2, 16), (1, 24), (2, 16)] {
         let x = random([n, 1, side, side], &device);
@@ -242,7 +242,7 @@ fn unet_with_three_input_channels_matches_burn() {
         randomise(block, &device);
     }
     let model = model.valid();
-    let mut net = model.cpu_net().unwrap().unwrap();
+    let mut net = crate::engine::cpu::Net::for_model(&model).unwrap().unwrap();
     assert_eq!(net.in_channels(), model.in_channels());
     let x = random([2, 3, 12, 20], &device);
     let want = model.forward(x.clone());

@@ -10,11 +10,10 @@
 //! Here the im2col works on cache-sized blocks of channels-last rows, where one kernel row of
 //! taps is a single contiguous copy, and the same GEMM crate does the arithmetic.
 //!
-//! [`train`] is the training engine on the same kernels (forward with saved activations,
-//! backward passes, AdamW).
+//! [`crate::train::cpu`] is the training engine on the same kernels (forward with saved
+//! activations, backward passes, AdamW).
 
 pub mod kernels;
-pub mod train;
 
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::{BatchNorm, PaddingConfig2d};
@@ -23,8 +22,9 @@ use burn::tensor::Tensor;
 pub use kernels::Nhwc;
 use kernels::{Conv, ConvTranspose2x2, max_pool2x2, resize_bilinear_aligned};
 
-use crate::blocks::{DoubleConv, UnetParts};
 use crate::error::NnError;
+use crate::model::SegmentationModel;
+use crate::networks::blocks::{DoubleConv, UnetParts};
 
 /// How a decoder level doubles its input's resolution.
 #[derive(Debug, Clone)]
@@ -201,7 +201,13 @@ pub(crate) fn compile_transposed(
 }
 
 impl Net {
-    /// Compile a U-Net (use [`crate::SegmentationModel::cpu_net`]).
+    /// `model` compiled for this engine, for the architectures it runs (U-Net-shaped ones:
+    /// `None` for the others). BatchNorm layers use their running statistics.
+    pub fn for_model<M: SegmentationModel>(model: &M) -> Option<Result<Self, NnError>> {
+        model.unet_parts().map(|parts| Self::compile(&parts))
+    }
+
+    /// Compile a U-Net from its layers.
     pub fn compile(parts: &UnetParts<'_>) -> Result<Self, NnError> {
         let UnetParts {
             name,

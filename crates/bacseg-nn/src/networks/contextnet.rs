@@ -13,10 +13,11 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use crate::blocks::{ConvBn, ConvSpec, resize_bilinear};
 use crate::cost::{self, Hw};
 use crate::error::NnError;
 use crate::model::SegmentationModel;
+use crate::networks::blocks::{ConvBn, ConvSpec, resize_bilinear};
+use crate::onnx::{GraphBuilder, INPUT, LOGITS};
 
 /// ContextNet configuration; `ContextNetConfig::new()` is the paper's network with 1 channel in.
 #[derive(Config, Debug)]
@@ -232,7 +233,9 @@ pub struct ContextNet {
 }
 
 impl SegmentationModel for ContextNet {
-    const NAME: &'static str = "contextnet";
+    fn name(&self) -> &'static str {
+        "contextnet"
+    }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [_, _, h, w] = x.dims();
@@ -260,7 +263,7 @@ impl SegmentationModel for ContextNet {
     }
 
     fn onnx(&self) -> Option<Result<Vec<u8>, NnError>> {
-        Some(crate::onnx::export_contextnet(self))
+        Some(onnx_graph(self))
     }
 
     fn in_channels(&self) -> usize {
@@ -298,4 +301,62 @@ impl SegmentationModel for ContextNet {
         let (h2, out) = cl.ds2.flops(out);
         flops + h1 + h2 + cost::conv2d(&cl.head, out).0
     }
+}
+impl DsConv {
+    fn onnx(&self, b: &mut GraphBuilder, x: String) -> Result<String, NnError> {
+        let y = self.dw.onnx(b, x)?;
+        self.pw.onnx(b, y)
+    }
+}
+
+impl Bottleneck {
+    fn onnx(&self, b: &mut GraphBuilder, x: String) -> Result<String, NnError> {
+        let y = match &self.expand {
+            Some(expand) => expand.onnx(b, x.clone())?,
+            None => x.clone(),
+        };
+        let y = self.dw.onnx(b, y)?;
+        let y = self.project.onnx(b, y)?;
+        Ok(if self.residual {
+            b.node("Add", vec![x, y], vec![])
+        } else {
+            y
+        })
+    }
+}
+
+/// The ONNX model of a ContextNet.
+pub(crate) fn onnx_graph(net: &ContextNet) -> Result<Vec<u8>, NnError> {
+    let mut b = GraphBuilder::new(net.name());
+    let full = b.spatial_size(INPUT);
+    let four = b.int64s(&[4, 4]);
+    let quarter = b.node("Div", vec![full.clone(), four], vec![]);
+    let small = b.resize(INPUT.into(), quarter, false);
+
+    let s = &net.shallow;
+    let shallow = s.conv.onnx(&mut b, INPUT.into())?;
+    let shallow = s.ds1.onnx(&mut b, shallow)?;
+    let shallow = s.ds2.onnx(&mut b, shallow)?;
+    let shallow = s.ds3.onnx(&mut b, shallow)?;
+
+    let d = &net.deep;
+    let mut deep = d.stem.onnx(&mut b, small)?;
+    for block in &d.blocks {
+        deep = block.onnx(&mut b, deep)?;
+    }
+    let deep = d.conv.onnx(&mut b, deep)?;
+    let shallow_size = b.spatial_size(&shallow);
+    let deep = b.resize(deep, shallow_size, false);
+    let deep = net.fusion.dw.onnx(&mut b, deep)?;
+    let deep = net.fusion.deep_proj.onnx(&mut b, deep)?;
+    let shallow = net.fusion.shallow_proj.onnx(&mut b, shallow)?;
+    let sum = b.node("Add", vec![deep, shallow], vec![]);
+    let fused = b.relu(sum);
+
+    let c = &net.classifier;
+    let y = c.ds1.onnx(&mut b, fused)?;
+    let y = c.ds2.onnx(&mut b, y)?;
+    let logits = b.conv(y, &c.head)?;
+    let out = b.resize(logits, full, false);
+    Ok(b.finish(&out, net.in_channels(), LOGITS.into()))
 }

@@ -8,10 +8,10 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
 
-use crate::blocks::{ConvSpec, DoubleConv, UnetParts, max_pool2x2, resize_bilinear};
 use crate::cost::{self, Hw};
 use crate::error::NnError;
 use crate::model::SegmentationModel;
+use crate::networks::blocks::{ConvSpec, DoubleConv, UnetParts, max_pool2x2, resize_bilinear};
 
 /// UNet configuration; `UnetConfig::new()` is the published reference.
 #[derive(Config, Debug)]
@@ -76,7 +76,9 @@ pub struct Unet {
 }
 
 impl SegmentationModel for Unet {
-    const NAME: &'static str = "unet";
+    fn name(&self) -> &'static str {
+        "unet"
+    }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut skips = Vec::with_capacity(self.down.len());
@@ -99,7 +101,7 @@ impl SegmentationModel for Unet {
 
     fn unet_parts(&self) -> Option<UnetParts<'_>> {
         Some(UnetParts {
-            name: Self::NAME,
+            name: self.name(),
             down: &self.down,
             up: self.up.iter().map(|block| (None, block)).collect(),
             head: &self.head,

@@ -4,14 +4,14 @@
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::Architecture;
-use crate::contextnet::ContextNetConfig;
-use crate::dt_unet::DtUnetConfig;
 use crate::error::NnError;
-use crate::model::SegmentationModel;
-use crate::scunet::ScuNetConfig;
-use crate::segnet::SegNetConfig;
-use crate::unet::UnetConfig;
+use crate::networks::contextnet::ContextNetConfig;
+use crate::networks::dt_unet::DtUnetConfig;
+use crate::networks::network::{Architecture, Network};
+use crate::networks::scunet::ScuNetConfig;
+use crate::networks::segnet::SegNetConfig;
+use crate::networks::unet::UnetConfig;
+use burn::module::Module;
 
 /// Architecture and configuration of a network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,26 +36,6 @@ impl burn::module::ModuleVisitor for Materialise {
     ) {
         let _ = param.val();
     }
-}
-
-struct Seeded<'a, V> {
-    inner: V,
-    guard: Option<std::sync::MutexGuard<'a, ()>>,
-}
-
-impl<V: ModelVisitor> ModelVisitor for Seeded<'_, V> {
-    type Output = V::Output;
-    fn visit<M: SegmentationModel + 'static>(mut self, model: M) -> V::Output {
-        model.visit(&mut Materialise);
-        drop(self.guard.take());
-        self.inner.visit(model)
-    }
-}
-
-/// Code that works on any concrete network: [`ModelSpec::build`] calls `visit` with it.
-pub trait ModelVisitor {
-    type Output;
-    fn visit<M: SegmentationModel + 'static>(self, model: M) -> Self::Output;
 }
 
 fn to_json<T: Serialize>(config: &T) -> serde_json::Value {
@@ -159,28 +139,24 @@ impl ModelSpec {
         Ok(self)
     }
 
-    /// Build the network on `device` (burn's default initialisation; seed the device first for
-    /// reproducible weights) and hand it to `visitor`.
-    pub fn build<V: ModelVisitor>(
-        &self,
-        device: &Device,
-        visitor: V,
-    ) -> Result<V::Output, NnError> {
+    /// Build the network on `device` (burn's default initialisation, parameters initialised
+    /// lazily; [`Self::build_seeded`] for reproducible weights).
+    pub fn build(&self, device: &Device) -> Result<Network, NnError> {
         Ok(match self.kind()? {
             Architecture::DtUnet => {
-                visitor.visit(parse::<DtUnetConfig>("dt-unet", &self.config)?.init(device)?)
+                Network::from(parse::<DtUnetConfig>("dt-unet", &self.config)?.init(device)?)
             }
             Architecture::Unet => {
-                visitor.visit(parse::<UnetConfig>("unet", &self.config)?.init(device)?)
+                Network::from(parse::<UnetConfig>("unet", &self.config)?.init(device)?)
             }
             Architecture::SegNet => {
-                visitor.visit(parse::<SegNetConfig>("segnet", &self.config)?.init(device)?)
+                Network::from(parse::<SegNetConfig>("segnet", &self.config)?.init(device)?)
             }
             Architecture::ContextNet => {
-                visitor.visit(parse::<ContextNetConfig>("contextnet", &self.config)?.init(device)?)
+                Network::from(parse::<ContextNetConfig>("contextnet", &self.config)?.init(device)?)
             }
             Architecture::ScuNet => {
-                visitor.visit(parse::<ScuNetConfig>("scunet", &self.config)?.init(device)?)
+                Network::from(parse::<ScuNetConfig>("scunet", &self.config)?.init(device)?)
             }
         })
     }
@@ -189,23 +165,14 @@ impl ModelSpec {
 impl ModelSpec {
     /// Like [`Self::build`], with initial weights that depend only on `seed`, whatever else
     /// the process is doing.
-    pub fn build_seeded<V: ModelVisitor>(
-        &self,
-        device: &Device,
-        seed: u64,
-        visitor: V,
-    ) -> Result<V::Output, NnError> {
-        let guard = SEEDED_INIT
+    pub fn build_seeded(&self, device: &Device, seed: u64) -> Result<Network, NnError> {
+        let _guard = SEEDED_INIT
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         device.seed(seed);
-        self.build(
-            device,
-            Seeded {
-                inner: visitor,
-                guard: Some(guard),
-            },
-        )
+        let network = self.build(device)?;
+        network.visit(&mut Materialise);
+        Ok(network)
     }
 }
 
@@ -213,12 +180,10 @@ impl ModelSpec {
 mod tests {
     use super::*;
 
-    struct Params;
-    impl ModelVisitor for Params {
-        type Output = (usize, usize);
-        fn visit<M: SegmentationModel>(self, model: M) -> (usize, usize) {
-            (model.trainable_parameters(), model.input_multiple())
-        }
+    use crate::model::SegmentationModel;
+
+    fn params(n: Network) -> (usize, usize) {
+        (n.trainable_parameters(), n.input_multiple())
     }
 
     #[test]
@@ -227,16 +192,16 @@ mod tests {
         let spec = ModelSpec::reference(Architecture::DtUnet);
         let json = serde_json::to_string(&spec).unwrap();
         let back: ModelSpec = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.build(&device, Params).unwrap(), (7_782_281, 64));
+        assert_eq!(params(back.build(&device).unwrap()), (7_782_281, 64));
         let small = back.with_overrides(Some(4), Some(3)).unwrap();
         assert_eq!(small.config["widths"], serde_json::json!([4, 8, 16]));
-        assert_eq!(small.build(&device, Params).unwrap().1, 4);
+        assert_eq!(params(small.build(&device).unwrap()).1, 4);
         let bad = ModelSpec {
             architecture: "resnet".into(),
             config: serde_json::Value::Null,
         };
         assert!(
-            bad.build(&device, Params)
+            bad.build(&device)
                 .unwrap_err()
                 .to_string()
                 .contains("resnet")

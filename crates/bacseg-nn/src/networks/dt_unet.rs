@@ -8,10 +8,10 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::tensor::{Device, Tensor};
 
-use crate::blocks::{ConvSpec, DoubleConv, UnetParts, max_pool2x2};
 use crate::cost::{self, Hw};
 use crate::error::NnError;
 use crate::model::SegmentationModel;
+use crate::networks::blocks::{ConvSpec, DoubleConv, UnetParts, max_pool2x2};
 
 /// DT-UNet configuration; `DtUnetConfig::new()` is the published reference.
 #[derive(Config, Debug)]
@@ -91,7 +91,9 @@ pub struct DtUnet {
 }
 
 impl SegmentationModel for DtUnet {
-    const NAME: &'static str = "dt-unet";
+    fn name(&self) -> &'static str {
+        "dt-unet"
+    }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut skips = Vec::with_capacity(self.down.len());
@@ -114,7 +116,7 @@ impl SegmentationModel for DtUnet {
 
     fn unet_parts(&self) -> Option<UnetParts<'_>> {
         Some(UnetParts {
-            name: Self::NAME,
+            name: self.name(),
             down: &self.down,
             up: self.up.iter().map(|u| (Some(&u.up), &u.conv)).collect(),
             head: &self.head,

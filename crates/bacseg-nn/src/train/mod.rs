@@ -17,6 +17,8 @@
 //! patches and augmentations from generators seeded with `(seed, epoch)`, so a resumed run sees
 //! exactly the batches the uninterrupted run would have seen.
 
+pub mod cpu;
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Instant;
@@ -38,12 +40,12 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::cpu::Nhwc;
-use crate::cpu::train::{AdamW as CpuAdamW, TrainNet, loss_and_grad};
+use crate::engine::cpu::Nhwc;
 use crate::error::NnError;
 use crate::loss::{LossKind, loss};
 use crate::model::{OutputActivation, SegmentationModel};
-use crate::spec::ModelSpec;
+use crate::networks::spec::ModelSpec;
+use crate::train::cpu::{AdamW as CpuAdamW, TrainNet, loss_and_grad};
 use crate::weights::save_pytorch_safetensors;
 
 /// Learning-rate schedule after the optional linear warm-up.
@@ -272,7 +274,7 @@ pub enum Stop {
 }
 
 /// Which implementation runs the training steps. Both compute the same steps (see
-/// [`crate::cpu::train`]) and write the same checkpoints, so a run may change engine when it
+/// [`crate::train::cpu`]) and write the same checkpoints, so a run may change engine when it
 /// resumes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -491,25 +493,25 @@ pub fn train<M: SegmentationModel>(
     if model.output_activation() != OutputActivation::Sigmoid {
         return Err(TrainError::Config(format!(
             "{} with {:?} outputs cannot be trained: the losses take logits",
-            M::NAME,
+            model.name(),
             model.output_activation()
         )));
     }
     let channels = model.in_channels();
     let use_cpu = match control.engine {
         TrainEngine::Burn => false,
-        TrainEngine::Auto => model.unet_parts().is_some() && crate::infer::on_flex(&device),
+        TrainEngine::Auto => model.unet_parts().is_some() && crate::engine::on_flex(&device),
         TrainEngine::Cpu => {
             if model.unet_parts().is_none() {
                 return Err(TrainError::Config(format!(
                     "the CPU training engine trains DT-UNet and UNet, not {}; use --engine burn",
-                    M::NAME
+                    model.name()
                 )));
             }
             true
         }
     };
-    if !use_cpu && cfg.batch <= SLOW_WEIGHT_GRADIENT_BATCH && crate::infer::on_flex(&device) {
+    if !use_cpu && cfg.batch <= SLOW_WEIGHT_GRADIENT_BATCH && crate::engine::on_flex(&device) {
         observer.message(&format!(
             "batches of {} patches train slowly on burn's CPU backend: it computes the weight \
              gradients of convolutions with at most 16 output channels (DT-UNet's first two \
@@ -555,7 +557,7 @@ pub fn train<M: SegmentationModel>(
             }
             observer.message(&format!(
                 "training on bacseg's CPU engine ({}; --engine burn for burn's autodiff)",
-                crate::cpu::train::kernel_set()
+                crate::train::cpu::kernel_set()
             ));
             Some(net)
         }
@@ -768,7 +770,7 @@ fn validate<M: SegmentationModel>(
     let n = cache.spec().patch;
     let device = model.devices().first().cloned().unwrap_or_default();
     let mut cpu_net = match cpu_engine {
-        true => model.cpu_net().transpose()?,
+        true => crate::engine::cpu::Net::for_model(model).transpose()?,
         false => None,
     };
     let items = cache.items();

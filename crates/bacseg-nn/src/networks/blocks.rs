@@ -9,6 +9,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::cost::{self, Hw};
+use crate::error::NnError;
+use crate::onnx::{GraphBuilder, INPUT, LOGITS, int, ints};
 
 /// Shape of one convolution: kernel, stride, dilation, groups, bias. Padding is always
 /// `dilation * (kernel - 1) / 2` on each side ("same" at stride 1), as in every model here.
@@ -159,4 +161,73 @@ pub struct UnetParts<'a> {
     /// skip's size with aligned corners; then the block.
     pub up: Vec<(Option<&'a ConvTranspose2d>, &'a DoubleConv)>,
     pub head: &'a Conv2d,
+}
+
+impl ConvBn {
+    /// This unit in an ONNX graph: Conv, BatchNormalization and Relu when it has one.
+    pub(crate) fn onnx(&self, b: &mut GraphBuilder, x: String) -> Result<String, NnError> {
+        let y = b.conv(x, &self.conv)?;
+        let y = b.batch_norm(y, &self.bn)?;
+        Ok(if self.relu { b.relu(y) } else { y })
+    }
+}
+
+impl DoubleConv {
+    /// This block in an ONNX graph.
+    pub(crate) fn onnx(&self, b: &mut GraphBuilder, x: String) -> Result<String, NnError> {
+        let y = b.conv(x, &self.conv1)?;
+        let y = b.batch_norm(y, &self.bn1)?;
+        let y = b.relu(y);
+        let y = b.conv(y, &self.conv2)?;
+        let y = b.batch_norm(y, &self.bn2)?;
+        Ok(b.relu(y))
+    }
+}
+
+impl UnetParts<'_> {
+    /// The ONNX model of this U-Net (see [`crate::onnx`]; use [`crate::SegmentationModel::onnx`]):
+    /// Conv, BatchNormalization, Relu, MaxPool, ConvTranspose or Resize (bilinear, aligned
+    /// corners, to the skip's size), Concat.
+    pub fn onnx(&self) -> Result<Vec<u8>, NnError> {
+        let UnetParts {
+            name: model,
+            down,
+            up,
+            head,
+        } = self;
+        let model = *model;
+        let in_channels = down.first().map_or(0, |d| d.conv1.weight.dims()[1]);
+        let mut b = GraphBuilder::new(model);
+        let mut x = INPUT.to_string();
+        let mut skips = Vec::new();
+        for (i, block) in down.iter().enumerate() {
+            if i > 0 {
+                x = b.node(
+                    "MaxPool",
+                    vec![x],
+                    vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+                );
+            }
+            x = block.onnx(&mut b, x)?;
+            skips.push(x.clone());
+        }
+        skips.pop();
+        for &(transposed, block) in up {
+            let skip = skips.pop().ok_or_else(|| NnError::Config {
+                model,
+                reason: "more decoder than encoder levels".into(),
+            })?;
+            let upsampled = match transposed {
+                Some(t) => b.conv_transpose(x, t)?,
+                None => {
+                    let sizes = b.spatial_size(&skip);
+                    b.resize(x, sizes, true)
+                }
+            };
+            let cat = b.node("Concat", vec![skip, upsampled], vec![int("axis", 1)]);
+            x = block.onnx(&mut b, cat)?;
+        }
+        let out = b.conv(x, head)?;
+        Ok(b.finish(&out, in_channels, LOGITS.into()))
+    }
 }

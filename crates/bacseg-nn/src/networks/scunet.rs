@@ -37,10 +37,11 @@ use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, FloatDType, Tensor};
 
-use crate::blocks::{ConvSpec, resize_bilinear};
 use crate::cost::{self, Hw};
 use crate::error::NnError;
 use crate::model::{OutputActivation, SegmentationModel};
+use crate::networks::blocks::{ConvSpec, resize_bilinear};
+use crate::onnx::{GraphBuilder, INPUT, LOGITS, int, ints};
 
 /// SCU-Net configuration; `ScuNetConfig::new()` is the published network with logit outputs
 /// (for training); [`load_scunet_checkpoint`] sets the published weights' `clamp` outputs.
@@ -312,7 +313,9 @@ impl ScuNetConfig {
 }
 
 impl SegmentationModel for ScuNet {
-    const NAME: &'static str = "scunet";
+    fn name(&self) -> &'static str {
+        "scunet"
+    }
 
     /// Normalises the [0, 1] input and runs [`ScuNet::forward_network`].
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -329,7 +332,7 @@ impl SegmentationModel for ScuNet {
     }
 
     fn onnx(&self) -> Option<Result<Vec<u8>, NnError>> {
-        Some(crate::onnx::export_scunet(self))
+        Some(onnx_graph(self))
     }
 
     fn in_channels(&self) -> usize {
@@ -469,6 +472,111 @@ pub fn load_scunet_checkpoint(
             || UNUSED_PUBLISHED.iter().any(|p| name.starts_with(p))
     })?;
     Ok(model.with_precision(precision))
+}
+
+/// The SCU-Net blocks' ONNX nodes (private to this network's graph).
+trait ScuGraph {
+    fn conv_bn_prelu(&mut self, x: String, unit: &ConvBnPrelu) -> Result<String, NnError>;
+    fn bn_prelu(&mut self, x: String, unit: &BnPrelu) -> Result<String, NnError>;
+    fn double_prelu(&mut self, x: String, block: &DoubleConvPrelu) -> Result<String, NnError>;
+    fn inject(&mut self, x: String) -> String;
+    fn context_down(&mut self, x: String, block: &ContextDown) -> Result<String, NnError>;
+}
+
+impl ScuGraph for GraphBuilder {
+    fn conv_bn_prelu(&mut self, x: String, unit: &ConvBnPrelu) -> Result<String, NnError> {
+        let y = self.conv(x, &unit.conv)?;
+        let y = self.batch_norm(y, &unit.bn)?;
+        self.prelu(y, &unit.act)
+    }
+
+    fn bn_prelu(&mut self, x: String, unit: &BnPrelu) -> Result<String, NnError> {
+        let y = self.batch_norm(x, &unit.bn)?;
+        self.prelu(y, &unit.act)
+    }
+
+    fn double_prelu(&mut self, x: String, block: &DoubleConvPrelu) -> Result<String, NnError> {
+        let y = self.conv(x, &block.conv1)?;
+        let y = self.batch_norm(y, &block.bn1)?;
+        let y = self.prelu(y, &block.act1)?;
+        let y = self.conv(y, &block.conv2)?;
+        let y = self.batch_norm(y, &block.bn2)?;
+        self.prelu(y, &block.act2)
+    }
+
+    /// 3x3 average pooling, stride 2, padding 1 counted in the mean.
+    fn inject(&mut self, x: String) -> String {
+        self.node(
+            "AveragePool",
+            vec![x],
+            vec![
+                ints("kernel_shape", &[3, 3]),
+                ints("strides", &[2, 2]),
+                ints("pads", &[1, 1, 1, 1]),
+                int("count_include_pad", 1),
+            ],
+        )
+    }
+
+    fn context_down(&mut self, x: String, block: &ContextDown) -> Result<String, NnError> {
+        let x = self.conv_bn_prelu(x, &block.conv1x1)?;
+        let local = self.conv(x.clone(), &block.f_loc.conv)?;
+        let surround = self.conv(x, &block.f_sur.conv)?;
+        let joint = self.node("Concat", vec![local, surround], vec![int("axis", 1)]);
+        let joint = self.batch_norm(joint, &block.bn)?;
+        let joint = self.prelu(joint, &block.act)?;
+        let y = self.conv(joint, &block.reduce.conv)?;
+        // Squeeze and excitation.
+        let mean = self.node("GlobalAveragePool", vec![y.clone()], vec![]);
+        let mean = self.node("Flatten", vec![mean], vec![int("axis", 1)]);
+        let g = self.linear(mean, &block.f_glo.fc1)?;
+        let g = self.relu(g);
+        let g = self.linear(g, &block.f_glo.fc2)?;
+        let g = self.node("Sigmoid", vec![g], vec![]);
+        let axes = self.int64s(&[2, 3]);
+        let g = self.node("Unsqueeze", vec![g, axes], vec![]);
+        Ok(self.node("Mul", vec![y, g], vec![]))
+    }
+}
+
+/// The ONNX model of a SCU-Net, in f32 whatever the precision of its weights; its input is the
+/// [0, 1] image (the network's normalisation is in the graph).
+pub(crate) fn onnx_graph(net: &ScuNet) -> Result<Vec<u8>, NnError> {
+    let mut b = GraphBuilder::new(net.name());
+    let (mean, std) = net.input_normalisation();
+    let mean = b.scalar(mean as f32);
+    let std = b.scalar(std as f32);
+    let x = b.node("Sub", vec![INPUT.into(), mean], vec![]);
+    let x = b.node("Div", vec![x, std], vec![]);
+
+    let stem = b.conv_bn_prelu(x.clone(), &net.level1_0)?;
+    let stem = b.conv_bn_prelu(stem, &net.level1_1)?;
+    let stem = b.conv_bn_prelu(stem, &net.level1_2)?;
+    let down1 = b.inject(x);
+    let down2 = b.inject(down1.clone());
+    let cat = b.node("Concat", vec![stem.clone(), down1], vec![int("axis", 1)]);
+    let stem_cat = b.bn_prelu(cat, &net.b1)?;
+    let level2 = b.context_down(stem_cat, &net.level2_0)?;
+    let cat = b.node("Concat", vec![level2.clone(), down2], vec![int("axis", 1)]);
+    let level2_cat = b.bn_prelu(cat, &net.b2)?;
+    let level3 = b.context_down(level2_cat, &net.level3_0)?;
+    let mut up = level3;
+    for (block, skip) in [(&net.up3, level2), (&net.up4, stem)] {
+        let sizes = b.spatial_size(&skip);
+        let upsampled = b.resize(up, sizes, true);
+        let cat = b.node("Concat", vec![skip, upsampled], vec![int("axis", 1)]);
+        up = b.double_prelu(cat, &block.conv)?;
+    }
+    let half = b.spatial_size(&up);
+    let two = b.int64s(&[2, 2]);
+    let sizes = b.node("Mul", vec![half, two], vec![]);
+    let up = b.resize(up, sizes, true);
+    let out = b.conv(up, &net.outc)?;
+    let doc = match net.output_activation() {
+        OutputActivation::Sigmoid => LOGITS,
+        OutputActivation::Clamp => "probabilities as published (clamp to [0, 1])",
+    };
+    Ok(b.finish(&out, net.in_channels(), doc.into()))
 }
 
 #[cfg(test)]
