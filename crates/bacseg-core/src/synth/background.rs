@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::phantom::{Geometry, MU_CALCIUM};
+use super::geometry::{Geometry, MU_CALCIUM};
 use super::stroke::StrokeCanvas;
 use super::vessels::{self, MASK_LEVEL_MM};
 use super::{Stream, SynthConfig, SynthParams, SynthSample, stream_rng};

@@ -7,7 +7,7 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::phantom::{Geometry, MU_CALCIUM, MU_SOFT_EXCESS};
+use super::geometry::{Geometry, MU_CALCIUM, MU_SOFT_EXCESS};
 use super::stroke::StrokeCanvas;
 use super::vessels::{WalkStyle, walk};
 

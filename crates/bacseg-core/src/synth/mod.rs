@@ -10,6 +10,7 @@
 mod background;
 mod dataset;
 mod distractors;
+mod geometry;
 mod labels;
 mod phantom;
 mod stroke;

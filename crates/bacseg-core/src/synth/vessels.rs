@@ -15,8 +15,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::Severity;
+use super::geometry::{Geometry, MU_SOFT_EXCESS};
 use super::normal;
-use super::phantom::{Geometry, MU_SOFT_EXCESS};
 use super::stroke::{Polyline, StrokeCanvas};
 
 /// Calcium path length (mm, at a pixel centre, before blur and noise) from which a pixel is
