@@ -21,17 +21,29 @@ impl From<bacseg_core::io::IoError> for InputError {
     }
 }
 
-/// Print the error chain on one line and choose the exit code.
+/// Print the error chain on one line and choose the exit code: a [`bacseg::Error`]'s own
+/// (from its kind), else 2 for an [`InputError`] or a read error, 1 for anything else.
 pub fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let msg = e
-                .chain()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(": ");
-            eprintln!("bacseg: error: {msg}");
+            let mut parts: Vec<String> = Vec::new();
+            for c in e.chain() {
+                let text = match c.downcast_ref::<bacseg::Error>() {
+                    Some(b) => b.chain_message(),
+                    None => c.to_string(),
+                };
+                if !text.is_empty() && !parts.last().is_some_and(|p| p.ends_with(&text)) {
+                    parts.push(text);
+                }
+                if c.is::<bacseg::Error>() {
+                    break; // its chain is already in its message
+                }
+            }
+            eprintln!("bacseg: error: {}", parts.join(": "));
+            if let Some(b) = e.chain().find_map(|c| c.downcast_ref::<bacseg::Error>()) {
+                return ExitCode::from(b.exit_code());
+            }
             let input = e.chain().any(|c| {
                 c.downcast_ref::<InputError>().is_some()
                     || c.downcast_ref::<bacseg_core::io::IoError>()

@@ -8,16 +8,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use bacseg::{Model, ModelSource};
 use bacseg_core::dataset::{Dataset, Split, load_mask};
 use bacseg_core::io::{self, write_atomic, write_png_gray8};
 use bacseg_core::metrics::{Aggregate, ConfusionCounts, EmptyPolicy, Metrics};
 use bacseg_core::patch::{Patch, PatchGrid, SummedArea};
 use bacseg_core::preprocess::preprocess;
 use bacseg_core::raster::{Mask, Raster};
+use bacseg_nn::Architecture;
 use bacseg_nn::engine::patch_probabilities;
-use bacseg_nn::networks::Network;
 use bacseg_nn::train::{BestRecord, RunConfig, RunDir};
-use bacseg_nn::{Architecture, Device, Module, SegmentationModel, load_pytorch_safetensors};
 
 use crate::cmd::chain;
 use crate::exit::InputError;
@@ -328,16 +328,9 @@ pub fn run(args: Args) -> Result<()> {
         entries.len(),
         test.len()
     );
-    let device = Device::default();
-    let mut models: Vec<Box<dyn PatchModel>> = Vec::new();
+    let mut models: Vec<Model> = Vec::new();
     for e in entries.iter_mut() {
-        let weights = RunDir::new(&e.run).best_weights();
-        let model = e
-            .config
-            .model
-            .build(&device)
-            .map(|model| Load { weights: &weights }.visit(model))
-            .map_err(|err| InputError(format!("{}: {err}", e.run.display())))??;
+        let model = Model::load(&ModelSource::RunDir(e.run.clone()))?;
         e.parameters = model.parameters();
         models.push(model);
     }
@@ -405,8 +398,7 @@ pub fn run(args: Args) -> Result<()> {
                 for (p, _) in chunk {
                     images.extend_from_slice(grid.extract(&pre.image, p, 0.0).data());
                 }
-                let prob = model
-                    .predict(images, n)
+                let prob = patch_probabilities(model.network(), images, n, false)
                     .map_err(|err| anyhow::anyhow!("{}: {stem}: {err}", e.run.display()))?;
                 for (j, (p, _)) in chunk.iter().enumerate() {
                     let at = j * n * n;
@@ -471,37 +463,6 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!("Done in {:.1} min.", started.elapsed().as_secs_f64() / 60.0);
     Ok(())
-}
-
-/// A loaded network that predicts batches of patches (see [`run`]).
-trait PatchModel {
-    /// Probabilities of `n x n` patches laid out one after the other.
-    fn predict(&self, images: Vec<f32>, n: usize) -> Result<Vec<f32>>;
-    fn parameters(&self) -> usize;
-}
-
-struct Loaded<M>(M);
-
-impl<M: SegmentationModel> PatchModel for Loaded<M> {
-    fn predict(&self, images: Vec<f32>, n: usize) -> Result<Vec<f32>> {
-        patch_probabilities(&self.0, images, n, false).map_err(|e| anyhow::anyhow!("{e}"))
-    }
-    fn parameters(&self) -> usize {
-        self.0.trainable_parameters()
-    }
-}
-
-struct Load<'a> {
-    weights: &'a Path,
-}
-
-impl Load<'_> {
-    fn visit(self, model: Network) -> Result<Box<dyn PatchModel>> {
-        let model = load_pytorch_safetensors(model, self.weights)
-            .map_err(|e| InputError(e.to_string()))?
-            .valid();
-        Ok(Box::new(Loaded(model)))
-    }
 }
 
 /// One row of a figure: grey image, truth, then each model's mask, all the same size.

@@ -1,0 +1,397 @@
+//! Whole-mammogram prediction: a [`Predictor`] built once from a [`Model`] and a
+//! [`PredictConfig`] (bacseg's pipeline or the published SCU-Net one), then
+//! [`Predictor::predict`] per image: probability map, mask, breast mask, burden and timings.
+//!
+//! ```no_run
+//! # fn main() -> bacseg::Result<()> {
+//! use bacseg::{Model, ModelSource, PredictConfig, Predictor};
+//! let model = Model::load(&ModelSource::RunDir("runs/dt-unet".into()))?;
+//! let mut predictor = Predictor::new(&model, PredictConfig::for_model(&model))?;
+//! let image = bacseg::load_image("mammogram.dcm".as_ref())?;
+//! let result = predictor.predict(&image)?;
+//! println!("{} calcified pixels", result.burden.area_px);
+//! # Ok(()) }
+//! ```
+//!
+//! bacseg's pipeline: optional resampling, preprocessing (denoise, normalise, breast mask),
+//! in-breast patches through the engine, blending, probabilities outside the breast set to zero
+//! (the model is never asked about the background, burned-in labels or markers), threshold
+//! and small-component removal, burden. The published SCU-Net pipeline is run exactly as
+//! published (8-bit grey input, 5x5 median, 512 tiles at stride 480, its tile-skip rule,
+//! maximum merge, threshold 0.65), without the breast restriction.
+
+use std::time::Instant;
+
+use bacseg_core::mammogram::{Mammogram, PixelSpacing};
+use bacseg_core::postprocess::{MinComponentArea, Postprocess};
+use bacseg_core::preprocess::{
+    Preprocess, Preprocessed, median_filter, preprocess, preprocess_denoised,
+};
+use bacseg_core::quantify::{BacBurden, Grading, measure};
+use bacseg_core::raster::{Mask, ProbMap, Raster};
+use bacseg_core::resample::resize;
+use bacseg_core::stitch::BlendMode;
+use bacseg_nn::engine::{
+    Engine, InferConfig, PUBLISHED_SCUNET_STRIDE, PUBLISHED_SCUNET_TILE, Prediction, Runner,
+    predict_image_with, predict_published_scunet,
+};
+use bacseg_nn::{Architecture, Network, Precision};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// Which inference pipeline runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pipeline {
+    /// bacseg's: preprocessing, in-breast patches, blending (see the module documentation).
+    Bacseg,
+    /// The published SCU-Net pipeline, unchanged.
+    #[serde(rename = "scunet")]
+    PublishedScuNet,
+}
+
+/// How images are predicted: everything but the model. Recorded in each image's bac.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictConfig {
+    /// The published pipeline run instead of bacseg's (`scunet`), if any.
+    #[serde(rename = "preset", serialize_with = "preset_name")]
+    pub pipeline: Pipeline,
+    /// Resampling factor applied before preprocessing (outputs stay at the input's size).
+    pub scale: f64,
+    pub preprocess: Preprocess,
+    pub infer: InferConfig,
+    pub postprocess: Postprocess,
+    /// Pixel spacing (mm) assumed for images that record none.
+    pub default_spacing_mm: Option<f64>,
+}
+
+fn preset_name<S: serde::Serializer>(p: &Pipeline, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        Pipeline::Bacseg => s.serialize_none(),
+        Pipeline::PublishedScuNet => s.serialize_some("scunet"),
+    }
+}
+
+impl PredictConfig {
+    /// bacseg's pipeline with the settings `model` was trained with (patch, stride,
+    /// preprocessing, breast fraction) where its run recorded them, else the defaults: 512
+    /// patches at stride 256, gaussian blending, threshold 0.5, batch 4, the fastest engine.
+    pub fn for_model(model: &Model) -> Self {
+        let run = model.run_defaults();
+        Self {
+            pipeline: Pipeline::Bacseg,
+            scale: 1.0,
+            preprocess: run.map(|r| r.preprocess.clone()).unwrap_or_default(),
+            infer: InferConfig {
+                patch: run.map_or(512, |r| r.patch),
+                stride: run.map_or(256, |r| r.stride),
+                min_breast_fraction: run.map_or(0.05, |r| r.min_breast_fraction),
+                ..InferConfig::default()
+            },
+            postprocess: Postprocess::default(),
+            default_spacing_mm: None,
+        }
+    }
+
+    /// The published SCU-Net pipeline exactly as published.
+    pub fn published_scunet() -> Self {
+        Self {
+            pipeline: Pipeline::PublishedScuNet,
+            scale: 1.0,
+            preprocess: Preprocess::default(),
+            infer: InferConfig {
+                patch: PUBLISHED_SCUNET_TILE,
+                stride: PUBLISHED_SCUNET_STRIDE,
+                blend: BlendMode::Max,
+                ..InferConfig::default()
+            },
+            postprocess: Postprocess {
+                threshold: 0.65,
+                min_area: MinComponentArea::default(),
+            },
+            default_spacing_mm: None,
+        }
+    }
+
+    /// Check the settings against each other and against `model`.
+    pub fn validate(&self, model: &Model) -> Result<()> {
+        let preset = self.pipeline == Pipeline::PublishedScuNet;
+        if preset && model.architecture() != Architecture::ScuNet {
+            return Err(Error::config(format!(
+                "the published SCU-Net pipeline runs SCU-Net models; this is a {} model",
+                model.architecture().name()
+            )));
+        }
+        let engine = self.infer.engine;
+        if engine == Engine::Cpu
+            && (model.is_published_scunet() || !model.architecture().has_cpu_engine())
+        {
+            return Err(Error::config(format!(
+                "the cpu engine runs dt-unet and unet models; this is a {} model (use the burn \
+                 or ort engine)",
+                model.architecture().name()
+            )));
+        }
+        if engine == Engine::Ort && (preset || model.precision() == Precision::F64) {
+            return Err(Error::config(
+                "the ort engine runs bacseg's pipeline in f32: not the published pipeline or f64",
+            ));
+        }
+        let (patch, stride) = (self.infer.patch, self.infer.stride);
+        if self.infer.batch == 0 || stride == 0 || stride > patch {
+            return Err(Error::config(format!(
+                "need batch >= 1 and 0 < stride ({stride}) <= patch ({patch})"
+            )));
+        }
+        if !(self.scale > 0.0 && self.scale <= 4.0) {
+            return Err(Error::config(format!(
+                "scale must be in (0, 4], got {}",
+                self.scale
+            )));
+        }
+        if let Some(mm) = self.default_spacing_mm
+            && !(mm > 0.0 && mm < 5.0)
+        {
+            return Err(Error::config(format!(
+                "pixel spacing must be in (0, 5) mm, got {mm}"
+            )));
+        }
+        self.preprocess
+            .validate()
+            .map_err(|e| Error::config(format!("preprocessing: {e}")))?;
+        self.postprocess
+            .validate()
+            .map_err(|e| Error::config(format!("postprocessing: {e}")))?;
+        Ok(())
+    }
+}
+
+/// Wall time of each step for one image, seconds, and the patches run.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Timings {
+    pub load_s: f64,
+    pub preprocess_s: f64,
+    pub forward_s: f64,
+    pub blend_s: f64,
+    pub postprocess_s: f64,
+    pub write_s: f64,
+    pub total_s: f64,
+    pub patches: usize,
+    pub grid_patches: usize,
+    /// The engine that ran the forward passes.
+    pub engine: &'static str,
+}
+
+impl Timings {
+    fn add_prediction(&mut self, pred: &Prediction) {
+        self.forward_s = pred.forward_s;
+        self.blend_s = pred.blend_s;
+        self.patches = pred.patches;
+        self.grid_patches = pred.grid_patches;
+        self.engine = pred.engine.name();
+    }
+}
+
+/// What [`Predictor::predict`] finds on one mammogram, all at the input's pixel grid.
+#[derive(Debug, Clone)]
+pub struct ImagePrediction {
+    /// BAC probability per pixel.
+    pub prob: ProbMap,
+    /// BAC mask (threshold and small-component removal applied).
+    pub mask: Mask,
+    /// Breast mask.
+    pub breast: Mask,
+    /// The preprocessed image in [0, 1] (for overlays).
+    pub display: Raster<f32>,
+    /// Area, length, segments and grade of the mask.
+    pub burden: BacBurden,
+    /// The pixel spacing the burden was measured with (the image's, else the configured
+    /// default).
+    pub spacing: Option<PixelSpacing>,
+    pub timings: Timings,
+}
+
+/// A model and a pipeline configuration, ready to predict image after image (the engine is
+/// set up once: compiled network, ONNX Runtime session).
+#[derive(Debug)]
+pub struct Predictor<'m> {
+    model: &'m Model,
+    config: PredictConfig,
+    runner: Option<Runner<'m, Network>>,
+}
+
+impl<'m> Predictor<'m> {
+    /// Validate `config` against `model` and set up the engine, so that an engine that cannot
+    /// run fails here rather than on the first image.
+    pub fn new(model: &'m Model, config: PredictConfig) -> Result<Self> {
+        config.validate(model)?;
+        let runner = match config.pipeline {
+            Pipeline::PublishedScuNet => None,
+            Pipeline::Bacseg => Some(Runner::new(model.network(), config.infer.engine).map_err(
+                |e| {
+                    // An engine this build or machine does not have is a configuration problem.
+                    let e = Error::from(e);
+                    let kind = match config.infer.engine {
+                        Engine::Ort => crate::error::ErrorKind::Config,
+                        _ => e.kind(),
+                    };
+                    Error::with_source(
+                        kind,
+                        format!("the {} engine", config.infer.engine.name()),
+                        e,
+                    )
+                },
+            )?),
+        };
+        Ok(Self {
+            model,
+            config,
+            runner,
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        self.model
+    }
+
+    pub fn config(&self) -> &PredictConfig {
+        &self.config
+    }
+
+    /// The engine that runs the forward passes.
+    pub fn engine(&self) -> Engine {
+        self.runner.as_ref().map_or(Engine::Burn, |r| r.engine())
+    }
+
+    /// Predict BAC on one mammogram.
+    pub fn predict(&mut self, image: &Mammogram) -> Result<ImagePrediction> {
+        let start = Instant::now();
+        let mut t = Timings::default();
+        let spacing = image
+            .spacing
+            .or(self.config.default_spacing_mm.map(|mm| PixelSpacing {
+                row_mm: mm,
+                col_mm: mm,
+                source: bacseg_core::mammogram::SpacingSource::User,
+            }));
+        let (prob, pre) = match self.runner.as_mut() {
+            Some(runner) => bacseg_pipeline(self.model, runner, &self.config, image, &mut t)?,
+            None => published_scunet(self.model, &self.config, image, &mut t)?,
+        };
+        let s = Instant::now();
+        let mask = self.config.postprocess.apply(&prob, spacing);
+        let burden = measure(
+            &mask,
+            Some(&prob),
+            spacing,
+            Some(&pre.breast),
+            &Grading::default(),
+        );
+        t.postprocess_s = s.elapsed().as_secs_f64();
+        t.total_s = start.elapsed().as_secs_f64();
+        Ok(ImagePrediction {
+            prob,
+            mask,
+            breast: pre.breast,
+            display: pre.image,
+            burden,
+            spacing,
+            timings: t,
+        })
+    }
+}
+
+/// bacseg's pipeline: the probability map and the preprocessed image, both at the input's size.
+fn bacseg_pipeline(
+    model: &Model,
+    runner: &mut Runner<'_, Network>,
+    config: &PredictConfig,
+    m: &Mammogram,
+    t: &mut Timings,
+) -> Result<(ProbMap, Preprocessed)> {
+    let s = Instant::now();
+    let (w, h) = (m.width(), m.height());
+    let f = config.scale;
+    let scaled;
+    let work = if f == 1.0 {
+        m
+    } else {
+        let (sw, sh) = (
+            ((w as f64 * f).round() as usize).max(1),
+            ((h as f64 * f).round() as usize).max(1),
+        );
+        scaled = Mammogram {
+            pixels: resize(&m.pixels, sw, sh),
+            spacing: m.spacing.map(|p| PixelSpacing {
+                row_mm: p.row_mm * h as f64 / sh as f64,
+                col_mm: p.col_mm * w as f64 / sw as f64,
+                ..p
+            }),
+            laterality: m.laterality,
+            view: m.view.clone(),
+            bits_stored: m.bits_stored,
+            value_range: m.value_range,
+            notes: Vec::new(),
+        };
+        &scaled
+    };
+    let mut pre = preprocess(work, &config.preprocess);
+    t.preprocess_s = s.elapsed().as_secs_f64();
+    let mut pred = predict_image_with(
+        model.network(),
+        runner,
+        &pre.image,
+        &pre.breast,
+        &config.infer,
+    )?;
+    t.add_prediction(&pred);
+    if f != 1.0 {
+        // Back to the input's pixel grid: outputs and measures are at full resolution.
+        pred.prob = resize(&pred.prob, w, h).map(|p| p.clamp(0.0, 1.0));
+        pre.breast = resize(&pre.breast.map(|&b| f32::from(u8::from(b))), w, h).map(|&v| v >= 0.5);
+        pre.image = resize(&pre.image, w, h);
+    }
+    // No BAC outside the breast: the background, burned-in labels and markers are not tissue.
+    if config.preprocess.breast_mask.enabled {
+        for (p, &inside) in pred.prob.data_mut().iter_mut().zip(pre.breast.data()) {
+            if !inside {
+                *p = 0.0;
+            }
+        }
+    }
+    Ok((pred.prob, pre))
+}
+
+/// The published SCU-Net pipeline on the image's 8-bit grey values after a 5x5 median; the
+/// breast mask and the display image (for the overlay and the burden's breast fraction) come
+/// from that same median-filtered image.
+fn published_scunet(
+    model: &Model,
+    config: &PredictConfig,
+    m: &Mammogram,
+    t: &mut Timings,
+) -> Result<(ProbMap, Preprocessed)> {
+    let s = Instant::now();
+    let grey = median_filter(&grey8(m), 2);
+    let pre = preprocess_denoised(&grey, &config.preprocess);
+    t.preprocess_s = s.elapsed().as_secs_f64();
+    let pred = predict_published_scunet(model.network(), &grey, config.infer.batch)?;
+    t.add_prediction(&pred);
+    Ok((pred.prob, pre))
+}
+
+/// 8-bit grey values (0-255) of a mammogram, as the published SCU-Net pipeline reads its PNGs:
+/// 8-bit sources unchanged; deeper ones mapped linearly from their value range to 0-255 and
+/// rounded (OpenCV, which the published code reads with, divides 16-bit PNG values by 256:
+/// within one grey level of this).
+fn grey8(m: &Mammogram) -> Raster<f32> {
+    let (lo, hi) = m.value_range;
+    if m.bits_stored <= 8 && lo == 0.0 && hi == 255.0 {
+        return m.pixels.map(|v| v.round().clamp(0.0, 255.0));
+    }
+    let span = (hi - lo).max(f32::MIN_POSITIVE);
+    m.pixels
+        .map(|v| ((v - lo) / span * 255.0).round().clamp(0.0, 255.0))
+}
