@@ -53,10 +53,20 @@ fn export_writes_an_onnx_model_and_reference_arrays() {
         let bytes = std::fs::read(io.join(name)).unwrap();
         assert_eq!(bytes.len(), 128 + 4 * 256, "{name}");
     }
-    // A side the network cannot take is refused, naming the option.
+    // A side the network cannot take is refused, saying why, before anything is written.
+    std::fs::remove_file(&onnx).unwrap();
+    std::fs::remove_dir_all(&io).unwrap();
     let bad = export("10");
     assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--reference-side"));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("reference input size") && err.contains("multiples of 4"),
+        "{err}"
+    );
+    assert!(
+        !onnx.exists() && !io.exists(),
+        "a refused export wrote files"
+    );
     // Weights that do not match the architecture are refused.
     let wrong = bacseg(&[
         "export",

@@ -414,6 +414,19 @@ pub fn predict_files(
     options: &BatchOptions,
     observer: &mut dyn BatchObserver,
 ) -> Result<BatchSummary> {
+    run_batch(inputs, options, observer, &mut |input, name| {
+        predict_one(predictor, input, name, options)
+    })
+}
+
+/// The batch loop of [`predict_files`] around any per-image work `one` (input, output name)
+/// returning the burden and the image's notes.
+fn run_batch(
+    inputs: &[PathBuf],
+    options: &BatchOptions,
+    observer: &mut dyn BatchObserver,
+    one: &mut dyn FnMut(&Path, &str) -> Result<(BacBurden, Vec<String>)>,
+) -> Result<BatchSummary> {
     let names = output_names(inputs);
     let mine: Vec<(&PathBuf, String)> = inputs
         .iter()
@@ -446,15 +459,15 @@ pub fn predict_files(
             }
         } else {
             let t0 = Instant::now();
-            let outcome = catch_unwind(AssertUnwindSafe(|| {
-                predict_one(predictor, input, &name, options)
-            }))
-            .unwrap_or_else(|panic| {
-                Err(Error::runtime(format!(
-                    "internal error: {}",
-                    panic_message(&panic)
-                )))
-            });
+            // A panic anywhere in one image's work (a decoder, the engine, a writer) is that
+            // image's failure, not the batch's.
+            let outcome =
+                catch_unwind(AssertUnwindSafe(|| one(input, &name))).unwrap_or_else(|panic| {
+                    Err(Error::runtime(format!(
+                        "internal error: {}",
+                        panic_message(&panic)
+                    )))
+                });
             let seconds = t0.elapsed().as_secs_f64();
             match outcome {
                 Ok((burden, notes)) => Row {
@@ -639,4 +652,32 @@ fn write_summary(path: &Path, rows: &[Row]) -> Result<()> {
         out.flush().map_err(|e| e.to_string())
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_on_one_image_is_its_failed_row_and_the_batch_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let inputs: Vec<PathBuf> = ["a.png", "b.png", "c.png"].map(PathBuf::from).to_vec();
+        let options = BatchOptions::new(dir.path().join("out"));
+        let summary = run_batch(&inputs, &options, &mut Silent, &mut |input, _| {
+            if input == Path::new("b.png") {
+                panic!("decoder exploded\nsecond line");
+            }
+            let empty = bacseg_core::raster::Mask::filled(2, 2, false);
+            let grading = bacseg_core::quantify::Grading::default();
+            let burden = bacseg_core::quantify::measure(&empty, None, None, None, &grading);
+            Ok((burden, vec![]))
+        })
+        .unwrap();
+        let status: Vec<_> = summary.rows.iter().map(|r| r.status.clone()).collect();
+        assert_eq!(status, [Status::Ok, Status::Failed, Status::Ok]);
+        assert_eq!(summary.rows[1].message, "internal error: decoder exploded");
+        let csv = std::fs::read_to_string(&summary.summary_csv).unwrap();
+        assert_eq!(csv.lines().count(), 4, "{csv}");
+        assert!(csv.contains("b,b.png,failed,"), "{csv}");
+    }
 }

@@ -26,7 +26,7 @@ pub enum IoError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: not a DICOM, PNG or TIFF file (first bytes: {magic})", path.display())]
+    #[error("{}: not a DICOM, PNG, TIFF or JPEG file (first bytes: {magic})", path.display())]
     UnknownFormat { path: PathBuf, magic: String },
     #[error("{}: corrupt or truncated {format}: {reason}", path.display())]
     Corrupt {
@@ -64,6 +64,8 @@ pub enum FileFormat {
     Dicom,
     Png,
     Tiff,
+    /// Baseline/progressive 8-bit JPEG (many public mammogram sets are distributed so).
+    Jpeg,
 }
 
 impl FileFormat {
@@ -72,6 +74,7 @@ impl FileFormat {
             Self::Dicom => "DICOM",
             Self::Png => "PNG",
             Self::Tiff => "TIFF",
+            Self::Jpeg => "JPEG",
         }
     }
 }
@@ -108,6 +111,9 @@ pub fn detect_format(path: &Path) -> Result<FileFormat, IoError> {
     if head.starts_with(b"II*\0") || head.starts_with(b"MM\0*") {
         return Ok(FileFormat::Tiff);
     }
+    if head.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return Ok(FileFormat::Jpeg);
+    }
     if head.len() >= 4 && matches!(&head[..4], [0x02, 0x00, _, 0x00] | [0x08, 0x00, _, 0x00]) {
         return Ok(FileFormat::Dicom);
     }
@@ -128,11 +134,11 @@ pub fn detect_format(path: &Path) -> Result<FileFormat, IoError> {
     })
 }
 
-/// Read a mammogram from a DICOM, PNG or TIFF file.
+/// Read a mammogram from a DICOM, PNG, TIFF or JPEG file.
 pub fn load(path: &Path) -> Result<Mammogram, IoError> {
     match detect_format(path)? {
         FileFormat::Dicom => dicom::load(path),
-        FileFormat::Png | FileFormat::Tiff => raster_file::load(path),
+        FileFormat::Png | FileFormat::Tiff | FileFormat::Jpeg => raster_file::load(path),
     }
 }
 
@@ -171,6 +177,8 @@ pub struct TransferSyntaxInfo {
 pub fn info(path: &Path) -> Result<ImageInfo, IoError> {
     match detect_format(path)? {
         FileFormat::Dicom => dicom::info(path),
-        format @ (FileFormat::Png | FileFormat::Tiff) => raster_file::info(path, format),
+        format @ (FileFormat::Png | FileFormat::Tiff | FileFormat::Jpeg) => {
+            raster_file::info(path, format)
+        }
     }
 }

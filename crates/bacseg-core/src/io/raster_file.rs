@@ -1,4 +1,4 @@
-//! PNG and TIFF mammograms (8- or 16-bit grey; colour is converted to grey with a note).
+//! PNG, TIFF and JPEG mammograms (8- or 16-bit grey; colour is converted to grey with a note).
 
 use std::path::Path;
 
@@ -52,6 +52,7 @@ fn open(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>, I
 fn format_of(reader: &ImageReader<std::io::BufReader<std::fs::File>>) -> FileFormat {
     match reader.format() {
         Some(image::ImageFormat::Tiff) => FileFormat::Tiff,
+        Some(image::ImageFormat::Jpeg) => FileFormat::Jpeg,
         _ => FileFormat::Png,
     }
 }
