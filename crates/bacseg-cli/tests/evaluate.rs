@@ -276,8 +276,19 @@ fn bad_input_exits_2() {
         "--truth",
         s(&dir.path().join("truth")),
     ]);
+    // The images that were predicted are evaluated; the truth mask without one is named.
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no prediction for 1 truth mask"));
+    std::fs::create_dir_all(dir.path().join("none")).unwrap();
+    let out = bacseg(&[
+        "evaluate",
+        "--pred",
+        s(&dir.path().join("none")),
+        "--truth",
+        s(&dir.path().join("truth")),
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no prediction for 1"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no prediction for any"));
     let out = bacseg(&[
         "evaluate",
         "--pred",

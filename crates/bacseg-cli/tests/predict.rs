@@ -92,6 +92,24 @@ fn predict_writes_every_output_and_survives_a_broken_file() {
             assert!(!text.contains(id));
         }
     }
+    // `evaluate` reads what `predict` wrote: the predicted images are scored ("exported" is a
+    // copy of synth-00000 with no truth mask of its own and is not an error).
+    let eval = bacseg(&[
+        "evaluate",
+        "--pred",
+        s(&out_dir),
+        "--truth",
+        s(&data),
+        "--json",
+    ]);
+    assert_eq!(
+        eval.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert_eq!(report["images"], 3, "{report}");
     // `--engine ort`: with a loadable ONNX Runtime (a `--features ort` build, ORT_DYLIB_PATH)
     // the same mask as the CPU engine; otherwise refused before the first image, with the
     // remedy, and nothing written.

@@ -21,7 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut predictor = Predictor::new(&model, config)?;
     let found = predictor.predict(&bacseg::load_image(image.as_ref())?)?;
     let b = &found.burden;
-    println!("{image}: {} px, {:?} mm^2, grade {:?}", b.area_px, b.area_mm2, b.grade);
+    println!(
+        "{image}: {} px, {:?} mm^2, grade {:?}",
+        b.area_px, b.area_mm2, b.grade
+    );
     if let Some(out) = rest.first() {
         bacseg::core::io::write_mask_png(out.as_ref(), &found.mask)?;
     }

@@ -419,13 +419,16 @@ pub fn predict_files(
     })
 }
 
+/// One image's burden and notes.
+type Done = (BacBurden, Vec<String>);
+
 /// The batch loop of [`predict_files`] around any per-image work `one` (input, output name)
 /// returning the burden and the image's notes.
 fn run_batch(
     inputs: &[PathBuf],
     options: &BatchOptions,
     observer: &mut dyn BatchObserver,
-    one: &mut dyn FnMut(&Path, &str) -> Result<(BacBurden, Vec<String>)>,
+    one: &mut dyn FnMut(&Path, &str) -> Result<Done>,
 ) -> Result<BatchSummary> {
     let names = output_names(inputs);
     let mine: Vec<(&PathBuf, String)> = inputs

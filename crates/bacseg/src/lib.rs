@@ -32,6 +32,7 @@
 
 pub mod batch;
 pub mod error;
+pub mod evaluate;
 pub mod export;
 pub mod model;
 pub mod predict;

@@ -1,5 +1,7 @@
 //! Inputs, output names and shards of batch prediction.
 
+#![allow(clippy::unwrap_used)] // helpers of tests: a failed unwrap is a failed test
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,8 @@
 //! The library's prediction API on a small network: a model from weights plus a spec, a
 //! predictor, and what it promises about the breast.
 
+#![allow(clippy::unwrap_used)] // helpers of tests: a failed unwrap is a failed test
+
 use bacseg::{Mammogram, Model, ModelSource, PredictConfig, Predictor};
 use bacseg_core::raster::Raster;
 use bacseg_nn::{Architecture, Device, ModelSpec, save_pytorch_safetensors};
@@ -52,7 +54,10 @@ fn probabilities_outside_the_breast_are_zero() {
     let mut predictor = Predictor::new(&model, config).unwrap();
     let found = predictor.predict(&image()).unwrap();
     let breast = found.breast.count();
-    assert!(breast > 5000 && breast < found.breast.len(), "breast {breast}");
+    assert!(
+        breast > 5000 && breast < found.breast.len(),
+        "breast {breast}"
+    );
     let mut outside_max = 0.0f32;
     let mut inside_max = 0.0f32;
     for (&p, &b) in found.prob.data().iter().zip(found.breast.data()) {

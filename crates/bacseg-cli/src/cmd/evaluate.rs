@@ -1,10 +1,9 @@
 //! `bacseg evaluate`: compare predicted BAC masks with ground-truth masks, matched by file
 //! stem, at patch level and whole-image level, in both aggregations (DESIGN.md, Metrics).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bacseg_core::io;
 use bacseg_core::metrics::{
     Aggregate, ConfusionCounts, EmptyPolicy, Metrics, PatchSet, patch_counts,
@@ -84,38 +83,6 @@ struct Report {
     per_image: Vec<PerImage>,
 }
 
-const MASK_EXTENSIONS: [&str; 4] = ["png", "tif", "tiff", "dcm"];
-
-/// Mask files of a directory by stem (only extensions bacseg reads as masks).
-fn masks_by_stem(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| InputError(format!("{}: {e}", dir.display())))?;
-    let mut out = BTreeMap::new();
-    for entry in entries {
-        let path = entry
-            .with_context(|| format!("listing {}", dir.display()))?
-            .path();
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
-        if !ext.is_some_and(|e| MASK_EXTENSIONS.contains(&e.as_str())) || !path.is_file() {
-            continue;
-        }
-        if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-            if let Some(prev) = out.insert(stem.to_string(), path.clone()) {
-                return Err(InputError(format!(
-                    "{} and {} have the same stem",
-                    prev.display(),
-                    path.display()
-                ))
-                .into());
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// A mask file: any non-zero sample is inside.
 pub fn load_mask(path: &Path) -> Result<Mask> {
     let m = io::load(path).map_err(InputError::from)?;
@@ -134,45 +101,29 @@ fn validate(args: &Args) -> Result<(), InputError> {
 
 pub fn run(args: Args) -> Result<()> {
     validate(&args)?;
-    let truth_dir = if args.truth.join("masks").is_dir() {
-        args.truth.join("masks")
-    } else {
-        args.truth.clone()
-    };
-    let truths = masks_by_stem(&truth_dir)?;
-    if truths.is_empty() {
-        return Err(InputError(format!(
-            "{}: no mask files (png, tif, dcm)",
-            truth_dir.display()
-        ))
-        .into());
+    let paired = bacseg::evaluate::pair_masks(&args.pred, &args.truth)?;
+    if !paired.missing.is_empty() {
+        eprintln!(
+            "bacseg: warning: no prediction for {} truth mask(s), not evaluated: {}",
+            paired.missing.len(),
+            paired.missing.join(", ")
+        );
     }
-    let preds = masks_by_stem(&args.pred)?;
-    let missing: Vec<&str> = truths
-        .keys()
-        .filter(|k| !preds.contains_key(*k))
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        return Err(InputError(format!(
-            "{}: no prediction for {} truth mask(s): {}",
-            args.pred.display(),
-            missing.len(),
-            missing.join(", ")
-        ))
-        .into());
-    }
-    let breasts = args.breast.as_deref().map(masks_by_stem).transpose()?;
+    let breasts = args
+        .breast
+        .as_deref()
+        .map(bacseg::evaluate::masks_by_name)
+        .transpose()?;
     let do_patch = args.level != Level::Image;
     let do_image = args.level != Level::Patch;
 
     // One image at a time: two full-size masks of a mammogram are ~27 MB, and the patch
     // counting inside is already parallel.
-    let results: Vec<(PerImage, Vec<ConfusionCounts>)> = truths
+    let results: Vec<(PerImage, Vec<ConfusionCounts>)> = paired
+        .pairs
         .iter()
-        .map(|(name, truth_path)| -> Result<_> {
+        .map(|(name, pred_path, truth_path)| -> Result<_> {
             let truth = load_mask(truth_path)?;
-            let pred_path = &preds[name];
             let pred = load_mask(pred_path)?;
             let counts = ConfusionCounts::from_masks(&pred, &truth)
                 .map_err(|e| InputError(format!("{name}: {e}")))?;
