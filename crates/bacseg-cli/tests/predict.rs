@@ -192,8 +192,9 @@ fn predict_refuses_bad_models_and_options() {
     assert_eq!(missing.status.code(), Some(2));
     let bogus = tmp.path().join("w.safetensors");
     std::fs::write(&bogus, b"not safetensors").unwrap();
+    // Weights that cannot be read are a weights error (exit 1), naming the file.
     let bad = bacseg(&["predict", "--model", s(&bogus), "--out", s(&out), s(&img)]);
-    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("w.safetensors"));
     let blend = bacseg(&[
         "predict",
@@ -219,7 +220,7 @@ fn predict_refuses_bad_models_and_options() {
     assert!(String::from_utf8_lossy(&absent_run.stderr).contains("absent.pt"));
     let model = format!("scunet:{}", s(&pt));
     let corrupt = bacseg(&["predict", "--model", &model, "--out", s(&out), s(&img)]);
-    assert_eq!(corrupt.status.code(), Some(2));
+    assert_eq!(corrupt.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&corrupt.stderr).contains("model.pt"));
     let preset_other = bacseg(&[
         "predict",
@@ -307,5 +308,5 @@ fn the_cpu_engine_is_refused_for_architectures_it_does_not_run() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--engine cpu runs dt-unet and unet"), "{err}");
+    assert!(err.contains("cpu engine runs dt-unet and unet"), "{err}");
 }

@@ -111,6 +111,18 @@ impl ModelSource {
     }
 }
 
+impl ModelSource {
+    /// The architecture, where the source says it without reading files (not for a run
+    /// directory, whose config.json says it).
+    pub fn architecture(&self) -> Option<Architecture> {
+        match self {
+            ModelSource::RunDir(_) => None,
+            ModelSource::Safetensors { spec, .. } => spec.kind().ok(),
+            ModelSource::PublishedScuNet { .. } => Some(Architecture::ScuNet),
+        }
+    }
+}
+
 /// What a training run recorded about the data its model was trained on, used as the
 /// prediction defaults.
 #[derive(Debug, Clone, PartialEq)]

@@ -133,15 +133,40 @@ pub struct Args {
     preprocess: PreprocessArgs,
 }
 
+/// The flags' own values, checked before anything is loaded.
+fn parsed_flags(args: &Args) -> bacseg::Result<(Engine, Option<BlendMode>)> {
+    let engine = args.engine.parse::<Engine>().map_err(bad)?;
+    if let Some(o) = args.overlap
+        && !(0.0..1.0).contains(&o)
+    {
+        return Err(bad(format!("--overlap must be in [0, 1), got {o}")));
+    }
+    let blend = match &args.blend {
+        Some(name) => Some(
+            BlendMode::ALL
+                .into_iter()
+                .find(|b| b.as_str() == name)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "unknown --blend {name:?} (known: gaussian, mean, max, crop)"
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    Ok((engine, blend))
+}
+
 /// The pipeline settings the flags ask for, on top of the model's defaults.
 fn config(args: &Args, model: &Model) -> bacseg::Result<PredictConfig> {
+    let (engine, blend) = parsed_flags(args)?;
     let preset = args.preset.is_some();
     let mut c = if preset {
         PredictConfig::published_scunet()
     } else {
         PredictConfig::for_model(model)
     };
-    c.infer.engine = args.engine.parse::<Engine>().map_err(bad)?;
+    c.infer.engine = engine;
     c.infer.batch = args.batch;
     if !preset {
         if let Some(p) = args.patch {
@@ -150,23 +175,13 @@ fn config(args: &Args, model: &Model) -> bacseg::Result<PredictConfig> {
         }
         match (args.stride, args.overlap) {
             (Some(s), _) => c.infer.stride = s,
-            (None, Some(o)) if !(0.0..1.0).contains(&o) => {
-                return Err(bad(format!("--overlap must be in [0, 1), got {o}")));
-            }
             (None, Some(o)) => {
                 c.infer.stride = ((c.infer.patch as f64 * (1.0 - o)).round() as usize).max(1)
             }
             (None, None) => {}
         }
-        if let Some(name) = &args.blend {
-            c.infer.blend = BlendMode::ALL
-                .into_iter()
-                .find(|b| b.as_str() == name)
-                .ok_or_else(|| {
-                    bad(format!(
-                        "unknown --blend {name:?} (known: gaussian, mean, max, crop)"
-                    ))
-                })?;
+        if let Some(b) = blend {
+            c.infer.blend = b;
         }
         c.infer.tta = args.tta;
         if let Some(f) = args.min_breast_fraction {
@@ -197,7 +212,19 @@ pub fn run(args: Args) -> Result<()> {
         "f64" => Precision::F64,
         _ => Precision::F32,
     };
-    let model = Model::load(&args.net.source_in(precision)?)?;
+    parsed_flags(&args)?;
+    let source = args.net.source_in(precision)?;
+    if let (Some(_), Some(arch)) = (&args.preset, source.architecture())
+        && arch != bacseg_nn::Architecture::ScuNet
+    {
+        return Err(bad(format!(
+            "the published SCU-Net pipeline runs SCU-Net models; {} is a {} model",
+            args.net.model.display(),
+            arch.name()
+        ))
+        .into());
+    }
+    let model = Model::load(&source)?;
     let config = config(&args, &model)?;
     let shard = match (args.shard_index, args.shard_count) {
         (Some(i), Some(n)) => Shard::new(i, n)?,
