@@ -67,7 +67,7 @@ fn export_writes_an_onnx_model_and_reference_arrays() {
         !onnx.exists() && !io.exists(),
         "a refused export wrote files"
     );
-    // Weights that do not match the architecture are refused.
+    // Weights that do not match the architecture are refused: a weights error, exit 1.
     let wrong = bacseg(&[
         "export",
         "--model",
@@ -77,7 +77,7 @@ fn export_writes_an_onnx_model_and_reference_arrays() {
         "--out",
         s(&onnx),
     ]);
-    assert_eq!(wrong.status.code(), Some(2));
+    assert_eq!(wrong.status.code(), Some(1));
     let missing = bacseg(&[
         "export",
         "--model",

@@ -224,6 +224,19 @@ pub fn run(args: Args) -> Result<()> {
         ))
         .into());
     }
+    let (engine, _) = parsed_flags(&args)?;
+    if engine == Engine::Cpu
+        && (matches!(source, ModelSource::PublishedScuNet { .. })
+            || source.architecture().is_some_and(|a| !a.has_cpu_engine()))
+    {
+        return Err(bad(format!(
+            "the cpu engine runs dt-unet and unet models; {} is a {} model (use --engine burn \
+             or ort)",
+            args.net.model.display(),
+            source.architecture().map_or("other", |a| a.name())
+        ))
+        .into());
+    }
     let model = Model::load(&source)?;
     let config = config(&args, &model)?;
     let shard = match (args.shard_index, args.shard_count) {
