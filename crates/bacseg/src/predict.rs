@@ -39,7 +39,7 @@ use bacseg_nn::{Architecture, Network, Precision};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Model, ModelSource};
 
 /// Which inference pipeline runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -118,22 +118,13 @@ impl PredictConfig {
     /// Check the settings against each other and against `model`.
     pub fn validate(&self, model: &Model) -> Result<()> {
         let preset = self.pipeline == Pipeline::PublishedScuNet;
-        if preset && model.architecture() != Architecture::ScuNet {
-            return Err(Error::config(format!(
-                "the published SCU-Net pipeline runs SCU-Net models; this is a {} model",
-                model.architecture().name()
-            )));
-        }
         let engine = self.infer.engine;
-        if engine == Engine::Cpu
-            && (model.is_published_scunet() || !model.architecture().has_cpu_engine())
-        {
-            return Err(Error::config(format!(
-                "the cpu engine runs dt-unet and unet models; this is a {} model (use the burn \
-                 or ort engine)",
-                model.architecture().name()
-            )));
-        }
+        check_pairing(
+            Some(model.architecture()),
+            model.is_published_scunet(),
+            self.pipeline,
+            engine,
+        )?;
         if engine == Engine::Ort && (preset || model.precision() == Precision::F64) {
             return Err(Error::config(
                 "the ort engine runs bacseg's pipeline in f32: not the published pipeline or f64",
@@ -166,6 +157,35 @@ impl PredictConfig {
             .map_err(|e| Error::config(format!("postprocessing: {e}")))?;
         Ok(())
     }
+}
+
+/// Whether `pipeline` and `engine` can run the model `source` names, checked before its weights
+/// are read (the architecture of a run directory is known only once loaded: then
+/// [`PredictConfig::validate`] checks it).
+pub fn check_source(source: &ModelSource, pipeline: Pipeline, engine: Engine) -> Result<()> {
+    let published = matches!(source, ModelSource::PublishedScuNet { .. });
+    check_pairing(source.architecture(), published, pipeline, engine)
+}
+
+fn check_pairing(
+    arch: Option<Architecture>,
+    published_scunet: bool,
+    pipeline: Pipeline,
+    engine: Engine,
+) -> Result<()> {
+    let name = arch.map_or("other", |a| a.name());
+    if pipeline == Pipeline::PublishedScuNet && arch.is_some_and(|a| a != Architecture::ScuNet) {
+        return Err(Error::config(format!(
+            "the published SCU-Net pipeline runs SCU-Net models; this is a {name} model"
+        )));
+    }
+    if engine == Engine::Cpu && (published_scunet || arch.is_some_and(|a| !a.has_cpu_engine())) {
+        return Err(Error::config(format!(
+            "the cpu engine runs dt-unet and unet models; this is a {name} model (use the burn \
+             or ort engine)"
+        )));
+    }
+    Ok(())
 }
 
 /// Wall time of each step for one image, seconds, and the patches run.

@@ -212,31 +212,14 @@ pub fn run(args: Args) -> Result<()> {
         "f64" => Precision::F64,
         _ => Precision::F32,
     };
-    parsed_flags(&args)?;
     let source = args.net.source_in(precision)?;
-    if let (Some(_), Some(arch)) = (&args.preset, source.architecture())
-        && arch != bacseg_nn::Architecture::ScuNet
-    {
-        return Err(bad(format!(
-            "the published SCU-Net pipeline runs SCU-Net models; {} is a {} model",
-            args.net.model.display(),
-            arch.name()
-        ))
-        .into());
-    }
     let (engine, _) = parsed_flags(&args)?;
-    if engine == Engine::Cpu
-        && (matches!(source, ModelSource::PublishedScuNet { .. })
-            || source.architecture().is_some_and(|a| !a.has_cpu_engine()))
-    {
-        return Err(bad(format!(
-            "the cpu engine runs dt-unet and unet models; {} is a {} model (use --engine burn \
-             or ort)",
-            args.net.model.display(),
-            source.architecture().map_or("other", |a| a.name())
-        ))
-        .into());
-    }
+    let pipeline = match args.preset {
+        Some(_) => Pipeline::PublishedScuNet,
+        None => Pipeline::Bacseg,
+    };
+    bacseg::predict::check_source(&source, pipeline, engine)
+        .map_err(|e| e.context(args.net.model.display().to_string()))?;
     let model = Model::load(&source)?;
     let config = config(&args, &model)?;
     let shard = match (args.shard_index, args.shard_count) {
