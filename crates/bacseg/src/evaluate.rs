@@ -128,6 +128,12 @@ mod tests {
         // Plain mask directories work as before.
         let plain = pair_masks(&truth.join("masks"), &truth).unwrap();
         assert_eq!(plain.pairs.len(), 3);
-        assert!(pair_masks(&dir.path().join("pred"), &pred).is_err());
+        // No truth masks, or no prediction for any truth mask: errors naming the directory.
+        let empty = dir.path().join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        let err = pair_masks(&pred, &empty).unwrap_err();
+        assert!(err.to_string().contains("no mask files"), "{err}");
+        let err = pair_masks(&empty, &truth).unwrap_err();
+        assert!(err.to_string().contains("no prediction"), "{err}");
     }
 }
