@@ -21,6 +21,16 @@ impl From<bacseg_core::io::IoError> for InputError {
     }
 }
 
+/// A flag value that is invalid, missing or contradicts another: exit code 2.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    bacseg::Error::new(bacseg::ErrorKind::Config, message).into()
+}
+
+/// An input file or directory that cannot be used: exit code 2.
+pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
+    bacseg::Error::new(bacseg::ErrorKind::Input, message).into()
+}
+
 /// Print the error chain on one line and choose the exit code: a [`bacseg::Error`]'s own
 /// (from its kind), else 2 for an [`InputError`] or a read error, 1 for anything else.
 pub fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -5,6 +5,7 @@
 
 mod cmd;
 mod exit;
+mod progress;
 
 use clap::{Parser, Subcommand};
 

@@ -148,13 +148,15 @@ fn hex(bytes: &[u8]) -> String {
 
 impl PatchCache {
     /// Cache `stems` of `dataset` under `dir` (created if needed), reusing files whose key
-    /// matches. Images are processed in parallel; `on_image(done, total)` is called after each.
+    /// matches. Images are processed in parallel; `on_image(done, total, notes)` is called
+    /// after each, with the conversions the reader made to a newly cached image ("path: colour
+    /// converted to grey", for the caller to show; none for a reused entry).
     pub fn build(
         dataset: &Dataset,
         stems: &[String],
         spec: &CacheSpec,
         dir: &Path,
-        on_image: &(dyn Fn(usize, usize) + Sync),
+        on_image: &(dyn Fn(usize, usize, &[String]) + Sync),
     ) -> Result<Self, CacheError> {
         spec.validate()?;
         std::fs::create_dir_all(dir).map_err(|e| CacheError::file(dir, e))?;
@@ -178,13 +180,14 @@ impl PatchCache {
                     .find(|c| &c.stem == stem && c.key == key)
                     .filter(|c| file_key(&file).ok().as_deref() == Some(c.key.as_str()))
                     .cloned();
-                let cached = match reuse {
-                    Some(c) => c,
+                let (cached, notes) = match reuse {
+                    Some(c) => (c, Vec::new()),
                     None => cache_one(stem, spec, &key, &file, sample)?,
                 };
                 on_image(
                     done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
                     stems.len(),
+                    &notes,
                 );
                 Ok(cached)
             })
@@ -329,8 +332,13 @@ fn cache_one(
     key: &str,
     file: &Path,
     sample: &crate::dataset::Sample,
-) -> Result<CachedImage, CacheError> {
+) -> Result<(CachedImage, Vec<String>), CacheError> {
     let (mammogram, truth) = load_sample(sample)?;
+    let notes = mammogram
+        .notes
+        .iter()
+        .map(|n| format!("{}: {n}", sample.image.display()))
+        .collect();
     let pre = preprocess(&mammogram, &spec.preprocess);
     let size = truth.size();
     let patch_err = |source| CacheError::Patch {
@@ -371,14 +379,15 @@ fn cache_one(
         }
         Ok(())
     })?;
-    Ok(CachedImage {
+    let cached = CachedImage {
         stem: stem.to_string(),
         width: w,
         height: h,
         key: key.to_string(),
         patches: items.iter().map(|i| (i.patch, i.positive)).collect(),
         bac_pixels: truth.count() as u64,
-    })
+    };
+    Ok((cached, notes))
 }
 
 #[cfg(test)]
@@ -417,7 +426,7 @@ mod tests {
         let ds = dataset(&tmp.path().join("data"));
         let stems = ds.stems();
         let cache =
-            PatchCache::build(&ds, &stems, &spec(), &tmp.path().join("cache"), &|_, _| {}).unwrap();
+            PatchCache::build(&ds, &stems, &spec(), &tmp.path().join("cache"), &|_, _, _| {}).unwrap();
         assert_eq!(cache.images().len(), 2);
         for (i, stem) in stems.iter().enumerate() {
             let (m, truth) = load_sample(ds.get(stem).unwrap()).unwrap();
@@ -454,17 +463,17 @@ mod tests {
         let ds = dataset(&tmp.path().join("data"));
         let dir = tmp.path().join("cache");
         let stems = ds.stems();
-        PatchCache::build(&ds, &stems, &spec(), &dir, &|_, _| {}).unwrap();
+        PatchCache::build(&ds, &stems, &spec(), &dir, &|_, _, _| {}).unwrap();
         let file = dir.join("a.bpc");
         let t0 = std::fs::metadata(&file).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        PatchCache::build(&ds, &stems, &spec(), &dir, &|_, _| {}).unwrap();
+        PatchCache::build(&ds, &stems, &spec(), &dir, &|_, _, _| {}).unwrap();
         assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), t0);
         let other = CacheSpec {
             stride: 16,
             ..spec()
         };
-        let c = PatchCache::build(&ds, &stems, &other, &dir, &|_, _| {}).unwrap();
+        let c = PatchCache::build(&ds, &stems, &other, &dir, &|_, _, _| {}).unwrap();
         assert_ne!(std::fs::metadata(&file).unwrap().modified().unwrap(), t0);
         assert_eq!(c.spec().stride, 16);
     }
@@ -479,10 +488,10 @@ mod tests {
         };
         let dir = tmp.path().join("cache");
         assert!(matches!(
-            PatchCache::build(&ds, &ds.stems(), &bad, &dir, &|_, _| {}),
+            PatchCache::build(&ds, &ds.stems(), &bad, &dir, &|_, _, _| {}),
             Err(CacheError::Settings(_))
         ));
-        let err = PatchCache::build(&ds, &["zzz".into()], &spec(), &dir, &|_, _| {}).unwrap_err();
+        let err = PatchCache::build(&ds, &["zzz".into()], &spec(), &dir, &|_, _, _| {}).unwrap_err();
         assert!(err.to_string().contains("zzz"));
     }
 }

@@ -100,7 +100,7 @@ fn go(
 
 fn caches(dataset: &Dataset, config: &RunConfig, dir: &Path) -> (PatchCache, PatchCache) {
     let build = |stems: &[String]| {
-        PatchCache::build(dataset, stems, &config.patches, dir, &|_, _| {}).unwrap()
+        PatchCache::build(dataset, stems, &config.patches, dir, &|_, _, _| {}).unwrap()
     };
     (build(&config.split.train), build(&config.split.val))
 }

@@ -174,9 +174,9 @@ impl From<bacseg_nn::train::TrainError> for Error {
         match e {
             TrainError::Nn(e) => e.into(),
             TrainError::Config(_) => Self::with_source(ErrorKind::Config, String::new(), e),
-            TrainError::Cache(_) | TrainError::Run { .. } => {
-                Self::with_source(ErrorKind::Io, String::new(), e)
-            }
+            TrainError::Cache(e) => e.into(),
+            TrainError::Run { .. } => Self::with_source(ErrorKind::Io, String::new(), e),
+            TrainError::Internal(_) => Self::with_source(ErrorKind::Runtime, String::new(), e),
         }
     }
 }

@@ -1,9 +1,17 @@
-//! Pairing predicted masks with ground truth for evaluation: a directory that `predict` wrote
+//! Evaluation of predicted masks against the truth: pairing a directory that `predict` wrote
 //! (`<name>.mask.png` beside `.prob.png`, `.overlay.png`, `.bac.json`) or any directory of
-//! plain mask files (`<name>.png`, `.tif`, `.dcm`), matched to truth masks by name.
+//! plain mask files (`<name>.png`, `.tif`, `.dcm`) with truth masks by name, then counting
+//! pixels per image and per patch ([`evaluate_dirs`], docs/cli.md#evaluate).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use bacseg_core::metrics::{
+    Aggregate, ConfusionCounts, EmptyPolicy, Metrics, PatchSet, patch_counts,
+};
+use bacseg_core::patch::PatchGrid;
+use bacseg_core::raster::Mask;
+use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -99,6 +107,153 @@ pub fn pair_masks(pred: &Path, truth: &Path) -> Result<Pairs> {
         )));
     }
     Ok(out)
+}
+
+/// How [`evaluate_dirs`] counts.
+#[derive(Debug, Clone)]
+pub struct EvaluateOptions {
+    /// Whole-image metrics.
+    pub image: bool,
+    /// Patch-level metrics.
+    pub patch: bool,
+    /// Patch side, pixels.
+    pub patch_size: usize,
+    /// Distance between neighbouring patches (the last row and column snap to the edge).
+    pub stride: usize,
+    /// Patch-level units: patches whose truth holds BAC, or all (in the breast with
+    /// [`breast`](Self::breast)).
+    pub patches: PatchSet,
+    /// Directory of breast masks named like the truth masks.
+    pub breast: Option<PathBuf>,
+    /// A metric whose denominator is zero in a unit.
+    pub empty_policy: EmptyPolicy,
+}
+
+impl Default for EvaluateOptions {
+    fn default() -> Self {
+        Self {
+            image: true,
+            patch: true,
+            patch_size: 512,
+            stride: 384,
+            patches: PatchSet::Positive,
+            breast: None,
+            empty_policy: EmptyPolicy::Skip,
+        }
+    }
+}
+
+impl EvaluateOptions {
+    pub fn validate(&self) -> Result<()> {
+        if self.patch_size == 0 || self.stride == 0 || self.stride > self.patch_size {
+            return Err(Error::config(format!(
+                "the stride must be between 1 and the patch size ({}), got {}",
+                self.patch_size, self.stride
+            )));
+        }
+        if !self.image && !self.patch {
+            return Err(Error::config("nothing to evaluate: neither image nor patch level"));
+        }
+        Ok(())
+    }
+}
+
+/// One image's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageEvaluation {
+    pub name: String,
+    /// Whole-image pixel counts and metrics.
+    pub counts: ConfusionCounts,
+    pub metrics: Metrics,
+    /// Patch-level units of this image and their summed counts; `None` without patch level.
+    pub patches: Option<usize>,
+    pub patch_counts: Option<ConfusionCounts>,
+}
+
+/// The results over a set of images (the JSON of `bacseg evaluate --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub method: String,
+    pub empty_policy: EmptyPolicy,
+    pub patch_set: PatchSet,
+    pub patch_size: usize,
+    pub stride: usize,
+    pub images: usize,
+    /// Whole-image aggregates; `None` without image level.
+    pub image: Option<Aggregate>,
+    /// Patch aggregates; `None` without patch level.
+    pub patch: Option<Aggregate>,
+    pub per_image: Vec<ImageEvaluation>,
+    /// Truth masks without a prediction (not evaluated).
+    pub missing: Vec<String>,
+    /// Conversions the readers made to mask files ("path: colour converted to grey").
+    pub notes: Vec<String>,
+}
+
+fn read_mask(path: &Path, notes: &mut Vec<String>) -> Result<Mask> {
+    let m = bacseg_core::io::load(path)?;
+    notes.extend(m.notes.iter().map(|n| format!("{}: {n}", path.display())));
+    Ok(m.pixels.map(|&v| v > 0.0))
+}
+
+/// Evaluate the predicted masks of `pred` against the truth masks of `truth` (see
+/// [`pair_masks`]), one image at a time (two full-size masks of a mammogram are ~27 MB and
+/// the patch counting inside is parallel). `method` names the row.
+pub fn evaluate_dirs(
+    pred: &Path,
+    truth: &Path,
+    method: &str,
+    options: &EvaluateOptions,
+) -> Result<Evaluation> {
+    options.validate()?;
+    let paired = pair_masks(pred, truth)?;
+    let breasts = options.breast.as_deref().map(masks_by_name).transpose()?;
+    let mut notes = Vec::new();
+    let mut per_image = Vec::with_capacity(paired.pairs.len());
+    let mut patch_units = Vec::new();
+    for (name, pred_path, truth_path) in &paired.pairs {
+        let at = |e: &dyn std::fmt::Display| Error::input(format!("{name}: {e}"));
+        let truth = read_mask(truth_path, &mut notes)?;
+        let predicted = read_mask(pred_path, &mut notes)?;
+        let counts = ConfusionCounts::from_masks(&predicted, &truth).map_err(|e| at(&e))?;
+        let patches = if options.patch {
+            let mut grid = PatchGrid::new(truth.size(), options.patch_size, options.stride)
+                .map_err(|e| at(&e))?;
+            if let Some(path) = breasts.as_ref().and_then(|b| b.get(name)) {
+                let breast = read_mask(path, &mut notes)?;
+                grid = grid.within_breast(&breast, 0.0).map_err(|e| at(&e))?;
+            }
+            patch_counts(&predicted, &truth, &grid, options.patches).map_err(|e| at(&e))?
+        } else {
+            Vec::new()
+        };
+        per_image.push(ImageEvaluation {
+            name: name.clone(),
+            counts,
+            metrics: counts.metrics(options.empty_policy),
+            patches: options.patch.then_some(patches.len()),
+            patch_counts: options.patch.then(|| patches.iter().copied().sum()),
+        });
+        patch_units.extend(patches);
+    }
+    let image_units: Vec<ConfusionCounts> = per_image.iter().map(|p| p.counts).collect();
+    Ok(Evaluation {
+        method: method.to_string(),
+        empty_policy: options.empty_policy,
+        patch_set: options.patches,
+        patch_size: options.patch_size,
+        stride: options.stride,
+        images: per_image.len(),
+        image: options
+            .image
+            .then(|| Aggregate::new(&image_units, options.empty_policy)),
+        patch: options
+            .patch
+            .then(|| Aggregate::new(&patch_units, options.empty_policy)),
+        per_image,
+        missing: paired.missing,
+        notes,
+    })
 }
 
 #[cfg(test)]

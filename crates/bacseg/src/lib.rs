@@ -11,6 +11,10 @@
 //!   breast mask, the BAC burden and timings;
 //! - [`batch`]: many files at once with outputs, `summary.csv`, shards, skipping and failure
 //!   isolation;
+//! - [`train::Trainer`]: a new training run or the continuation of one, with progress for an
+//!   observer;
+//! - [`evaluate`]: predicted masks against the truth, per image and over a set;
+//! - [`quantify`]: the BAC burden of existing mask files, per image, breast and exam;
 //! - [`Error`]: every failure, with an [`ErrorKind`] and its cause.
 //!
 //! ```no_run
@@ -36,6 +40,8 @@ pub mod evaluate;
 pub mod export;
 pub mod model;
 pub mod predict;
+pub mod quantify;
+pub mod train;
 pub mod weights;
 
 pub use bacseg_core as core;

@@ -1,11 +1,10 @@
 //! `bacseg predict`: flags to a [`bacseg::Predictor`] and [`bacseg::batch::predict_files`],
 //! with a progress bar. Schema of the outputs: docs/cli.md#predict.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use bacseg::batch::{BatchObserver, BatchOptions, Row, Shard, Status};
+use bacseg::batch::{BatchOptions, Shard, Status};
 use bacseg::{Error, Model, ModelSource, Pipeline, PredictConfig, Predictor};
 use bacseg_core::postprocess::MinComponentArea;
 use bacseg_core::stitch::BlendMode;
@@ -13,6 +12,7 @@ use bacseg_nn::Precision;
 use bacseg_nn::engine::Engine;
 
 use crate::cmd::preprocess::PreprocessArgs;
+use crate::progress::PredictProgress;
 
 /// The network of a command: `--model` and, for a bare weights file, its architecture and
 /// shape (shared by `predict`, `export` and `compare`).
@@ -237,7 +237,7 @@ pub fn run(args: Args) -> Result<()> {
         overlay_size: args.overlay_size,
         shard,
     };
-    let mut progress = Progress::new(&predictor);
+    let mut progress = PredictProgress::new(&predictor);
     let summary = bacseg::predict_files(&mut predictor, &inputs.files, &options, &mut progress)?;
     let (done, skipped, failed) = (
         summary.count(Status::Ok),
@@ -256,90 +256,4 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// A progress bar on a terminal, one line per image otherwise; failures and image notes
-/// (e.g. colour converted to grey) are printed either way.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    heading: String,
-}
-
-impl Progress {
-    fn new(p: &Predictor<'_>) -> Self {
-        let c = p.config();
-        let heading = format!(
-            "{}{} {}x{} patches at stride {}, {} blending",
-            p.model().architecture().name(),
-            if c.pipeline == Pipeline::PublishedScuNet {
-                " (published pipeline)"
-            } else {
-                ""
-            },
-            c.infer.patch,
-            c.infer.patch,
-            c.infer.stride,
-            c.infer.blend.as_str()
-        );
-        Self { bar: None, heading }
-    }
-
-    fn say(&self, line: String) {
-        match &self.bar {
-            Some(b) => b.println(line),
-            None => eprintln!("{line}"),
-        }
-    }
-}
-
-impl BatchObserver for Progress {
-    fn start(&mut self, total: usize, shard: Shard) {
-        let of = if shard.count > 1 {
-            format!(" (shard {} of {})", shard.index, shard.count)
-        } else {
-            String::new()
-        };
-        eprintln!("bacseg: {total} image(s){of}, {}", self.heading);
-        self.bar = std::io::stderr().is_terminal().then(|| {
-            let b = indicatif::ProgressBar::new(total as u64);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "predict [{bar:30}] {pos}/{len} {msg} eta {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            b
-        });
-    }
-
-    fn image(&mut self, done: usize, total: usize, row: &Row) {
-        if !row.message.is_empty() && row.status != Status::Skipped {
-            let level = if row.status == Status::Failed {
-                ""
-            } else {
-                "warning: "
-            };
-            self.say(format!(
-                "bacseg: {level}{}: {}",
-                row.input.display(),
-                row.message
-            ));
-        }
-        match &self.bar {
-            Some(b) => {
-                b.set_position(done as u64);
-                b.set_message(row.name.clone());
-                if done == total {
-                    b.finish_and_clear();
-                }
-            }
-            None => eprintln!(
-                "bacseg: {done}/{total} {}: {} ({:.1} s)",
-                row.name,
-                row.status.as_str(),
-                row.seconds
-            ),
-        }
-    }
 }

@@ -2,20 +2,11 @@
 //! segments, SCU-Net probability measures, a severity grade that is not clinically
 //! validated), optionally grouped per breast and per exam.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Result;
-use bacseg_core::io;
-use bacseg_core::quantify::{
-    self, BacBurden, GRADE_DISCLAIMER, GradeBasis, Grading, GroupBurden, ViewBurden, measure_prob,
-};
-use bacseg_core::raster::ProbMap;
-use bacseg_core::{PixelSpacing, SpacingSource};
-use serde::Serialize;
-
-use crate::cmd::evaluate::load_mask;
-use crate::exit::InputError;
+use bacseg::quantify::{self, BurdenReport, MaskFiles, QuantifyOptions};
+use bacseg_core::quantify::{GRADE_DISCLAIMER, Grading, GroupBurden};
 
 /// How to group the per-image burdens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,138 +54,28 @@ pub struct Args {
     json: bool,
 }
 
-#[derive(Debug, Serialize)]
-struct Report {
-    images: Vec<ViewBurden>,
-    breasts: Option<Vec<GroupBurden>>,
-    exam: Option<GroupBurden>,
-    grading: GradeBasis,
-    grade_note: &'static str,
-}
-
-fn stem(path: &Path) -> Result<String, InputError> {
-    path.file_stem()
-        .and_then(|s| s.to_str())
-        .map(str::to_string)
-        .ok_or_else(|| InputError(format!("{}: no file name", path.display())))
-}
-
-/// Files keyed by stem; every stem must be one of the masks'.
-fn by_stem(
-    files: &[PathBuf],
-    masks: &[String],
-    flag: &str,
-) -> Result<BTreeMap<String, PathBuf>, InputError> {
-    let mut out = BTreeMap::new();
-    for f in files {
-        let s = stem(f)?;
-        if !masks.contains(&s) {
-            return Err(InputError(format!(
-                "{flag} {}: no mask with the stem {s:?}",
-                f.display()
-            )));
-        }
-        if out.insert(s.clone(), f.clone()).is_some() {
-            return Err(InputError(format!("{flag}: two files with the stem {s:?}")));
-        }
-    }
-    Ok(out)
-}
-
-fn load_prob(path: &Path) -> Result<ProbMap> {
-    let m = io::load(path).map_err(InputError::from)?;
-    let max = m.value_range.1;
-    if max <= 0.0 {
-        return Err(InputError(format!(
-            "{}: no value range to scale to [0, 1]",
-            path.display()
-        ))
-        .into());
-    }
-    Ok(m.pixels.map(|&v| v / max))
-}
-
 pub fn run(args: Args) -> Result<()> {
-    let grading = Grading {
-        mild_from_mm: args.mild_mm,
-        moderate_from_mm: args.moderate_mm,
-        severe_from_mm: args.severe_mm,
+    let files = MaskFiles {
+        masks: args.masks,
+        probs: args.prob,
+        breasts: args.breast,
+        images: args.image,
     };
-    grading.validate().map_err(|e| InputError(e.to_string()))?;
-    if !args.threshold.is_finite() {
-        return Err(InputError(format!(
-            "--threshold must be a number, got {}",
-            args.threshold
-        ))
-        .into());
-    }
-    let user_spacing = match args.spacing {
-        Some(mm) if !(mm.is_finite() && mm > 0.0) => {
-            return Err(InputError(format!(
-                "--spacing must be a positive number of mm, got {mm}"
-            ))
-            .into());
-        }
-        Some(mm) => Some(PixelSpacing {
-            row_mm: mm,
-            col_mm: mm,
-            source: SpacingSource::User,
-        }),
-        None => None,
+    let options = QuantifyOptions {
+        spacing_mm: args.spacing,
+        threshold: args.threshold,
+        grading: Grading {
+            mild_from_mm: args.mild_mm,
+            moderate_from_mm: args.moderate_mm,
+            severe_from_mm: args.severe_mm,
+        },
+        group_by: match args.group_by {
+            GroupBy::Image => quantify::GroupBy::Image,
+            GroupBy::Breast => quantify::GroupBy::Breast,
+            GroupBy::Study => quantify::GroupBy::Study,
+        },
     };
-    let stems = args
-        .masks
-        .iter()
-        .map(|m| stem(m))
-        .collect::<Result<Vec<_>, _>>()?;
-    let probs = by_stem(&args.prob, &stems, "--prob")?;
-    let breasts = by_stem(&args.breast, &stems, "--breast")?;
-    let images = by_stem(&args.image, &stems, "--image")?;
-
-    let mut views = Vec::with_capacity(args.masks.len());
-    for (path, name) in args.masks.iter().zip(&stems) {
-        let mask = load_mask(path)?;
-        let prob = probs.get(name).map(|p| load_prob(p)).transpose()?;
-        let breast = breasts.get(name).map(|p| load_mask(p)).transpose()?;
-        quantify::check_sizes(&mask, prob.as_ref(), breast.as_ref())
-            .map_err(|e| InputError(format!("{}: {e}", path.display())))?;
-        let info = images
-            .get(name)
-            .map(|p| io::info(p).map_err(InputError::from))
-            .transpose()?;
-        let spacing = user_spacing.or(info.as_ref().and_then(|i| i.pixel_spacing_mm));
-        let mut burden: BacBurden =
-            quantify::measure(&mask, None, spacing, breast.as_ref(), &grading);
-        burden.prob = prob
-            .as_ref()
-            .map(|p| measure_prob(p, args.threshold, spacing));
-        views.push(ViewBurden {
-            image: name.clone(),
-            laterality: info.as_ref().and_then(|i| i.laterality),
-            view: info.and_then(|i| i.view_position),
-            burden,
-        });
-    }
-    let grouped = |e: quantify::QuantifyError| {
-        InputError(format!("--group-by: {e} (give its DICOM with --image)"))
-    };
-    let breasts = match args.group_by {
-        GroupBy::Image => None,
-        GroupBy::Breast | GroupBy::Study => {
-            Some(quantify::per_breast(&views, &grading).map_err(grouped)?)
-        }
-    };
-    let exam = match args.group_by {
-        GroupBy::Study => Some(quantify::per_exam(&views, &grading).map_err(grouped)?),
-        _ => None,
-    };
-    let report = Report {
-        images: views,
-        breasts,
-        exam,
-        grading: grading.into(),
-        grade_note: GRADE_DISCLAIMER,
-    };
+    let report = quantify::quantify_files(&files, &options)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -203,7 +84,7 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn print_table(r: &Report) {
+fn print_table(r: &BurdenReport) {
     let num =
         |v: Option<f64>, prec: usize| v.map_or_else(|| "-".to_string(), |v| format!("{v:.prec$}"));
     let name_w = r

@@ -1,24 +1,20 @@
 //! `bacseg train`: train a segmentation network on an annotated dataset (images/ + masks/),
 //! writing a resumable run directory (see bacseg_nn::train and docs/cli.md#train).
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use bacseg_core::augment::Augment;
-use bacseg_core::cache::{CacheSpec, PatchCache};
-use bacseg_core::dataset::{Dataset, Split};
-use bacseg_core::metrics::PatchSet;
-use bacseg_nn::loss::LossKind;
-use bacseg_nn::networks::{ModelSpec, Network};
-use bacseg_nn::train::{
-    Control, EpochRecord, Observer, Outcome, RunConfig, RunDir, Schedule, Stop, TrainConfig,
-    TrainData, TrainEngine, TrainError, train,
+use anyhow::Result;
+use bacseg::train::{
+    Control, LossKind, NewRun, Outcome, RunDir, Schedule, Stop, TrainConfig, TrainEngine, Trainer,
 };
-use bacseg_nn::{Architecture, Device};
+use bacseg_core::augment::Augment;
+use bacseg_core::cache::CacheSpec;
+use bacseg_core::metrics::PatchSet;
+use bacseg_nn::Architecture;
 
 use crate::cmd::preprocess::PreprocessArgs;
-use crate::exit::InputError;
+use crate::exit::usage;
+use crate::progress::{TrainProgress, opt};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -122,35 +118,23 @@ pub struct Args {
 }
 
 fn parse_name<T>(what: &str, value: &str, f: impl Fn(&str) -> Option<T>, known: &str) -> Result<T> {
-    f(value).ok_or_else(|| InputError(format!("unknown {what} {value:?} (known: {known})")).into())
+    f(value).ok_or_else(|| usage(format!("unknown {what} {value:?} (known: {known})")))
 }
 
-/// Build the run configuration of a new run from the arguments.
-fn new_config(args: &Args, data: &Path, dataset: &Dataset) -> Result<RunConfig> {
+/// The new run the arguments describe (checked by [`Trainer::create`]).
+fn new_run(args: &Args, data: &Path, out: &Path) -> Result<NewRun> {
     let arch = parse_name(
         "model",
         &args.model,
         Architecture::from_name,
         "dt-unet, unet, segnet, contextnet, scunet",
     )?;
-    let model = ModelSpec::reference(arch)
+    let mut run = NewRun::new(data, out, arch);
+    run.model = run
+        .model
         .with_overrides(args.width, args.depth)
-        .map_err(|e| InputError(e.to_string()))?;
-    let splits_path = args
-        .splits
-        .clone()
-        .or_else(|| Some(data.join("splits.json")).filter(|p| p.is_file()));
-    let split = match &splits_path {
-        Some(p) => Split::load(p, dataset).map_err(|e| InputError(e.to_string()))?,
-        None => Split::random(
-            &dataset.stems(),
-            args.val_fraction,
-            args.test_fraction,
-            args.seed,
-        )
-        .map_err(|e| InputError(format!("{}: {e}", data.display())))?,
-    };
-    let train = TrainConfig {
+        .map_err(bacseg::Error::from)?;
+    run.train = TrainConfig {
         epochs: args.epochs.unwrap_or(50),
         batch: args.batch,
         patches_per_epoch: args.patches_per_epoch,
@@ -179,28 +163,21 @@ fn new_config(args: &Args, data: &Path, dataset: &Dataset) -> Result<RunConfig> 
         val_patches: args
             .val_patches
             .parse::<PatchSet>()
-            .map_err(|e| InputError(e.to_string()))?,
+            .map_err(|e| usage(e.to_string()))?,
         ..TrainConfig::default()
     };
-    train
-        .validate()
-        .map_err(|e| InputError(format!("training options: {e}")))?;
-    let patches = CacheSpec {
+    run.patches = CacheSpec {
         preprocess: args.preprocess.to_config()?,
         patch: args.patch,
         stride: args.stride.unwrap_or(args.patch / 2).max(1),
         min_breast_fraction: args.min_breast_fraction,
     };
-    patches.validate().map_err(|e| InputError(e.to_string()))?;
-    Ok(RunConfig {
-        bacseg_version: env!("CARGO_PKG_VERSION").to_string(),
-        backend: format!("{:?}", Device::default()),
-        data: std::path::absolute(data).unwrap_or_else(|_| data.to_path_buf()),
-        split,
-        patches,
-        model,
-        train,
-    })
+    run.splits = args.splits.clone();
+    run.val_fraction = args.val_fraction;
+    run.test_fraction = args.test_fraction;
+    run.overwrite = args.overwrite;
+    run.cache = args.cache.clone();
+    Ok(run)
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -210,79 +187,28 @@ pub fn run(args: Args) -> Result<()> {
         TrainEngine::from_name,
         "auto, cpu, burn",
     )?;
-    let (run_dir, config, resume) = match (&args.resume, &args.out) {
-        (Some(dir), _) => {
-            let run = RunDir::new(dir);
-            let mut config = run
-                .read_config()
-                .map_err(|e| InputError(format!("cannot resume: {e}")))?;
-            if !run.has_checkpoint() {
-                return Err(InputError(format!(
-                    "{}: no finished epoch to resume from; start the run again with --out",
-                    dir.display()
-                ))
-                .into());
-            }
-            if let Some(epochs) = args.epochs.filter(|&e| e != config.train.epochs) {
+    let trainer = match (&args.resume, &args.out, &args.data) {
+        (Some(dir), _, _) => {
+            let trainer = Trainer::resume(dir, args.epochs)?;
+            let before = RunDir::new(dir).read_config().map_err(bacseg::Error::from)?;
+            if before.train.epochs != trainer.config().train.epochs {
                 eprintln!(
-                    "bacseg: continuing to {epochs} epochs (the run was configured for {})",
-                    config.train.epochs
+                    "bacseg: continuing to {} epochs (the run was configured for {})",
+                    trainer.config().train.epochs,
+                    before.train.epochs
                 );
-                config.train.epochs = epochs;
-                run.write_config(&config)?;
             }
-            (run, config, true)
+            trainer
         }
-        (None, Some(out)) => {
-            let data = args
-                .data
-                .as_deref()
-                .ok_or_else(|| InputError("--data is required".into()))?;
-            let run = RunDir::new(out);
-            if out.exists() && std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
-                if !args.overwrite {
-                    return Err(InputError(format!(
-                        "{} is not empty; use --resume {0} to continue a run there or --overwrite to replace it",
-                        out.display()
-                    ))
-                    .into());
-                }
-                for name in [
-                    "checkpoints",
-                    "last.json",
-                    "best.json",
-                    "best.safetensors",
-                    "metrics.csv",
-                    "curves.svg",
-                    "config.json",
-                ] {
-                    let p = out.join(name);
-                    let _ = if p.is_dir() {
-                        std::fs::remove_dir_all(&p)
-                    } else {
-                        std::fs::remove_file(&p)
-                    };
-                }
-            }
-            let dataset = Dataset::open(data).map_err(|e| InputError(e.to_string()))?;
-            let config = new_config(&args, data, &dataset)?;
-            (run, config, false)
-        }
-        (None, None) => {
-            return Err(InputError("give --out RUN for a new run or --resume RUN".into()).into());
-        }
+        (None, Some(out), Some(data)) => Trainer::create(&new_run(&args, data, out)?)?,
+        (None, Some(_), None) => return Err(usage("--data is required for a new run")),
+        (None, None, _) => return Err(usage("give --out RUN for a new run or --resume RUN")),
     };
-    std::fs::create_dir_all(&run_dir.root)
-        .with_context(|| format!("creating {}", run_dir.root.display()))?;
-    let dataset = Dataset::open(&config.data).map_err(|e| InputError(e.to_string()))?;
-    config
-        .split
-        .check(&dataset)
-        .map_err(|e| InputError(format!("{}: split: {e}", config.data.display())))?;
-    let cache_dir = args
-        .cache
-        .clone()
-        .unwrap_or_else(|| run_dir.root.join("cache"));
+    let trainer = match (&args.cache, trainer.is_resume()) {
+        (Some(cache), true) => trainer.with_cache(cache),
+        _ => trainer,
+    };
+    let config = trainer.config();
     eprintln!(
         "bacseg: {} on {} ({} training, {} validation, {} test images), patches {}/{}, {} epochs",
         config.model.architecture,
@@ -294,206 +220,15 @@ pub fn run(args: Args) -> Result<()> {
         config.patches.stride,
         config.train.epochs
     );
-    let train_cache = build_cache(
-        &dataset,
-        &config.split.train,
-        &config.patches,
-        &cache_dir,
-        "training",
-    )?;
-    let val_cache = if config.split.val.is_empty() {
-        None
-    } else {
-        Some(build_cache(
-            &dataset,
-            &config.split.val,
-            &config.patches,
-            &cache_dir,
-            "validation",
-        )?)
-    };
-    if train_cache.items().is_empty() {
-        return Err(InputError("no training patch lies in the breast".into()).into());
-    }
     let control = Control {
         engine,
         max_minutes: args.max_minutes,
         stop_after_epochs: args.stop_after_epochs,
     };
-    let device = Device::default();
-    let visitor = Train {
-        config: &config,
-        data: TrainData {
-            train: &train_cache,
-            val: val_cache.as_ref(),
-        },
-        run: &run_dir,
-        resume,
-        control: &control,
-    };
-    let outcome = config
-        .model
-        .build_seeded(&device, config.train.seed)
-        .map(|model| visitor.visit(model))
-        .map_err(|e| InputError(e.to_string()))??;
+    let run_dir = trainer.run_dir().clone();
+    let outcome = trainer.train(&control, &mut TrainProgress::new())?;
     report(&outcome, &run_dir);
     Ok(())
-}
-
-struct Train<'a> {
-    config: &'a RunConfig,
-    data: TrainData<'a>,
-    run: &'a RunDir,
-    resume: bool,
-    control: &'a Control,
-}
-
-impl Train<'_> {
-    fn visit(self, model: Network) -> Result<Outcome> {
-        let mut progress = Progress::new();
-        train(
-            model,
-            self.config,
-            &self.data,
-            self.run,
-            self.resume,
-            self.control,
-            &mut progress,
-        )
-        .map_err(|e| match e {
-            TrainError::Nn(e) => InputError(e.to_string()).into(),
-            TrainError::Config(e) => InputError(e).into(),
-            e => anyhow::Error::new(e),
-        })
-    }
-}
-
-fn build_cache(
-    dataset: &Dataset,
-    stems: &[String],
-    spec: &CacheSpec,
-    dir: &Path,
-    what: &str,
-) -> Result<PatchCache> {
-    let bar = bar(stems.len() as u64, &format!("caching {what} images"));
-    let plain = bar.is_none();
-    let cache = PatchCache::build(dataset, stems, spec, dir, &|done, total| {
-        if let Some(b) = &bar {
-            b.set_position(done as u64);
-        } else if plain && (done == total || done % 10 == 0) {
-            eprintln!("bacseg: cached {done}/{total} {what} images");
-        }
-    })
-    .map_err(|e| InputError(e.to_string()))?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    let patches = cache.items().len();
-    let positive = cache.items().iter().filter(|i| i.positive).count();
-    eprintln!("bacseg: {what}: {patches} patches in the breast, {positive} with BAC");
-    Ok(cache)
-}
-
-fn bar(len: u64, message: &str) -> Option<indicatif::ProgressBar> {
-    std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(len);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_message(message.to_string());
-        bar
-    })
-}
-
-/// Progress on stderr: a bar per epoch on a terminal, plain lines otherwise.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    epoch: usize,
-    epochs: usize,
-    total: usize,
-    next_line: usize,
-}
-
-impl Progress {
-    fn new() -> Self {
-        Self {
-            bar: None,
-            epoch: 0,
-            epochs: 0,
-            total: 0,
-            next_line: 0,
-        }
-    }
-}
-
-fn opt(v: Option<f64>, digits: usize) -> String {
-    v.map_or("-".into(), |v| format!("{v:.digits$}"))
-}
-
-impl Observer for Progress {
-    fn message(&mut self, text: &str) {
-        match &self.bar {
-            Some(b) => b.println(format!("bacseg: {text}")),
-            None => eprintln!("bacseg: {text}"),
-        }
-    }
-    fn epoch_start(&mut self, epoch: usize, epochs: usize, patches: usize) {
-        self.epoch = epoch;
-        self.epochs = epochs;
-        self.total = patches;
-        self.next_line = patches / 4;
-        self.bar = bar(patches as u64, &format!("epoch {epoch}/{epochs}"));
-    }
-    fn step(&mut self, done: usize, loss: f64) {
-        match &self.bar {
-            Some(b) => {
-                b.set_position(done as u64);
-                b.set_message(format!(
-                    "epoch {}/{} loss {loss:.4}",
-                    self.epoch, self.epochs
-                ));
-            }
-            None if done >= self.next_line && done < self.total => {
-                eprintln!(
-                    "bacseg: epoch {}/{}: {done}/{} patches, loss {loss:.4}",
-                    self.epoch, self.epochs, self.total
-                );
-                self.next_line += self.total.div_ceil(4).max(1);
-            }
-            None => {}
-        }
-    }
-    fn validating(&mut self, done: usize, total: usize) {
-        if let Some(b) = &self.bar {
-            b.set_message(format!(
-                "epoch {}/{} validating {done}/{total}",
-                self.epoch, self.epochs
-            ));
-        }
-    }
-    fn epoch_end(&mut self, r: &EpochRecord) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
-        eprintln!(
-            "bacseg: epoch {}/{}: train loss {:.4}, val loss {}, val F1 {} recall {} precision {} ({} patches), {:.2} patches/s, {:.0} s ({:.1} s waiting for data)",
-            r.epoch,
-            self.epochs,
-            r.train_loss,
-            opt(r.val_loss, 4),
-            opt(r.val.f1, 3),
-            opt(r.val.recall, 3),
-            opt(r.val.precision, 3),
-            r.val_units,
-            r.patches_per_s,
-            r.seconds,
-            r.load_wait_s
-        );
-    }
 }
 
 fn report(outcome: &Outcome, run: &RunDir) {

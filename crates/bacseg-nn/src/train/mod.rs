@@ -253,6 +253,9 @@ pub enum TrainError {
     Run { path: PathBuf, message: String },
     #[error("invalid training settings: {0}")]
     Config(String),
+    /// A failure inside the training machinery (a worker thread stopping), not the user's.
+    #[error("{0}")]
+    Internal(String),
 }
 
 fn run_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
@@ -631,7 +634,7 @@ pub fn train<M: SegmentationModel>(
             for step in 0..steps_per_epoch {
                 let t = Instant::now();
                 let batch = rx.recv().map_err(|_| {
-                    TrainError::Config("the patch loader stopped unexpectedly".into())
+                    TrainError::Internal("the patch loader stopped unexpectedly".into())
                 })??;
                 load_wait_s += t.elapsed().as_secs_f64();
                 let len = batch.len;
@@ -666,7 +669,7 @@ pub fn train<M: SegmentationModel>(
             drop(rx);
             loader_s = loader
                 .join()
-                .map_err(|_| TrainError::Config("the patch loader failed".into()))?;
+                .map_err(|_| TrainError::Internal("the patch loader failed".into()))?;
             Ok(model)
         });
         model = result?;
