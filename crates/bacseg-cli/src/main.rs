@@ -1,6 +1,6 @@
 //! `bacseg`: find and measure breast arterial calcifications on mammograms.
 //!
-//! Thin binary: parse and validate arguments, call bacseg-core, print. Exit codes: 0 success,
+//! Thin binary: parse arguments, call the `bacseg` library, print. Exit codes: 0 success,
 //! 1 failure of the work itself, 2 bad input (unreadable file, invalid option).
 
 mod cmd;

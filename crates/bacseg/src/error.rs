@@ -181,6 +181,29 @@ impl From<bacseg_nn::train::TrainError> for Error {
     }
 }
 
+impl From<bacseg_core::dataset::DatasetError> for Error {
+    fn from(e: bacseg_core::dataset::DatasetError) -> Self {
+        match e {
+            bacseg_core::dataset::DatasetError::Io(e) => e.into(),
+            e => Self::with_source(ErrorKind::Input, String::new(), e),
+        }
+    }
+}
+
+impl From<bacseg_core::cache::CacheError> for Error {
+    fn from(e: bacseg_core::cache::CacheError) -> Self {
+        use bacseg_core::cache::CacheError;
+        match e {
+            CacheError::Dataset(e) => e.into(),
+            CacheError::Patch { .. } => Self::with_source(ErrorKind::Input, String::new(), e),
+            CacheError::UnknownStem(_) | CacheError::Settings(_) => {
+                Self::with_source(ErrorKind::Config, String::new(), e)
+            }
+            CacheError::File { .. } => Self::with_source(ErrorKind::Io, String::new(), e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +222,8 @@ mod tests {
             reason: "disk full".into(),
         };
         assert_eq!(Error::from(write).kind(), ErrorKind::Io);
+        // A training worker that stops is the program's failure, not the user's input.
+        let stopped = bacseg_nn::train::TrainError::Internal("the patch loader stopped".into());
+        assert_eq!(Error::from(stopped).exit_code(), 1);
     }
 }

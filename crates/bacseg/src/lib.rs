@@ -14,6 +14,8 @@
 //! - [`train::Trainer`]: a new training run or the continuation of one, with progress for an
 //!   observer;
 //! - [`evaluate`]: predicted masks against the truth, per image and over a set;
+//! - [`compare`]: architectures trained on one split, evaluated side by side, with a table and
+//!   figures;
 //! - [`quantify`]: the BAC burden of existing mask files, per image, breast and exam;
 //! - [`Error`]: every failure, with an [`ErrorKind`] and its cause.
 //!
@@ -35,6 +37,7 @@
 //! docs/architecture.md describes how it fits together.
 
 pub mod batch;
+pub mod compare;
 pub mod error;
 pub mod evaluate;
 pub mod export;

@@ -24,8 +24,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use bacseg_core::cache::{CacheError, CacheSpec, PatchCache};
-use bacseg_core::dataset::{Dataset, DatasetError, Split};
+use bacseg_core::cache::{CacheSpec, PatchCache};
+use bacseg_core::dataset::{Dataset, Split};
 use bacseg_core::preprocess::Preprocess;
 use bacseg_nn::networks::{ModelSpec, Network};
 use bacseg_nn::train::TrainData;
@@ -125,26 +125,6 @@ pub trait CacheObserver {
 
 impl CacheObserver for Quiet {}
 
-fn dataset_error(e: DatasetError) -> Error {
-    match e {
-        DatasetError::Io(e) => e.into(),
-        e => Error::with_source(ErrorKind::Input, String::new(), e),
-    }
-}
-
-impl From<CacheError> for Error {
-    fn from(e: CacheError) -> Self {
-        match e {
-            CacheError::Dataset(e) => dataset_error(e),
-            CacheError::Patch { .. } => Self::with_source(ErrorKind::Input, String::new(), e),
-            CacheError::UnknownStem(_) | CacheError::Settings(_) => {
-                Self::with_source(ErrorKind::Config, String::new(), e)
-            }
-            CacheError::File { .. } => Self::with_source(ErrorKind::Io, String::new(), e),
-        }
-    }
-}
-
 fn is_nonempty_dir(path: &Path) -> bool {
     std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some())
 }
@@ -178,13 +158,13 @@ impl Trainer {
                 new.out.display()
             )));
         }
-        let dataset = Dataset::open(&new.data).map_err(dataset_error)?;
+        let dataset = Dataset::open(&new.data)?;
         let splits = new
             .splits
             .clone()
             .or_else(|| Some(new.data.join("splits.json")).filter(|p| p.is_file()));
         let split = match &splits {
-            Some(p) => Split::load(p, &dataset).map_err(dataset_error)?,
+            Some(p) => Split::load(p, &dataset)?,
             None => Split::random(
                 &dataset.stems(),
                 new.val_fraction,
@@ -242,9 +222,10 @@ impl Trainer {
     /// given (else as configured). Its `config.json` defines everything else.
     pub fn resume(dir: &Path, epochs: Option<usize>) -> Result<Self> {
         let run = RunDir::new(dir);
+        // A directory that holds no readable run is the user's input, not an I/O failure.
         let mut config = run
             .read_config()
-            .map_err(|e| Error::from(e).context("cannot resume"))?;
+            .map_err(|e| Error::with_source(ErrorKind::Input, "cannot resume", e))?;
         if !run.has_checkpoint() {
             return Err(Error::config(format!(
                 "{}: no finished epoch to resume from; start the run again (--overwrite)",
@@ -258,7 +239,7 @@ impl Trainer {
                 .validate()
                 .map_err(|e| Error::config(format!("training options: {e}")))?;
         }
-        let dataset = Dataset::open(&config.data).map_err(dataset_error)?;
+        let dataset = Dataset::open(&config.data)?;
         config
             .split
             .check(&dataset)

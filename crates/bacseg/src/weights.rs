@@ -1,9 +1,13 @@
 //! Published pretrained weights: what exists, where the user's cache keeps it, and checking a
 //! cached file against its SHA-256. The cache is an explicit directory, else
 //! `$BACSEG_CACHE_DIR`, else the platform cache directory (`$XDG_CACHE_HOME` or `~/.cache` on
-//! Linux, `~/Library/Caches` on macOS) followed by `bacseg/weights`.
+//! Linux, `~/Library/Caches` on macOS) followed by `bacseg/weights`. [`fetch`] downloads to a
+//! temporary file beside the destination and renames it into place only once its SHA-256
+//! matches, so the cache never holds a partial or wrong file.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -81,4 +85,127 @@ pub fn sha256_of(path: &Path) -> Result<String> {
 /// Lower-case hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What [`fetch`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The cache already held a verified copy.
+    Cached(PathBuf),
+    /// Downloaded and verified; `replaced_corrupt` when a cached copy did not match.
+    Downloaded {
+        path: PathBuf,
+        replaced_corrupt: bool,
+    },
+}
+
+impl Fetched {
+    /// The verified file.
+    pub fn path(&self) -> &Path {
+        match self {
+            Fetched::Cached(p) | Fetched::Downloaded { path: p, .. } => p,
+        }
+    }
+}
+
+/// Make `weights` available in `cache`: a verified cached copy is used unless `force`, else
+/// they are downloaded from `url` (default: the published one; the published SHA-256 is
+/// required either way). `progress(bytes_so_far, total_if_known)` is called as data arrives.
+pub fn fetch(
+    weights: &Published,
+    cache: &Path,
+    url: Option<&str>,
+    force: bool,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<Fetched> {
+    let dest = cached_path(cache, weights);
+    let mut replaced_corrupt = false;
+    if dest.is_file() && !force {
+        if sha256_of(&dest)? == weights.sha256 {
+            return Ok(Fetched::Cached(dest));
+        }
+        replaced_corrupt = true;
+    }
+    let dir = dest.parent().unwrap_or(cache);
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::with_source(ErrorKind::Io, format!("creating {}", dir.display()), e)
+    })?;
+    download_verified(url.unwrap_or(weights.url), &dest, weights.sha256, progress)?;
+    Ok(Fetched::Downloaded {
+        path: dest,
+        replaced_corrupt,
+    })
+}
+
+/// Download `url` to `dest` (replacing it) if and only if its SHA-256 is `sha256`.
+fn download_verified(
+    url: &str,
+    dest: &Path,
+    sha256: &str,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<()> {
+    let net = |e: &dyn std::fmt::Display| {
+        Error::new(ErrorKind::Io, format!("downloading {url}: {e}"))
+    };
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(20)))
+            .timeout_per_read(Some(Duration::from_secs(60)))
+            .user_agent(concat!("bacseg/", env!("CARGO_PKG_VERSION")))
+            .build(),
+    );
+    let mut response = agent.get(url).call().map_err(|e| net(&e))?;
+    let length = response.body().content_length();
+    let mut reader = response.body_mut().as_reader();
+    let file_name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dest.with_file_name(format!(".{file_name}.part-{}", std::process::id()));
+    let write = |e: std::io::Error| {
+        Error::with_source(ErrorKind::Io, format!("writing {}", tmp.display()), e)
+    };
+    let result = (|| -> Result<()> {
+        let mut out = std::fs::File::create(&tmp).map_err(write)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| net(&e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(write)?;
+            total += n as u64;
+            progress(total, length);
+        }
+        if let Some(expected) = length
+            && expected != total
+        {
+            return Err(net(&format!("got {total} of {expected} bytes")));
+        }
+        let got = hex(&hasher.finalize());
+        if got != sha256 {
+            return Err(Error::new(
+                ErrorKind::Weights,
+                format!(
+                    "downloading {url}: SHA-256 {got} does not match the published {sha256} \
+                     ({total} bytes received); nothing was cached"
+                ),
+            ));
+        }
+        out.sync_all().map_err(write)?;
+        std::fs::rename(&tmp, dest).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Io,
+                format!("moving the download to {}", dest.display()),
+                e,
+            )
+        })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }

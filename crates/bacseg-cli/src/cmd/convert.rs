@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use bacseg_core::io;
 use bacseg_core::preprocess::{self, Preprocess};
 
-use crate::exit::InputError;
+use crate::exit::usage;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -32,7 +32,7 @@ enum OutFormat {
     Tiff,
 }
 
-fn out_format(path: &Path) -> Result<OutFormat, InputError> {
+fn out_format(path: &Path) -> Result<OutFormat> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -40,7 +40,7 @@ fn out_format(path: &Path) -> Result<OutFormat, InputError> {
     match ext.as_deref() {
         Some("png") => Ok(OutFormat::Png),
         Some("tif" | "tiff") => Ok(OutFormat::Tiff),
-        _ => Err(InputError(format!(
+        _ => Err(usage(format!(
             "{}: output must end in .png, .tif or .tiff",
             path.display()
         ))),
@@ -50,14 +50,13 @@ fn out_format(path: &Path) -> Result<OutFormat, InputError> {
 pub fn run(args: Args) -> Result<()> {
     let format = out_format(&args.output)?;
     if args.output.exists() && !args.overwrite {
-        return Err(InputError(format!(
+        return Err(usage(format!(
             "{}: already exists (use --overwrite to replace it)",
             args.output.display()
-        ))
-        .into());
+        )));
     }
     let cfg: Preprocess = args.preprocess.to_config()?;
-    let mammogram = io::load(&args.input).map_err(InputError::from)?;
+    let mammogram = bacseg::load_image(&args.input)?;
     for note in &mammogram.notes {
         eprintln!("bacseg: {}: {note}", args.input.display());
     }

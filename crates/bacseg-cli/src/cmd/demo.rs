@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use bacseg_core::dataset::{Dataset, load_mask};
-use bacseg_core::metrics::{Aggregate, ConfusionCounts, EmptyPolicy};
-use bacseg_nn::train::RunDir;
+use bacseg::evaluate::{EvaluateOptions, evaluate_dirs};
+use bacseg::train::RunDir;
+use bacseg_core::dataset::Dataset;
 
 use crate::cmd::chain;
-use crate::exit::InputError;
+use crate::exit::usage;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,7 +38,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     if args.minutes.is_nan() || args.minutes <= 0.0 || args.count < 5 {
-        return Err(InputError("need --minutes > 0 and --count >= 5".into()).into());
+        return Err(usage("need --minutes > 0 and --count >= 5"));
     }
     let started = Instant::now();
     let (data, run, pred) = (
@@ -50,11 +50,10 @@ pub fn run(args: Args) -> Result<()> {
         && !args.overwrite
         && std::fs::read_dir(&args.out).is_ok_and(|mut d| d.next().is_some())
     {
-        return Err(InputError(format!(
+        return Err(usage(format!(
             "{} is not empty; use --overwrite to run the demo there again or --out elsewhere",
             args.out.display()
-        ))
-        .into());
+        )));
     }
     if args.overwrite {
         for d in [&data, &run, &pred] {
@@ -161,22 +160,25 @@ pub fn run(args: Args) -> Result<()> {
     chain::show("demo", "3/3 predicting the held-out images", &predict);
     chain::predict(&predict)?;
 
-    // Whole-image metrics against the exact synthetic masks.
+    // Whole-image metrics against the exact synthetic masks (the truth masks of the other
+    // images have no prediction and are left out).
+    let options = EvaluateOptions {
+        patch: false,
+        ..EvaluateOptions::default()
+    };
+    let result = evaluate_dirs(&pred, &data, "demo", &options)?;
     println!(
         "\nWhole-image results on {} held-out synthetic images (threshold 0.5):",
-        test.len()
+        result.images
     );
     println!("| image | recall | precision | F1 | Jaccard | true BAC px | predicted BAC px |");
     println!("|---|---|---|---|---|---|---|");
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
-    let mut units = Vec::new();
-    for (stem, _, mask) in &test {
-        let truth = load_mask(mask)?;
-        let predicted = load_mask(&pred.join(format!("{stem}.mask.png")))?;
-        let c = ConfusionCounts::from_masks(&predicted, &truth)?;
-        let m = c.metrics(EmptyPolicy::Skip);
+    for r in &result.per_image {
+        let (m, c) = (&r.metrics, &r.counts);
         println!(
-            "| {stem} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.name,
             fmt(m.recall),
             fmt(m.precision),
             fmt(m.f1),
@@ -184,20 +186,20 @@ pub fn run(args: Args) -> Result<()> {
             c.tp + c.fn_,
             c.tp + c.fp
         );
-        units.push(c);
     }
-    let all = Aggregate::new(&units, EmptyPolicy::Skip);
-    for (name, m) in [
-        ("mean over images", all.mean),
-        ("pooled pixels", all.pooled),
-    ] {
-        println!(
-            "| **{name}** | {} | {} | {} | {} | | |",
-            fmt(m.recall),
-            fmt(m.precision),
-            fmt(m.f1),
-            fmt(m.jaccard)
-        );
+    if let Some(all) = result.image {
+        for (name, m) in [
+            ("mean over images", all.mean),
+            ("pooled pixels", all.pooled),
+        ] {
+            println!(
+                "| **{name}** | {} | {} | {} | {} | | |",
+                fmt(m.recall),
+                fmt(m.precision),
+                fmt(m.f1),
+                fmt(m.jaccard)
+            );
+        }
     }
     println!(
         "(metrics undefined for an image without true or predicted BAC are left out of the mean)"

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use bacseg_core::io;
 
-use crate::exit::InputError;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,7 +16,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let info = io::info(&args.file).map_err(InputError::from)?;
+    let info = io::info(&args.file).map_err(bacseg::Error::from)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());

@@ -10,7 +10,7 @@ use bacseg_core::overlay;
 use bacseg_core::preprocess::{self, BreastMaskConfig, Preprocess};
 use serde::Serialize;
 
-use crate::exit::InputError;
+use crate::exit::usage;
 
 /// Preprocessing options shared by every command that reads mammograms.
 #[derive(Debug, Clone, clap::Args)]
@@ -35,7 +35,7 @@ pub struct PreprocessArgs {
 
 impl PreprocessArgs {
     /// The validated configuration.
-    pub fn to_config(&self) -> Result<Preprocess, InputError> {
+    pub fn to_config(&self) -> Result<Preprocess> {
         let cfg = Preprocess {
             median_radius: self.median_radius,
             low_percentile: self.low_percentile,
@@ -47,7 +47,7 @@ impl PreprocessArgs {
             },
         };
         cfg.validate()
-            .map_err(|e| InputError(format!("preprocessing options: {e}")))?;
+            .map_err(|e| usage(format!("preprocessing options: {e}")))?;
         Ok(cfg)
     }
 }
@@ -100,7 +100,7 @@ struct Timings {
 pub fn run(args: Args) -> Result<()> {
     let cfg = args.preprocess.to_config()?;
     let t0 = Instant::now();
-    let m = io::load(&args.input).map_err(InputError::from)?;
+    let m = bacseg::load_image(&args.input)?;
     let load_s = t0.elapsed().as_secs_f64();
     for note in &m.notes {
         eprintln!("bacseg: {}: {note}", args.input.display());

@@ -11,7 +11,7 @@ use bacseg_core::synth::{
     self, DatasetError, Progress, SeverityMix, SynthConfig, ViewChoice, WriteOptions,
 };
 
-use crate::exit::InputError;
+use crate::exit::{bad_input, usage};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -78,7 +78,7 @@ pub fn run(args: Args) -> Result<()> {
     let severity_mix: SeverityMix = args
         .severity_mix
         .parse()
-        .map_err(|e| InputError(format!("--severity-mix: {e}")))?;
+        .map_err(|e| usage(format!("--severity-mix: {e}")))?;
     let config = SynthConfig {
         count: args.count,
         seed: args.seed,
@@ -93,9 +93,9 @@ pub fn run(args: Args) -> Result<()> {
         severity_mix,
         bits: args.bits,
     };
-    config.validate().map_err(|e| InputError(e.to_string()))?;
+    config.validate().map_err(|e| usage(e.to_string()))?;
     let background = match &args.background {
-        Some(dir) => synth::load_backgrounds(dir).map_err(|e| InputError(e.to_string()))?,
+        Some(dir) => synth::load_backgrounds(dir).map_err(|e| bad_input(e.to_string()))?,
         None => Vec::new(),
     };
     let options = WriteOptions {
@@ -124,7 +124,7 @@ pub fn run(args: Args) -> Result<()> {
         synth::write_dataset(&args.out, &config, &options, &report).map_err(|e| match e {
             DatasetError::DifferentDataset { .. }
             | DatasetError::Config(_)
-            | DatasetError::Background(_) => anyhow::Error::new(InputError(e.to_string())),
+            | DatasetError::Background(_) => bad_input(e.to_string()),
             other => anyhow::Error::new(other),
         });
     if let Some(bar) = &bar {
