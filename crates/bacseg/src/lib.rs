@@ -15,6 +15,7 @@
 //!   observer;
 //! - [`evaluate`]: predicted masks against the truth, per image and over a set;
 //! - [`quantify`]: the BAC burden of existing mask files, per image, breast and exam;
+//! - [`bench`]: the speed of this build, measurement by measurement, optionally beside PyTorch;
 //! - [`Error`]: every failure, with an [`ErrorKind`] and its cause.
 //!
 //! ```no_run
@@ -35,6 +36,7 @@
 //! docs/architecture.md describes how it fits together.
 
 pub mod batch;
+pub mod bench;
 pub mod error;
 pub mod evaluate;
 pub mod export;
