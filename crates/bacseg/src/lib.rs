@@ -17,6 +17,7 @@
 //! - [`compare`]: architectures trained on one split, evaluated side by side, with a table and
 //!   figures;
 //! - [`quantify`]: the BAC burden of existing mask files, per image, breast and exam;
+//! - [`bench`]: the speed of this build, measurement by measurement, optionally beside PyTorch;
 //! - [`Error`]: every failure, with an [`ErrorKind`] and its cause.
 //!
 //! ```no_run
@@ -37,6 +38,7 @@
 //! docs/architecture.md describes how it fits together.
 
 pub mod batch;
+pub mod bench;
 pub mod compare;
 pub mod error;
 pub mod evaluate;

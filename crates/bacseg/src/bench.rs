@@ -1,0 +1,871 @@
+//! Speed of this build, measured in one run on the same inputs: the forward pass of each
+//! architecture at each batch size and engine, the DT-UNet training step, and a whole mammogram
+//! predicted with and without breast skipping; optionally PyTorch eager and ONNX Runtime (from
+//! a Python, through `tools/torch_reference.py` and `tools/onnx_check.py`) on the same DT-UNet,
+//! weights and patches.
+//!
+//! [`run_bench`] reports everything as [`BenchEvent`]s, each measurement as soon as it is
+//! measured (the command line prints them as a table).
+//!
+//! ```no_run
+//! use bacseg::bench::{BenchEvent, BenchOptions, run_bench};
+//!
+//! fn main() -> bacseg::Result<()> {
+//!     let options = BenchOptions {
+//!         repeats: 1,
+//!         whole: false,
+//!         ..BenchOptions::default()
+//!     };
+//!     run_bench(&options, &mut |event: BenchEvent| {
+//!         if let BenchEvent::Measurement(m) = event {
+//!             println!("{} ({}): {:.3} s", m.what, m.engine, m.seconds);
+//!         }
+//!     })
+//! }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use bacseg_core::io::{write_mask_png, write_unit_png16};
+use bacseg_core::mammogram::{Mammogram, PixelSpacing, SpacingSource};
+use bacseg_core::preprocess::{Preprocess, Preprocessed, preprocess};
+use bacseg_core::raster::{Mask, Raster};
+use bacseg_core::stitch::BlendMode;
+use bacseg_core::synth::{self, SynthConfig};
+use bacseg_nn::bench::{
+    TrainStepTiming, peak_gflops, time_forward, time_forward_cpu, time_train_step,
+    time_train_step_cpu,
+};
+use bacseg_nn::engine::{Engine, InferConfig, predict_image};
+use bacseg_nn::train::cpu::TrainNet;
+use bacseg_nn::{
+    Architecture, Device, ModelSpec, Network, NnError, SegmentationModel, save_pytorch_safetensors,
+};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::Model;
+
+/// GFLOP of one reference DT-UNet forward pass on a 512x512 patch (what PyTorch and ONNX
+/// Runtime are timed on).
+const REFERENCE_DT_UNET_512_GFLOP: f64 = 8.900313088;
+
+/// What to measure. The default is the reference comparison: every architecture at batches 1
+/// and 4 on 512x512 patches, the training step and the whole mammogram, median of 3 runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchOptions {
+    /// Architectures whose forward pass is timed.
+    pub models: Vec<Architecture>,
+    /// Batch sizes of the forward passes; the smallest is used for the whole mammogram.
+    pub batches: Vec<usize>,
+    /// Patch side.
+    pub patch: usize,
+    /// Timed runs per measurement (the median is reported, after one warm-up).
+    pub repeats: usize,
+    /// Width of the networks instead of the reference (ContextNet takes only the width,
+    /// SCU-Net neither; PyTorch is then not run).
+    pub width: Option<usize>,
+    /// Depth of the networks instead of the reference (not ContextNet's nor SCU-Net's).
+    pub depth: Option<usize>,
+    /// Time the DT-UNet training step.
+    pub train: bool,
+    /// Time whole-mammogram predictions.
+    pub whole: bool,
+    /// The mammogram predicted whole (`None`: a synthetic 3328x4096 image at 0.07 mm, seed 0).
+    pub image: Option<PathBuf>,
+    /// A Python with torch, safetensors and opencv-python-headless: also time PyTorch eager
+    /// (and ONNX Runtime, where that Python has onnx and onnxruntime) on the same DT-UNet,
+    /// weights and patches. Needs the reference networks.
+    pub torch_python: Option<PathBuf>,
+    /// Where `torch_reference.py` and `onnx_check.py` are (the repository's `tools/`).
+    pub tools: PathBuf,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            models: Architecture::ALL.to_vec(),
+            batches: vec![1, 4],
+            patch: 512,
+            repeats: 3,
+            width: None,
+            depth: None,
+            train: true,
+            whole: true,
+            image: None,
+            torch_python: None,
+            tools: PathBuf::from("tools"),
+        }
+    }
+}
+
+impl BenchOptions {
+    /// Check the settings: at least one batch size, every size, the patch side and the repeats
+    /// at least 1; PyTorch only with the reference networks.
+    pub fn validate(&self) -> Result<()> {
+        let sizes = !self.batches.is_empty() && !self.batches.contains(&0);
+        if !sizes || self.patch == 0 || self.repeats == 0 {
+            return Err(Error::config(
+                "the batch sizes, the patch side and the repeats must be >= 1",
+            ));
+        }
+        if self.torch_python.is_some() && !self.is_reference() {
+            return Err(Error::config(
+                "PyTorch is compared on the reference networks: no width or depth",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the networks are the reference ones (no width or depth given).
+    pub fn is_reference(&self) -> bool {
+        self.width.is_none() && self.depth.is_none()
+    }
+
+    /// The network measured for `architecture`: its reference, with the width and depth where
+    /// they apply (SCU-Net's shape is fixed; ContextNet's depth is).
+    pub fn spec(&self, architecture: Architecture) -> Result<ModelSpec> {
+        let (width, depth) = match architecture {
+            Architecture::ScuNet => (None, None),
+            Architecture::ContextNet => (self.width, None),
+            _ => (self.width, self.depth),
+        };
+        Ok(ModelSpec::reference(architecture).with_overrides(width, depth)?)
+    }
+}
+
+/// What a bench run reports, in order.
+#[derive(Debug, Clone)]
+pub enum BenchEvent {
+    /// First, before anything is measured: the build and the machine.
+    Header(Header),
+    /// A group of measurements begins.
+    Section(Section),
+    /// One measurement, as soon as it is measured.
+    Measurement(Measurement),
+    /// Two measurements compared.
+    Ratio(Ratio),
+    /// The peak resident memory of the whole run so far (after the whole-mammogram
+    /// predictions), as the system writes it (`None` where unknown: it is read on Linux).
+    PeakMemory(Option<String>),
+    /// Something that was not measured, and why; the run goes on.
+    Notice(String),
+}
+
+/// The build and the machine a run measures.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// bacseg's version.
+    pub version: &'static str,
+    /// The device the networks run on.
+    pub device: Device,
+    /// The machine's fp32 peak in GFLOP/s.
+    pub peak_gflops: f64,
+    /// How the peak was obtained (`BACSEG_PEAK_GFLOPS`, or cores x FLOP/cycle x clock).
+    pub peak_source: String,
+    /// Timed runs per measurement (median reported).
+    pub repeats: usize,
+}
+
+/// The groups of measurements, in the order they come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// The forward pass of each architecture at each batch size.
+    Forward,
+    /// The DT-UNet training step.
+    Train,
+    /// PyTorch eager and ONNX Runtime from Python.
+    PyTorch,
+    /// Whole-mammogram predictions.
+    Whole,
+}
+
+/// One measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    /// What was measured (`dt-unet forward 1x512x512`).
+    pub what: String,
+    /// What ran it (`burn`, `cpu`, `PyTorch eager`, ...).
+    pub engine: String,
+    /// Median seconds.
+    pub seconds: f64,
+    /// The work done, where known.
+    pub gflop: Option<f64>,
+    /// Details (per-patch time, parts of a step, comparisons); may be empty.
+    pub note: String,
+}
+
+/// How a [`Ratio`] compares two measurements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RatioKind {
+    /// The other one's time over bacseg's: how many times faster bacseg is.
+    Speed,
+    /// bacseg's time over the other one's.
+    Time,
+}
+
+impl RatioKind {
+    /// `speed ratio` or `time ratio`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RatioKind::Speed => "speed ratio",
+            RatioKind::Time => "time ratio",
+        }
+    }
+}
+
+/// Two measurements compared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ratio {
+    /// Which two (`PyTorch eager / cpu, dt-unet forward 1x512x512`).
+    pub what: String,
+    /// Which way round.
+    pub kind: RatioKind,
+    /// The ratio (`1.42` for 1.42x).
+    pub value: f64,
+}
+
+fn measurement(
+    what: impl Into<String>,
+    engine: impl Into<String>,
+    seconds: f64,
+    gflop: Option<f64>,
+    note: impl Into<String>,
+) -> BenchEvent {
+    BenchEvent::Measurement(Measurement {
+        what: what.into(),
+        engine: engine.into(),
+        seconds,
+        gflop,
+        note: note.into(),
+    })
+}
+
+fn ratio(what: impl Into<String>, kind: RatioKind, value: f64) -> BenchEvent {
+    BenchEvent::Ratio(Ratio {
+        what: what.into(),
+        kind,
+        value,
+    })
+}
+
+fn temp_dir() -> Result<tempfile::TempDir> {
+    tempfile::tempdir()
+        .map_err(|e| Error::with_source(ErrorKind::Io, "creating a temporary directory", e))
+}
+
+/// Measure what `options` asks for, reporting each result to `report` as it comes.
+pub fn run_bench(options: &BenchOptions, report: &mut dyn FnMut(BenchEvent)) -> Result<()> {
+    options.validate()?;
+    let mut batches = options.batches.clone();
+    batches.sort_unstable();
+    let device = Device::default();
+    let (peak, how) = peak_gflops();
+    report(BenchEvent::Header(Header {
+        version: env!("CARGO_PKG_VERSION"),
+        device: device.clone(),
+        peak_gflops: peak,
+        peak_source: how,
+        repeats: options.repeats,
+    }));
+    // With a Python, ONNX Runtime also runs the DT-UNet the forward pass timed (same weights).
+    let scratch = temp_dir()?;
+    let onnx_path = scratch.path().join("dt-unet.onnx");
+    report(BenchEvent::Section(Section::Forward));
+    let default_forward_1 = forward_section(options, &batches, &device, &onnx_path, report)?;
+    let (burn_train, cpu_train) = if options.train {
+        report(BenchEvent::Section(Section::Train));
+        train_section(options, &device, report)?
+    } else {
+        (None, None)
+    };
+    let torch = options.torch_python.as_deref().map(|python| Torch {
+        python,
+        tools: &options.tools,
+    });
+    if let Some(t) = &torch {
+        report(BenchEvent::Section(Section::PyTorch));
+        let ours = Ours {
+            forward: default_forward_1,
+            burn_train,
+            cpu_train,
+        };
+        torch_section(t, options.repeats, &onnx_path, ours, report)?;
+    }
+    if options.whole {
+        report(BenchEvent::Section(Section::Whole));
+        whole_section(options, batches[0], &device, torch.as_ref(), report)?;
+    }
+    Ok(())
+}
+
+/// bacseg's times the others are compared with.
+struct Ours {
+    /// The default engine's DT-UNet 1x512x512 forward time and name (of the reference network).
+    forward: Option<(f64, &'static str)>,
+    /// burn's and the CPU engine's DT-UNet training step at batch 4.
+    burn_train: Option<f64>,
+    cpu_train: Option<f64>,
+}
+
+/// PyTorch eager (and ONNX Runtime from Python, on the model written to `onnx_path` if it
+/// was) on the reference DT-UNet, compared with `ours`.
+fn torch_section(
+    t: &Torch<'_>,
+    repeats: usize,
+    onnx_path: &Path,
+    ours: Ours,
+    report: &mut dyn FnMut(BenchEvent),
+) -> Result<()> {
+    let (forward, train) = t.bench(repeats)?;
+    let what = "dt-unet forward 1x512x512";
+    let gflop = Some(REFERENCE_DT_UNET_512_GFLOP);
+    report(measurement(what, "PyTorch eager", forward, gflop, ""));
+    if let Some((seconds, engine)) = ours.forward {
+        report(ratio(
+            format!("PyTorch eager / {engine}, {what}"),
+            RatioKind::Speed,
+            forward / seconds,
+        ));
+    }
+    if onnx_path.is_file() {
+        match t.onnxruntime(onnx_path, 512, repeats) {
+            Ok(ort) => {
+                report(measurement(
+                    what,
+                    "ONNX Runtime",
+                    ort,
+                    gflop,
+                    "same weights (bacseg export)",
+                ));
+                if let Some((seconds, engine)) = ours.forward {
+                    report(ratio(
+                        format!("ONNX Runtime / {engine}, {what}"),
+                        RatioKind::Speed,
+                        ort / seconds,
+                    ));
+                }
+            }
+            Err(e) => report(BenchEvent::Notice(format!(
+                "ONNX Runtime not timed: {}",
+                e.chain_message()
+            ))),
+        }
+    }
+    if let Some(train) = train {
+        report(measurement(
+            "dt-unet train step 4x256x256",
+            "PyTorch eager",
+            train,
+            None,
+            "",
+        ));
+        if let Some(b) = ours.burn_train {
+            report(ratio(
+                "burn / PyTorch, dt-unet train step",
+                RatioKind::Time,
+                b / train,
+            ));
+        }
+        if let Some(c) = ours.cpu_train {
+            report(ratio(
+                "PyTorch eager / cpu, dt-unet train step",
+                RatioKind::Speed,
+                train / c,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The forward passes; returns the default engine's time and name for DT-UNet 1x512x512 (of
+/// the reference network), for the comparisons.
+fn forward_section(
+    options: &BenchOptions,
+    batches: &[usize],
+    device: &Device,
+    onnx_path: &Path,
+    report: &mut dyn FnMut(BenchEvent),
+) -> Result<Option<(f64, &'static str)>> {
+    let n = options.patch;
+    let mut default_forward_1 = None;
+    for &arch in &options.models {
+        for &b in batches {
+            let spec = options.spec(arch)?;
+            let network = spec.build(device)?;
+            // A fresh network, not read from any file.
+            let model = Model::from_network(spec, network, PathBuf::new());
+            let onnx = (arch == Architecture::DtUnet && b == 1 && options.torch_python.is_some())
+                .then_some(onnx_path);
+            let timing = time_forwards(&model, b, n, options.repeats, onnx, report)?;
+            let what = format!("{} forward {b}x{n}x{n}", arch.name());
+            let per_patch = |s: f64| format!("{:.3} s per patch", s / b as f64);
+            let gflop = Some(timing.gflop);
+            report(measurement(
+                what.as_str(),
+                "burn",
+                timing.burn,
+                gflop,
+                per_patch(timing.burn),
+            ));
+            for (engine, seconds) in [("cpu", timing.cpu), ("ort (ONNX Runtime)", timing.ort)] {
+                if let Some(s) = seconds {
+                    let note = format!("{}, {:.2}x burn's speed", per_patch(s), timing.burn / s);
+                    report(measurement(what.as_str(), engine, s, gflop, note));
+                }
+            }
+            if arch == Architecture::DtUnet && b == 1 && n == 512 && options.is_reference() {
+                default_forward_1 = Some(match timing.cpu {
+                    Some(cpu) => (cpu, "cpu"),
+                    None => (timing.burn, "burn"),
+                });
+            }
+        }
+    }
+    Ok(default_forward_1)
+}
+
+/// The DT-UNet training steps; returns the seconds of burn's step and of the CPU engine's at
+/// batch 4, for the comparisons.
+fn train_section(
+    options: &BenchOptions,
+    device: &Device,
+    report: &mut dyn FnMut(BenchEvent),
+) -> Result<(Option<f64>, Option<f64>)> {
+    let side = (options.patch / 2).max(1);
+    let (mut burn_train, mut cpu_train) = (None, None);
+    // The CPU training engine at batches 1, 2, 4 and 8 (time per patch at each); burn at
+    // batch 4 (the default and PyTorch's comparison), from the same initial weights.
+    for batch in [1, 2, 4, 8] {
+        let network = options
+            .spec(Architecture::DtUnet)?
+            .build(&device.clone().autodiff())?;
+        let timing = time_train(network, batch, side, options.repeats, batch == 4)?;
+        let what = format!("dt-unet train step {batch}x{side}x{side}, Dice + AdamW");
+        let parts = |step: &TrainStepTiming| {
+            format!(
+                "{:.3} s per patch; forward + loss {:.3} s, backward {:.3} s, AdamW {:.3} s",
+                step.total / batch as f64,
+                step.forward,
+                step.backward,
+                step.optimizer
+            )
+        };
+        let gflop = Some(timing.gflop);
+        if let Some(step) = &timing.burn {
+            burn_train = Some(step.total);
+            report(measurement(what.as_str(), "burn", step.total, gflop, parts(step)));
+        }
+        if let Some(step) = &timing.cpu {
+            let mut note = parts(step);
+            if let Some(b) = &timing.burn {
+                note.push_str(&format!(", {:.2}x burn's speed", b.total / step.total));
+            }
+            if batch == 4 {
+                cpu_train = Some(step.total);
+            }
+            report(measurement(what.as_str(), "cpu", step.total, gflop, note));
+        }
+    }
+    Ok((burn_train, cpu_train))
+}
+
+/// A whole mammogram (the given one or a synthetic one) predicted with and without breast
+/// skipping at `batch`, and by PyTorch when `torch` is given.
+fn whole_section(
+    options: &BenchOptions,
+    batch: usize,
+    device: &Device,
+    torch: Option<&Torch<'_>>,
+    report: &mut dyn FnMut(BenchEvent),
+) -> Result<()> {
+    let n = options.patch;
+    let m = match &options.image {
+        Some(path) => crate::load_image(path)?,
+        None => synthetic_mammogram(),
+    };
+    let pre = preprocess(&m, &Preprocess::default());
+    let dir = temp_dir()?;
+    let weights = dir.path().join("dt-unet.safetensors");
+    let spec = options.spec(Architecture::DtUnet)?;
+    let network = spec.build(device)?;
+    // The weights PyTorch loads for the same comparison.
+    save_pytorch_safetensors(&network, &weights)?;
+    let model = Model::from_network(spec, network, weights.clone());
+    let (on, off) = time_whole(&model, &pre, n, batch)?;
+    for (skip, t) in [("on", &on), ("off", &off)] {
+        report(measurement(
+            format!(
+                "dt-unet whole {}x{} mammogram, breast skipping {skip}, batch {batch}",
+                m.width(),
+                m.height()
+            ),
+            t.engine,
+            t.seconds,
+            None,
+            format!("{} of {} patches, forward {:.1} s", t.patches, t.grid, t.forward),
+        ));
+    }
+    report(BenchEvent::PeakMemory(peak_rss()));
+    if let Some(t) = torch {
+        let image = dir.path().join("pre.png");
+        let breast = dir.path().join("breast.png");
+        write_unit_png16(&image, &pre.image)?;
+        write_mask_png(&breast, &pre.breast)?;
+        let forward = t.whole(&image, &breast, &weights, n, batch)?;
+        report(measurement(
+            "dt-unet whole mammogram forward, breast skipping on",
+            "PyTorch eager",
+            forward,
+            None,
+            "same patches and weights",
+        ));
+        report(ratio(
+            format!("PyTorch eager / {}, whole-mammogram forward", on.engine),
+            RatioKind::Speed,
+            forward / on.forward,
+        ));
+    }
+    Ok(())
+}
+
+/// A default-size synthetic mammogram (seed 0, first image).
+fn synthetic_mammogram() -> Mammogram {
+    let config = SynthConfig {
+        count: 1,
+        ..SynthConfig::default()
+    };
+    let sample = synth::generate(&config, 0);
+    let bits = u16::from(sample.params.bits_stored);
+    Mammogram {
+        pixels: sample.image.map(|&v| f32::from(v)),
+        spacing: Some(PixelSpacing {
+            row_mm: sample.spacing_mm,
+            col_mm: sample.spacing_mm,
+            source: SpacingSource::User,
+        }),
+        laterality: None,
+        view: None,
+        bits_stored: bits,
+        value_range: (0.0, ((1u32 << bits) - 1) as f32),
+        notes: Vec::new(),
+    }
+}
+
+/// VmHWM of this process (Linux).
+fn peak_rss() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.trim_start_matches("VmHWM:").trim().to_string())
+}
+
+/// Forward-pass seconds of each engine and the GFLOP of one pass.
+struct ForwardTiming {
+    burn: f64,
+    /// For the architectures the CPU engine runs.
+    cpu: Option<f64>,
+    /// The `ort` engine, in a build that has it, for the architectures it runs, when ONNX
+    /// Runtime loads.
+    ort: Option<f64>,
+    gflop: f64,
+}
+
+/// The forward passes of `model` on `b` patches of `n x n` by each engine; with `onnx_path`,
+/// the model is also written there as ONNX (for ONNX Runtime from Python, same weights).
+fn time_forwards(
+    model: &Model,
+    b: usize,
+    n: usize,
+    repeats: usize,
+    onnx_path: Option<&Path>,
+    report: &mut dyn FnMut(BenchEvent),
+) -> Result<ForwardTiming> {
+    let net = model.network();
+    net.check_input([b, net.in_channels(), n, n])?;
+    // Exported once, for the file ONNX Runtime from Python reads and for the ort engine.
+    let onnx = if onnx_path.is_some() || cfg!(feature = "ort") {
+        net.onnx().transpose()?
+    } else {
+        None
+    };
+    if let (Some(path), Some(bytes)) = (onnx_path, &onnx) {
+        std::fs::write(path, bytes).map_err(|e| {
+            Error::with_source(ErrorKind::Io, format!("writing {}", path.display()), e)
+        })?;
+    }
+    let burn = time_forward(net, b, n, repeats);
+    let cpu = match bacseg_nn::engine::cpu::Net::for_model(net) {
+        Some(compiled) => Some(time_forward_cpu(&mut compiled?, b, n, repeats)?),
+        None => None,
+    };
+    let gflop = b as f64 * net.forward_flops([n, n]) as f64 / 1e9;
+    let ort = match onnx.and_then(|bytes| time_ort(&bytes, net.in_channels(), b, n, repeats)) {
+        Some(Ok(seconds)) => Some(seconds),
+        Some(Err(e)) => {
+            report(BenchEvent::Notice(format!("ort engine not timed: {e}")));
+            None
+        }
+        None => None,
+    };
+    Ok(ForwardTiming {
+        burn,
+        cpu,
+        ort,
+        gflop,
+    })
+}
+
+/// The `ort` engine's forward time on the exported model `onnx` taking `channels` (`None` in
+/// a build without it).
+#[cfg(feature = "ort")]
+fn time_ort(
+    onnx: &[u8],
+    channels: usize,
+    b: usize,
+    n: usize,
+    repeats: usize,
+) -> Option<Result<f64, NnError>> {
+    Some(
+        bacseg_nn::engine::ort::OrtNet::new(onnx, channels)
+            .and_then(|mut net| bacseg_nn::bench::time_forward_ort(&mut net, b, n, repeats)),
+    )
+}
+
+#[cfg(not(feature = "ort"))]
+fn time_ort(_: &[u8], _: usize, _: usize, _: usize, _: usize) -> Option<Result<f64, NnError>> {
+    None
+}
+
+/// Training-step timings of each engine and the GFLOP of one step.
+struct TrainTiming {
+    /// burn's autodiff step, when asked for.
+    burn: Option<TrainStepTiming>,
+    /// The CPU training engine, for the U-Net-shaped networks.
+    cpu: Option<TrainStepTiming>,
+    gflop: f64,
+}
+
+/// Training steps of `network` (on an autodiff device) on `batch` patches of `side x side`;
+/// burn's too with `with_burn`.
+fn time_train(
+    network: Network,
+    batch: usize,
+    side: usize,
+    repeats: usize,
+    with_burn: bool,
+) -> Result<TrainTiming> {
+    network.check_input([batch, network.in_channels(), side, side])?;
+    let gflop = 3.0 * batch as f64 * network.forward_flops([side, side]) as f64 / 1e9;
+    let cpu = match network.unet_parts() {
+        Some(parts) => {
+            let mut net = TrainNet::from_parts(&parts)?;
+            Some(time_train_step_cpu(&mut net, batch, side, repeats)?)
+        }
+        None => None,
+    };
+    let burn = with_burn.then(|| time_train_step(network, batch, side, repeats));
+    Ok(TrainTiming { burn, cpu, gflop })
+}
+
+/// One whole-mammogram prediction.
+struct WholeTiming {
+    /// Seconds, all included.
+    seconds: f64,
+    /// Seconds in forward passes.
+    forward: f64,
+    /// Patches predicted.
+    patches: usize,
+    /// Patches in the grid.
+    grid: usize,
+    engine: &'static str,
+}
+
+/// The preprocessed mammogram predicted by `model` with breast skipping and without it (every
+/// patch of the grid predicted).
+fn time_whole(
+    model: &Model,
+    pre: &Preprocessed,
+    patch: usize,
+    batch: usize,
+) -> Result<(WholeTiming, WholeTiming)> {
+    // Without skipping, every patch of the grid is predicted: the breast is the whole image.
+    let everything: Mask = Raster::filled(pre.image.width(), pre.image.height(), true);
+    let run = |breast: &Mask, min_breast_fraction: f64| -> Result<WholeTiming> {
+        let cfg = InferConfig {
+            patch,
+            stride: (patch / 2).max(1),
+            batch,
+            blend: BlendMode::Gaussian,
+            tta: false,
+            min_breast_fraction,
+            engine: Engine::Auto,
+        };
+        let start = Instant::now();
+        let pred = predict_image(model.network(), &pre.image, breast, &cfg)?;
+        Ok(WholeTiming {
+            seconds: start.elapsed().as_secs_f64(),
+            forward: pred.forward_s,
+            patches: pred.patches,
+            grid: pred.grid_patches,
+            engine: pred.engine.name(),
+        })
+    };
+    Ok((run(&pre.breast, 0.05)?, run(&everything, 0.0)?))
+}
+
+/// PyTorch eager (and ONNX Runtime) through the repository's Python tools.
+struct Torch<'a> {
+    python: &'a Path,
+    tools: &'a Path,
+}
+
+impl Torch<'_> {
+    fn running(&self, e: std::io::Error) -> Error {
+        Error::with_source(
+            ErrorKind::Runtime,
+            format!("running {}", self.python.display()),
+            e,
+        )
+    }
+
+    fn call(&self, args: &[&str]) -> Result<String> {
+        let script = self.tools.join("torch_reference.py");
+        if !script.is_file() {
+            return Err(Error::input(format!(
+                "{}: not found (the tools directory must be the repository's tools/)",
+                script.display()
+            )));
+        }
+        let out = Command::new(self.python)
+            .arg(&script)
+            .args(args)
+            .output()
+            .map_err(|e| self.running(e))?;
+        if !out.status.success() {
+            return Err(Error::runtime(format!(
+                "{} {} {}: {}",
+                self.python.display(),
+                script.display(),
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Median seconds of the reference DT-UNet forward (1x1x512x512) and training step.
+    fn bench(&self, repeats: usize) -> Result<(f64, Option<f64>)> {
+        let text = self.call(&["bench", "--repeats", &repeats.to_string()])?;
+        let seconds_after = |marker: &str| -> Option<f64> {
+            let line = text.lines().find(|l| l.contains(marker))?;
+            let rest = &line[line.find("median ")? + "median ".len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        };
+        let forward = seconds_after("forward").ok_or_else(|| {
+            Error::runtime(format!("no forward time in the PyTorch output:\n{text}"))
+        })?;
+        Ok((forward, seconds_after("training step")))
+    }
+
+    /// Median seconds of ONNX Runtime's forward pass of `model` on one `side x side` patch
+    /// (tools/onnx_check.py; needs onnx and onnxruntime in that Python).
+    fn onnxruntime(&self, model: &Path, side: usize, repeats: usize) -> Result<f64> {
+        let script = self.tools.join("onnx_check.py");
+        let out = Command::new(self.python)
+            .arg(&script)
+            .arg(model)
+            .args([
+                "--bench",
+                "--side",
+                &side.to_string(),
+                "--repeats",
+                &repeats.to_string(),
+            ])
+            .output()
+            .map_err(|e| self.running(e))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(Error::runtime(format!(
+                "{}: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        text.split("median ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| Error::runtime(format!("no time in the ONNX Runtime output:\n{text}")))
+    }
+
+    /// Seconds of PyTorch's forward passes over the in-breast patches of one mammogram.
+    fn whole(
+        &self,
+        image: &Path,
+        breast: &Path,
+        weights: &Path,
+        patch: usize,
+        batch: usize,
+    ) -> Result<f64> {
+        let s = |p: &Path| p.display().to_string();
+        let text = self.call(&[
+            "predict-time",
+            "--image",
+            &s(image),
+            "--breast",
+            &s(breast),
+            "--weights",
+            &s(weights),
+            "--patch",
+            &patch.to_string(),
+            "--stride",
+            &(patch / 2).max(1).to_string(),
+            "--batch",
+            &batch.to_string(),
+        ])?;
+        text.split("forward ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| {
+                Error::runtime(format!("no forward time in the PyTorch output:\n{text}"))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_checked_before_anything_runs() {
+        let defaults = BenchOptions::default();
+        assert!(defaults.validate().is_ok());
+        assert_eq!(defaults.models.len(), 5);
+        for bad in [
+            BenchOptions {
+                batches: vec![4, 0],
+                ..BenchOptions::default()
+            },
+            BenchOptions {
+                batches: Vec::new(),
+                ..BenchOptions::default()
+            },
+            BenchOptions {
+                repeats: 0,
+                ..BenchOptions::default()
+            },
+            BenchOptions {
+                width: Some(4),
+                torch_python: Some("python3".into()),
+                ..BenchOptions::default()
+            },
+        ] {
+            let mut events = 0;
+            let e = run_bench(&bad, &mut |_: BenchEvent| events += 1)
+                .err()
+                .map(|e| e.kind());
+            assert_eq!(e, Some(ErrorKind::Config));
+            assert_eq!(events, 0);
+        }
+    }
+}
