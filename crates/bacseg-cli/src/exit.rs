@@ -2,25 +2,6 @@
 
 use std::process::ExitCode;
 
-/// An error caused by the user's input (a file that cannot be read, an invalid option):
-/// exit code 2. Anything else that fails is exit code 1.
-#[derive(Debug)]
-pub struct InputError(pub String);
-
-impl std::fmt::Display for InputError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for InputError {}
-
-impl From<bacseg_core::io::IoError> for InputError {
-    fn from(e: bacseg_core::io::IoError) -> Self {
-        InputError(e.to_string())
-    }
-}
-
 /// A flag value that is invalid, missing or contradicts another: exit code 2.
 pub fn usage(message: impl Into<String>) -> anyhow::Error {
     bacseg::Error::new(bacseg::ErrorKind::Config, message).into()
@@ -32,7 +13,7 @@ pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
 }
 
 /// Print the error chain on one line and choose the exit code: a [`bacseg::Error`]'s own
-/// (from its kind), else 2 for an [`InputError`] or a read error, 1 for anything else.
+/// (from its kind), else 2 for a read error of bacseg-core, 1 for anything else.
 pub fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -55,9 +36,8 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
                 return ExitCode::from(b.exit_code());
             }
             let input = e.chain().any(|c| {
-                c.downcast_ref::<InputError>().is_some()
-                    || c.downcast_ref::<bacseg_core::io::IoError>()
-                        .is_some_and(|e| !matches!(e, bacseg_core::io::IoError::Write { .. }))
+                c.downcast_ref::<bacseg_core::io::IoError>()
+                    .is_some_and(|e| !matches!(e, bacseg_core::io::IoError::Write { .. }))
             });
             if input {
                 ExitCode::from(2)

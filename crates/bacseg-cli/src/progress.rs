@@ -194,11 +194,7 @@ impl BatchObserver for PredictProgress {
             };
             say(
                 self.bar.as_ref(),
-                format!(
-                "bacseg: {level}{}: {}",
-                row.input.display(),
-                    row.message
-                ),
+                format!("bacseg: {level}{}: {}", row.input.display(), row.message),
             );
         }
         match &self.bar {

@@ -425,8 +425,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let ds = dataset(&tmp.path().join("data"));
         let stems = ds.stems();
-        let cache =
-            PatchCache::build(&ds, &stems, &spec(), &tmp.path().join("cache"), &|_, _, _| {}).unwrap();
+        let cache = PatchCache::build(
+            &ds,
+            &stems,
+            &spec(),
+            &tmp.path().join("cache"),
+            &|_, _, _| {},
+        )
+        .unwrap();
         assert_eq!(cache.images().len(), 2);
         for (i, stem) in stems.iter().enumerate() {
             let (m, truth) = load_sample(ds.get(stem).unwrap()).unwrap();
@@ -491,7 +497,8 @@ mod tests {
             PatchCache::build(&ds, &ds.stems(), &bad, &dir, &|_, _, _| {}),
             Err(CacheError::Settings(_))
         ));
-        let err = PatchCache::build(&ds, &["zzz".into()], &spec(), &dir, &|_, _, _| {}).unwrap_err();
+        let err =
+            PatchCache::build(&ds, &["zzz".into()], &spec(), &dir, &|_, _, _| {}).unwrap_err();
         assert!(err.to_string().contains("zzz"));
     }
 }

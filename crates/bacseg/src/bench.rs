@@ -455,7 +455,13 @@ fn train_section(
         let gflop = Some(timing.gflop);
         if let Some(step) = &timing.burn {
             burn_train = Some(step.total);
-            report(measurement(what.as_str(), "burn", step.total, gflop, parts(step)));
+            report(measurement(
+                what.as_str(),
+                "burn",
+                step.total,
+                gflop,
+                parts(step),
+            ));
         }
         if let Some(step) = &timing.cpu {
             let mut note = parts(step);
@@ -504,7 +510,10 @@ fn whole_section(
             t.engine,
             t.seconds,
             None,
-            format!("{} of {} patches, forward {:.1} s", t.patches, t.grid, t.forward),
+            format!(
+                "{} of {} patches, forward {:.1} s",
+                t.patches, t.grid, t.forward
+            ),
         ));
     }
     report(BenchEvent::PeakMemory(peak_rss()));

@@ -333,8 +333,10 @@ pub fn evaluate(
                 for (p, _) in chunk {
                     images.extend_from_slice(grid.extract(&pre.image, p, 0.0).data());
                 }
-                let prob = patch_probabilities(model.network(), images, n, false)
-                    .map_err(|err| Error::from(err).context(format!("{}: {stem}", e.run.display())))?;
+                let prob =
+                    patch_probabilities(model.network(), images, n, false).map_err(|err| {
+                        Error::from(err).context(format!("{}: {stem}", e.run.display()))
+                    })?;
                 for (j, (p, _)) in chunk.iter().enumerate() {
                     let at = j * n * n;
                     let pred = Raster::from_fn(n, n, |x, y| {
@@ -367,7 +369,10 @@ pub fn evaluate(
     let table = render_table(plan, &entries, positive_patches);
     let table_path = plan.out.join("table.md");
     write_text(&table_path, &table)?;
-    let names: Vec<&str> = entries.iter().map(|e| display_name(e.architecture)).collect();
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|e| display_name(e.architecture))
+        .collect();
     let mut figures = Vec::new();
     if !patch_examples.is_empty() {
         let path = plan.out.join("figure-patches.png");
@@ -393,7 +398,7 @@ pub fn evaluate(
 }
 
 /// One row of a figure: grey image, truth, then each model's mask, all the same size.
-pub struct Example {
+struct Example {
     /// BAC pixels of the truth shown.
     pub bac: usize,
     /// What the row shows (for the legend).

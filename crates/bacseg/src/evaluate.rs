@@ -152,7 +152,9 @@ impl EvaluateOptions {
             )));
         }
         if !self.image && !self.patch {
-            return Err(Error::config("nothing to evaluate: neither image nor patch level"));
+            return Err(Error::config(
+                "nothing to evaluate: neither image nor patch level",
+            ));
         }
         Ok(())
     }

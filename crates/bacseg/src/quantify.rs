@@ -92,7 +92,9 @@ fn by_stem(files: &[PathBuf], masks: &[String], what: &str) -> Result<BTreeMap<S
             )));
         }
         if out.insert(s.clone(), f.clone()).is_some() {
-            return Err(Error::input(format!("{what}: two files with the stem {s:?}")));
+            return Err(Error::input(format!(
+                "{what}: two files with the stem {s:?}"
+            )));
         }
     }
     Ok(out)

@@ -81,7 +81,11 @@ pub struct NewRun {
 
 impl NewRun {
     /// The reference setting for `architecture` on `data`, written to `out`.
-    pub fn new(data: impl Into<PathBuf>, out: impl Into<PathBuf>, architecture: Architecture) -> Self {
+    pub fn new(
+        data: impl Into<PathBuf>,
+        out: impl Into<PathBuf>,
+        architecture: Architecture,
+    ) -> Self {
         Self {
             data: data.into(),
             out: out.into(),
@@ -201,7 +205,11 @@ impl Trainer {
                 {
                     return Err(Error::with_source(
                         ErrorKind::Io,
-                        format!("replacing the run in {}: {}", new.out.display(), p.display()),
+                        format!(
+                            "replacing the run in {}: {}",
+                            new.out.display(),
+                            p.display()
+                        ),
                         e,
                     ));
                 }
@@ -339,7 +347,11 @@ impl Trainer {
             },
         )?;
         let items = cache.items();
-        observer.cached(what, items.len(), items.iter().filter(|i| i.positive).count());
+        observer.cached(
+            what,
+            items.len(),
+            items.iter().filter(|i| i.positive).count(),
+        );
         Ok(cache)
     }
 }

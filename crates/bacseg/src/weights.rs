@@ -127,9 +127,8 @@ pub fn fetch(
         replaced_corrupt = true;
     }
     let dir = dest.parent().unwrap_or(cache);
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Error::with_source(ErrorKind::Io, format!("creating {}", dir.display()), e)
-    })?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::with_source(ErrorKind::Io, format!("creating {}", dir.display()), e))?;
     download_verified(url.unwrap_or(weights.url), &dest, weights.sha256, progress)?;
     Ok(Fetched::Downloaded {
         path: dest,
@@ -144,9 +143,8 @@ fn download_verified(
     sha256: &str,
     progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<()> {
-    let net = |e: &dyn std::fmt::Display| {
-        Error::new(ErrorKind::Io, format!("downloading {url}: {e}"))
-    };
+    let net =
+        |e: &dyn std::fmt::Display| Error::new(ErrorKind::Io, format!("downloading {url}: {e}"));
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(20)))

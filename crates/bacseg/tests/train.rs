@@ -19,8 +19,7 @@ fn dataset(dir: &Path) {
         let (w, h) = (96, 96);
         let img = Raster::from_fn(w, h, |x, y| {
             let vessel = (x + 3 * k) % 17 == 0 && y > 10;
-            (if x < 80 { 2000 } else { 50 } + if vessel { 900 } else { (x * 7 + y) % 40 })
-                as u16
+            (if x < 80 { 2000 } else { 50 } + if vessel { 900 } else { (x * 7 + y) % 40 }) as u16
         });
         let mask = Raster::from_fn(w, h, |x, y| (x + 3 * k) % 17 == 0 && y > 10 && x < 80);
         write_png_gray16(&dir.join(format!("images/i{k}.png")), w, h, img.data()).unwrap();
@@ -50,9 +49,11 @@ fn overwrite_replaces_an_old_run_only_after_every_check_passed() {
     for old in ["config.json", "best.safetensors", "metrics.csv"] {
         std::fs::write(out.join(old), b"old run").unwrap();
     }
-    let old_files_kept = || ["config.json", "best.safetensors", "metrics.csv"]
-        .iter()
-        .all(|f| std::fs::read(out.join(f)).is_ok_and(|b| b == b"old run"));
+    let old_files_kept = || {
+        ["config.json", "best.safetensors", "metrics.csv"]
+            .iter()
+            .all(|f| std::fs::read(out.join(f)).is_ok_and(|b| b == b"old run"))
+    };
 
     // Without --overwrite a non-empty directory is refused.
     let err = Trainer::create(&small(&data, &out)).unwrap_err();
@@ -63,11 +64,17 @@ fn overwrite_replaces_an_old_run_only_after_every_check_passed() {
     // refused, and the old run is untouched.
     let mut missing = small(&dir.path().join("nothing"), &out);
     missing.overwrite = true;
-    assert_eq!(Trainer::create(&missing).unwrap_err().kind(), ErrorKind::Input);
+    assert_eq!(
+        Trainer::create(&missing).unwrap_err().kind(),
+        ErrorKind::Input
+    );
     let mut bad_lr = small(&data, &out);
     bad_lr.overwrite = true;
     bad_lr.train.lr = f64::NAN;
-    assert_eq!(Trainer::create(&bad_lr).unwrap_err().kind(), ErrorKind::Config);
+    assert_eq!(
+        Trainer::create(&bad_lr).unwrap_err().kind(),
+        ErrorKind::Config
+    );
     let mut bad_patch = small(&data, &out);
     bad_patch.overwrite = true;
     bad_patch.patches.patch = 33; // the 2-level network halves the patch once

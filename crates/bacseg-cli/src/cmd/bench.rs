@@ -8,7 +8,7 @@ use anyhow::Result;
 use bacseg::bench::{BenchEvent, BenchOptions, Measurement, run_bench};
 use bacseg_nn::Architecture;
 
-use crate::exit::InputError;
+use crate::exit::usage;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -54,7 +54,7 @@ fn list<T: std::str::FromStr>(what: &str, text: &str) -> Result<Vec<T>> {
         .map(|v| {
             v.trim()
                 .parse()
-                .map_err(|_| InputError(format!("--{what}: {v:?} is not valid")).into())
+                .map_err(|_| usage(format!("--{what}: {v:?} is not valid")))
         })
         .collect()
 }
@@ -66,13 +66,13 @@ impl Args {
             .split(',')
             .map(|m| {
                 Architecture::from_name(m.trim()).ok_or_else(|| {
-                    InputError(format!(
+                    usage(format!(
                         "unknown model {m:?} in --models (known: dt-unet, unet, segnet, \
                          contextnet, scunet)"
                     ))
                 })
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_>>()?;
         Ok(BenchOptions {
             models,
             batches: list("batches", &self.batches)?,
@@ -121,7 +121,12 @@ pub fn run(args: Args) -> Result<()> {
         BenchEvent::Section(_) => {}
         BenchEvent::Measurement(m) => row(&m, peak),
         BenchEvent::Ratio(r) => {
-            println!("| {} | {} | {:.2}x | | | |", r.what, r.kind.as_str(), r.value);
+            println!(
+                "| {} | {} | {:.2}x | | | |",
+                r.what,
+                r.kind.as_str(),
+                r.value
+            );
         }
         BenchEvent::PeakMemory(rss) => println!(
             "| peak resident memory (whole run) | | | | | {} |",

@@ -112,10 +112,20 @@ pub fn run(args: Args) -> Result<()> {
             continue;
         }
         let mut parts: Vec<String> = [
-            "--data", &s(&args.data), "--out", &s(&r.run), "--model", name,
-            "--splits", &s(&plan.splits_path), "--seed", &args.seed.to_string(),
-            "--max-minutes", &args.minutes_per_model.to_string(),
-            "--cache", &s(&args.out.join("cache")),
+            "--data",
+            &s(&args.data),
+            "--out",
+            &s(&r.run),
+            "--model",
+            name,
+            "--splits",
+            &s(&plan.splits_path),
+            "--seed",
+            &args.seed.to_string(),
+            "--max-minutes",
+            &args.minutes_per_model.to_string(),
+            "--cache",
+            &s(&args.out.join("cache")),
         ]
         .map(String::from)
         .to_vec();

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use bacseg_core::io;
 
-
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// DICOM, PNG or TIFF file (format detected from its content).

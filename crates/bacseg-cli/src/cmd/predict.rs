@@ -190,7 +190,7 @@ fn config(args: &Args, model: &Model) -> bacseg::Result<PredictConfig> {
         c.scale = args.scale.unwrap_or(1.0);
     }
     if model.run_defaults().is_none() || args.override_preprocess || preset {
-        c.preprocess = args.preprocess.to_config().map_err(|e| bad(e.0))?;
+        c.preprocess = args.preprocess.to_config()?;
     }
     if let Some(t) = args.threshold {
         c.postprocess.threshold = t;

@@ -10,8 +10,6 @@ use bacseg_core::overlay;
 use bacseg_core::preprocess::{self, BreastMaskConfig, Preprocess};
 use serde::Serialize;
 
-use crate::exit::usage;
-
 /// Preprocessing options shared by every command that reads mammograms.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PreprocessArgs {
@@ -35,7 +33,7 @@ pub struct PreprocessArgs {
 
 impl PreprocessArgs {
     /// The validated configuration.
-    pub fn to_config(&self) -> Result<Preprocess> {
+    pub fn to_config(&self) -> bacseg::Result<Preprocess> {
         let cfg = Preprocess {
             median_radius: self.median_radius,
             low_percentile: self.low_percentile,
@@ -46,8 +44,12 @@ impl PreprocessArgs {
                 ..BreastMaskConfig::default()
             },
         };
-        cfg.validate()
-            .map_err(|e| usage(format!("preprocessing options: {e}")))?;
+        cfg.validate().map_err(|e| {
+            bacseg::Error::new(
+                bacseg::ErrorKind::Config,
+                format!("preprocessing options: {e}"),
+            )
+        })?;
         Ok(cfg)
     }
 }

@@ -190,7 +190,9 @@ pub fn run(args: Args) -> Result<()> {
     let trainer = match (&args.resume, &args.out, &args.data) {
         (Some(dir), _, _) => {
             let trainer = Trainer::resume(dir, args.epochs)?;
-            let before = RunDir::new(dir).read_config().map_err(bacseg::Error::from)?;
+            let before = RunDir::new(dir)
+                .read_config()
+                .map_err(bacseg::Error::from)?;
             if before.train.epochs != trainer.config().train.epochs {
                 eprintln!(
                     "bacseg: continuing to {} epochs (the run was configured for {})",

@@ -51,7 +51,6 @@ struct FetchArgs {
     cache: CacheArgs,
 }
 
-
 pub fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Fetch(a) => fetch(a),
