@@ -491,6 +491,10 @@ fn whole_section(
         Some(path) => crate::load_image(path)?,
         None => synthetic_mammogram(),
     };
+    for note in &m.notes {
+        let path = options.image.as_deref().unwrap_or(Path::new("image"));
+        report(BenchEvent::Notice(format!("{}: {note}", path.display())));
+    }
     let pre = preprocess(&m, &Preprocess::default());
     let dir = temp_dir()?;
     let weights = dir.path().join("dt-unet.safetensors");

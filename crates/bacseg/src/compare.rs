@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bacseg_core::dataset::{Dataset, Split, load_mask};
+use bacseg_core::dataset::{Dataset, Split};
 use bacseg_core::io::{self, write_atomic, write_png_gray8};
 use bacseg_core::metrics::{Aggregate, ConfusionCounts, EmptyPolicy, Metrics};
 use bacseg_core::patch::{Patch, PatchGrid, SummedArea};
@@ -19,6 +19,7 @@ use bacseg_nn::engine::patch_probabilities;
 use bacseg_nn::train::{BestRecord, RunConfig, RunDir};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::evaluate::read_mask;
 use crate::model::{Model, ModelSource};
 
 /// The name of an architecture in tables and figures.
@@ -210,6 +211,8 @@ pub struct Comparison {
     /// The figures written (no patch figure when no test patch holds BAC).
     pub figures: Vec<PathBuf>,
     pub figures_md: PathBuf,
+    /// Conversions the readers made to the test images and masks ("path: note").
+    pub notes: Vec<String>,
 }
 
 /// Evaluate the trained runs of `plan` on its test images (their `predict` outputs must be in
@@ -273,10 +276,16 @@ pub fn evaluate(
     let mut patch_examples: Vec<Example> = Vec::new();
     let mut whole_examples: Vec<Example> = Vec::new();
     let mut positive_patches = 0usize;
+    let mut notes = Vec::new();
     for (k, (stem, image_path, mask_path)) in plan.test.iter().enumerate() {
         progress(k + 1, plan.test.len(), stem);
-        let truth = load_mask(mask_path)?;
+        let truth = read_mask(mask_path, &mut notes)?;
         let m = io::load(image_path)?;
+        notes.extend(
+            m.notes
+                .iter()
+                .map(|n| format!("{}: {n}", image_path.display())),
+        );
         let pre = preprocess(&m, &patches.preprocess);
         if pre.image.size() != truth.size() {
             return Err(Error::input(format!(
@@ -292,7 +301,7 @@ pub fn evaluate(
         let mut predicted = Vec::with_capacity(entries.len());
         for (e, units) in entries.iter().zip(image_units.iter_mut()) {
             let path = e.predictions.join(format!("{stem}.mask.png"));
-            let pred = load_mask(&path)?;
+            let pred = read_mask(&path, &mut notes)?;
             units.push(
                 ConfusionCounts::from_masks(&pred, &truth)
                     .map_err(|err| Error::input(format!("{}: {err}", path.display())))?,
@@ -394,6 +403,7 @@ pub fn evaluate(
         table_path,
         figures,
         figures_md,
+        notes,
     })
 }
 
@@ -557,7 +567,7 @@ fn render_table(plan: &Plan, entries: &[Entry], positive_patches: usize) -> Stri
     t.push_str(&format!(
         "# Model comparison on {}\n\n\
          Split ({}): {} training, {} validation, {} test images. Seed {}. Budget: {} minutes \
-         of training per model (`--max-minutes`), at most {} epochs. Patches {} px at stride \
+         of training per model (the run's time budget), at most {} epochs. Patches {} px at stride \
          {}.\n\n\
          Measured on the {} test images, threshold 0.5. Patch level: the {} in-breast test \
          patches whose truth contains BAC, each model's patch prediction before stitching, \

@@ -192,7 +192,9 @@ pub struct Evaluation {
     pub notes: Vec<String>,
 }
 
-fn read_mask(path: &Path, notes: &mut Vec<String>) -> Result<Mask> {
+/// A mask file (any non-zero sample is inside); conversions the reader made go to `notes` as
+/// "path: note".
+pub(crate) fn read_mask(path: &Path, notes: &mut Vec<String>) -> Result<Mask> {
     let m = bacseg_core::io::load(path)?;
     notes.extend(m.notes.iter().map(|n| format!("{}: {n}", path.display())));
     Ok(m.pixels.map(|&v| v > 0.0))

@@ -10,11 +10,12 @@ use bacseg_core::io;
 use bacseg_core::quantify::{
     self, BacBurden, GRADE_DISCLAIMER, GradeBasis, Grading, GroupBurden, ViewBurden, measure_prob,
 };
-use bacseg_core::raster::{Mask, ProbMap};
+use bacseg_core::raster::ProbMap;
 use bacseg_core::{PixelSpacing, SpacingSource};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::evaluate::read_mask;
 
 /// How the per-image burdens are grouped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,6 +72,8 @@ pub struct BurdenReport {
     pub exam: Option<GroupBurden>,
     pub grading: GradeBasis,
     pub grade_note: &'static str,
+    /// Conversions the readers made ("path: colour converted to grey").
+    pub notes: Vec<String>,
 }
 
 fn stem(path: &Path) -> Result<String> {
@@ -100,12 +103,9 @@ fn by_stem(files: &[PathBuf], masks: &[String], what: &str) -> Result<BTreeMap<S
     Ok(out)
 }
 
-fn load_mask(path: &Path) -> Result<Mask> {
-    Ok(bacseg_core::dataset::load_mask(path)?)
-}
-
-fn load_prob(path: &Path) -> Result<ProbMap> {
+fn load_prob(path: &Path, notes: &mut Vec<String>) -> Result<ProbMap> {
     let m = io::load(path)?;
+    notes.extend(m.notes.iter().map(|n| format!("{}: {n}", path.display())));
     let max = m.value_range.1;
     if max <= 0.0 {
         return Err(Error::input(format!(
@@ -151,10 +151,17 @@ pub fn quantify_files(files: &MaskFiles, options: &QuantifyOptions) -> Result<Bu
     let images = by_stem(&files.images, &stems, "image")?;
 
     let mut views = Vec::with_capacity(files.masks.len());
+    let mut notes = Vec::new();
     for (path, name) in files.masks.iter().zip(&stems) {
-        let mask = load_mask(path)?;
-        let prob = probs.get(name).map(|p| load_prob(p)).transpose()?;
-        let breast = breasts.get(name).map(|p| load_mask(p)).transpose()?;
+        let mask = read_mask(path, &mut notes)?;
+        let prob = probs
+            .get(name)
+            .map(|p| load_prob(p, &mut notes))
+            .transpose()?;
+        let breast = breasts
+            .get(name)
+            .map(|p| read_mask(p, &mut notes))
+            .transpose()?;
         quantify::check_sizes(&mask, prob.as_ref(), breast.as_ref())
             .map_err(|e| Error::input(format!("{}: {e}", path.display())))?;
         let info = images.get(name).map(|p| io::info(p)).transpose()?;
@@ -190,5 +197,6 @@ pub fn quantify_files(files: &MaskFiles, options: &QuantifyOptions) -> Result<Bu
         exam,
         grading: grading.into(),
         grade_note: GRADE_DISCLAIMER,
+        notes,
     })
 }

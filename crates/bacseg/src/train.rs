@@ -158,7 +158,7 @@ impl Trainer {
         }
         if is_nonempty_dir(&new.out) && !new.overwrite {
             return Err(Error::config(format!(
-                "{} is not empty; resume the run there (--resume) or replace it (--overwrite)",
+                "{} is not empty: resume the run there, or replace it (overwrite)",
                 new.out.display()
             )));
         }
@@ -236,7 +236,7 @@ impl Trainer {
             .map_err(|e| Error::with_source(ErrorKind::Input, "cannot resume", e))?;
         if !run.has_checkpoint() {
             return Err(Error::config(format!(
-                "{}: no finished epoch to resume from; start the run again (--overwrite)",
+                "{}: no finished epoch to resume from; start the run again, replacing it (overwrite)",
                 dir.display()
             )));
         }

@@ -190,6 +190,9 @@ pub fn run(args: Args) -> Result<()> {
     let result = compare::evaluate(&plan, batch, &mut |k, total, stem| {
         eprintln!("bacseg compare: {k}/{total} {stem}");
     })?;
+    for note in &result.notes {
+        eprintln!("bacseg: {note}");
+    }
     if result.positive_patches == 0 {
         eprintln!("bacseg compare: no test patch contains BAC; no patch figure");
     }

@@ -76,6 +76,9 @@ pub fn run(args: Args) -> Result<()> {
         },
     };
     let report = quantify::quantify_files(&files, &options)?;
+    for note in &report.notes {
+        eprintln!("bacseg: {note}");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -115,10 +115,29 @@ pub fn run(args: Args) -> Result<()> {
         bar
     });
     let start = Instant::now();
-    let report = |p: Progress| match (&bar, p) {
-        (Some(bar), Progress::Wrote { done, .. }) => bar.set_position(done as u64),
-        (None, Progress::Wrote { done, total, stem }) => eprintln!("synth: {done}/{total} {stem}"),
-        (_, Progress::Started { .. } | Progress::Preview { .. }) => {}
+    // A background's notes (colour converted to grey) once per file, not once per image.
+    let noted = std::sync::Mutex::new(std::collections::HashSet::new());
+    let report = |p: Progress| {
+        if let Progress::Wrote { notes, .. } = &p {
+            for note in notes {
+                if noted.lock().is_ok_and(|mut n| n.insert(note.clone())) {
+                    match &bar {
+                        Some(b) => b.println(format!("bacseg: {note}")),
+                        None => eprintln!("bacseg: {note}"),
+                    }
+                }
+            }
+        }
+        match (&bar, p) {
+            (Some(bar), Progress::Wrote { done, .. }) => bar.set_position(done as u64),
+            (
+                None,
+                Progress::Wrote {
+                    done, total, stem, ..
+                },
+            ) => eprintln!("synth: {done}/{total} {stem}"),
+            (_, Progress::Started { .. } | Progress::Preview { .. }) => {}
+        }
     };
     let summary =
         synth::write_dataset(&args.out, &config, &options, &report).map_err(|e| match e {

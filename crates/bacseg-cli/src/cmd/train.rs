@@ -189,7 +189,14 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     let trainer = match (&args.resume, &args.out, &args.data) {
         (Some(dir), _, _) => {
-            let trainer = Trainer::resume(dir, args.epochs)?;
+            let trainer = Trainer::resume(dir, args.epochs).inspect_err(|_| {
+                if RunDir::new(dir).config().is_file() && !RunDir::new(dir).has_checkpoint() {
+                    eprintln!(
+                        "bacseg: --out {} --overwrite starts it again",
+                        dir.display()
+                    );
+                }
+            })?;
             let before = RunDir::new(dir)
                 .read_config()
                 .map_err(bacseg::Error::from)?;
@@ -202,7 +209,16 @@ pub fn run(args: Args) -> Result<()> {
             }
             trainer
         }
-        (None, Some(out), Some(data)) => Trainer::create(&new_run(&args, data, out)?)?,
+        (None, Some(out), Some(data)) => {
+            Trainer::create(&new_run(&args, data, out)?).inspect_err(|_| {
+                if !args.overwrite && std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
+                    eprintln!(
+                        "bacseg: --resume {0} continues the run there, --overwrite replaces it",
+                        out.display()
+                    );
+                }
+            })?
+        }
         (None, Some(_), None) => return Err(usage("--data is required for a new run")),
         (None, None, _) => return Err(usage("give --out RUN for a new run or --resume RUN")),
     };

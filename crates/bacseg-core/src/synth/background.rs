@@ -188,6 +188,7 @@ pub fn insert_into_background(
         spacing_mm: mm,
         calcified_vessels,
         burden,
+        notes: m.notes.clone(),
     })
 }
 

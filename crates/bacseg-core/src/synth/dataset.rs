@@ -115,6 +115,8 @@ pub enum Progress {
         done: usize,
         total: usize,
         stem: String,
+        /// Conversions the reader made to the image's real background ("path: note").
+        notes: Vec<String>,
     },
     Preview {
         path: PathBuf,
@@ -176,15 +178,20 @@ pub fn write_dataset(
         as u64)
         .into_par_iter()
         .map(|index| {
-            let (sample, bg_name) = if options.background.is_empty() {
+            let (sample, bg) = if options.background.is_empty() {
                 (super::generate(config, index), None)
             } else {
                 let bg = &options.background[index as usize % options.background.len()];
-                (
-                    super::insert_into_background(bg, config, index)?,
-                    Some(bg.name.clone()),
-                )
+                (super::insert_into_background(bg, config, index)?, Some(bg))
             };
+            let notes = bg.map_or_else(Vec::new, |bg| {
+                sample
+                    .notes
+                    .iter()
+                    .map(|n| format!("{}: {n}", bg.path.display()))
+                    .collect()
+            });
+            let bg_name = bg.map(|bg| bg.name.clone());
             let entry = write_sample(dir, config, index, &sample, bg_name, &grading)?;
             let tile = (options.preview && (index as usize) < PREVIEW_IMAGES)
                 .then(|| PreviewTile::new(&sample));
@@ -193,6 +200,7 @@ pub fn write_dataset(
                 done: n,
                 total,
                 stem: entry.stem.clone(),
+                notes,
             });
             Ok((entry, tile))
         })

@@ -377,6 +377,9 @@ pub struct SynthSample {
     /// The mask's burden as `quantify::measure` gives it with the default grading at the
     /// sample's spacing, without a breast mask (measured once, when the severity was checked).
     pub burden: crate::quantify::BacBurden,
+    /// Conversions the reader made to a real background ("colour converted to grey"); empty
+    /// for a phantom.
+    pub notes: Vec<String>,
 }
 
 /// Generate image `index` of the dataset described by `config` (which must have passed

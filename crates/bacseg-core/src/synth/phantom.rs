@@ -488,5 +488,6 @@ pub(crate) fn generate(
         spacing_mm: mm,
         calcified_vessels,
         burden,
+        notes: Vec::new(),
     }
 }
