@@ -30,7 +30,10 @@ fn tint(dir: &Path) {
 fn says_note(out: &std::process::Output, what: &str) {
     ok(out);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(NOTE), "{what}: no conversion note in\n{stderr}");
+    assert!(
+        stderr.contains(NOTE),
+        "{what}: no conversion note in\n{stderr}"
+    );
 }
 
 #[test]

@@ -107,3 +107,32 @@ fn bad_options_and_data_exit_with_code_2() {
     let resume = bacseg(&["train", "--resume", s(&tmp.path().join("none"))]);
     assert_eq!(resume.status.code(), Some(2));
 }
+
+#[test]
+fn overwrite_leaves_the_old_run_when_the_new_one_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, data) = (tmp.path().join("run"), tmp.path().join("data"));
+    std::fs::create_dir_all(&run).unwrap();
+    for f in ["config.json", "best.safetensors", "metrics.csv"] {
+        std::fs::write(run.join(f), b"old run").unwrap();
+    }
+    tiny_dataset(&data, 3, 0);
+    let nope = tmp.path().join("nope");
+    for (data, extra) in [
+        (&nope, None),
+        (&data, Some(["--lr", "-1"])),
+        (&data, Some(["--patch", "33"])),
+    ] {
+        let mut args = vec!["train", "--data", s(data), "--out", s(&run), "--overwrite"];
+        args.extend(extra.into_iter().flatten());
+        let out = bacseg(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        for f in ["config.json", "best.safetensors", "metrics.csv"] {
+            assert_eq!(
+                std::fs::read(run.join(f)).unwrap(),
+                b"old run",
+                "{args:?}: {f}"
+            );
+        }
+    }
+}
