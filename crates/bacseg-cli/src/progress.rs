@@ -7,17 +7,18 @@ use bacseg::batch::{BatchObserver, Row, Shard, Status};
 use bacseg::train::{CacheObserver, EpochRecord, Observer};
 use bacseg::{Pipeline, Predictor};
 
-/// indicatif's count of items.
-pub const POS: &str = "{pos}/{len}";
+/// indicatif's count of items, and of bytes, with their rates.
+pub const POS: &str = "{pos}/{len} {per_sec}";
+pub const BYTES: &str = "{bytes}/{total_bytes} {bytes_per_sec}";
 
 /// A progress bar on stderr when it is a terminal (`None` otherwise: print plain lines).
-/// `counter` is indicatif's template for the count (`{pos}/{len}`, `{bytes}/{total_bytes}`).
+/// `counter` is indicatif's template for the count and rate ([`POS`], [`BYTES`]).
 pub fn bar(len: u64, message: &str, counter: &str) -> Option<indicatif::ProgressBar> {
     std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(len);
         bar.set_style(
             indicatif::ProgressStyle::with_template(&format!(
-                "{{msg}} [{{bar:30}}] {counter} {{per_sec}} eta {{eta}}"
+                "{{msg}} [{{bar:30}}] {counter} eta {{eta}}"
             ))
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> "),

@@ -90,8 +90,7 @@ fn export_writes_an_onnx_model_and_reference_arrays() {
 
 #[test]
 fn the_published_scunet_checkpoint_is_exported_with_its_normalisation() {
-    let Some(shared) = std::env::var_os("BACSEG_SHARED_DATA").map(std::path::PathBuf::from) else {
-        eprintln!("SKIPPED: set BACSEG_SHARED_DATA to export the shared SCU-Net checkpoint");
+    let Some(shared) = bacseg_core::shared_data("the SCU-Net export test") else {
         return;
     };
     let checkpoint = shared.join("../models/scunet/SCUNet_dice_512_512_best.pt");

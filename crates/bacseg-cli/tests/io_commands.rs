@@ -172,13 +172,7 @@ fn preprocess_writes_mask_image_and_overlay() {
 }
 
 fn shared() -> Option<PathBuf> {
-    match std::env::var_os("BACSEG_SHARED_DATA").map(PathBuf::from) {
-        Some(d) if d.join("dicom").is_dir() => Some(d),
-        _ => {
-            eprintln!("SKIPPED: set BACSEG_SHARED_DATA to run the CLI on the shared real files");
-            None
-        }
-    }
+    bacseg_core::shared_data("the CLI on the shared real files")
 }
 
 #[test]

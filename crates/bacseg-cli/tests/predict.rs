@@ -254,8 +254,7 @@ fn predict_refuses_bad_models_and_options() {
 /// vessels): every output, a non-empty mask, and the preset recorded in the JSON.
 #[test]
 fn published_scunet_pipeline_on_a_real_crop() {
-    let Some(shared) = std::env::var_os("BACSEG_SHARED_DATA").map(std::path::PathBuf::from) else {
-        eprintln!("SKIPPED: set BACSEG_SHARED_DATA to run SCU-Net on a real crop");
+    let Some(shared) = bacseg_core::shared_data("SCU-Net on a real crop") else {
         return;
     };
     let checkpoint = shared.join("../models/scunet/SCUNet_dice_512_512_best.pt");

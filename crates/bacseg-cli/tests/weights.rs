@@ -100,8 +100,7 @@ fn a_download_with_the_wrong_sha256_or_status_is_not_cached() {
 
 #[test]
 fn the_published_checkpoint_is_fetched_verified_and_cached_once() {
-    let Some(shared) = std::env::var_os("BACSEG_SHARED_DATA").map(PathBuf::from) else {
-        eprintln!("SKIPPED: set BACSEG_SHARED_DATA to serve the shared SCU-Net checkpoint");
+    let Some(shared) = bacseg_core::shared_data("the weights fetch test") else {
         return;
     };
     let checkpoint = shared.join("../models/scunet/SCUNet_dice_512_512_best.pt");

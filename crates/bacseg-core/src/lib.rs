@@ -17,8 +17,10 @@ pub mod preprocess;
 pub mod quantify;
 pub mod raster;
 pub mod resample;
+pub mod shared_data;
 pub mod stitch;
 pub mod synth;
 
 pub use mammogram::{Laterality, Mammogram, PixelSpacing, SpacingSource, View};
 pub use raster::{Mask, ProbMap, Raster, Size};
+pub use shared_data::shared_data;

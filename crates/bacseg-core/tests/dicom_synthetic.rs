@@ -345,3 +345,178 @@ fn truncated_and_foreign_files_give_errors_naming_the_file() {
     let err = io::load(&png).unwrap_err();
     assert!(err.to_string().contains("broken.png"), "{err}");
 }
+
+fn good(path: &Path, extra: Vec<DataElement<InMemDicomObject>>) {
+    write(
+        path,
+        Spec {
+            photometric: "MONOCHROME2",
+            bits: 12,
+            pixels: ramp(16, 16),
+            width: 16,
+            height: 16,
+            extra,
+        },
+    );
+}
+
+/// Files whose header lies about their structure are refused before dicom-rs parses them: no
+/// stack overflow (the process would abort), no allocation of what a length claims.
+#[test]
+fn hostile_structure_is_refused_before_parsing() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.dcm");
+    good(&base, vec![]);
+    let bytes = std::fs::read(&base).unwrap();
+
+    // 20,000 nested sequences (undefined lengths) after the pixel data.
+    let mut nested = bytes.clone();
+    for _ in 0..20_000 {
+        nested.extend_from_slice(&[
+            0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
+        nested.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    }
+    let path = dir.path().join("nested.dcm");
+    std::fs::write(&path, &nested).unwrap();
+    for err in [io::load(&path).unwrap_err(), io::info(&path).unwrap_err()] {
+        let msg = err.to_string();
+        assert!(
+            msg.contains("nested.dcm") && msg.contains("nested more than"),
+            "{msg}"
+        );
+    }
+
+    // Pixel Data declaring 0xFFFFFFF0 bytes.
+    let at = bytes
+        .windows(8)
+        .position(|w| w == [0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0])
+        .unwrap();
+    let mut huge = bytes.clone();
+    huge[at + 8..at + 12].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    let path = dir.path().join("huge.dcm");
+    std::fs::write(&path, &huge).unwrap();
+    let msg = io::load(&path).unwrap_err().to_string();
+    assert!(msg.contains("declares 4294967280 bytes"), "{msg}");
+}
+
+/// What the header claims about the pixels is checked: dimensions, bit depths, photometric
+/// interpretation, and a pixel spacing no mammogram has is ignored with a note.
+#[test]
+fn implausible_headers_are_refused_or_their_spacing_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let us = |tag, v: u16| DataElement::new(tag, VR::US, dicom_value!(U16, [v]));
+    for (name, extra, expect) in [
+        ("bits0.dcm", vec![us(tags::BITS_STORED, 0)], "Bits Stored 0"),
+        (
+            "bits255.dcm",
+            vec![us(tags::BITS_STORED, 255)],
+            "Bits Stored 255",
+        ),
+        ("rows1.dcm", vec![us(tags::ROWS, 1)], "not an image"),
+        (
+            "mono3.dcm",
+            vec![DataElement::new(
+                tags::PHOTOMETRIC_INTERPRETATION,
+                VR::CS,
+                PrimitiveValue::from("MONOCHROME3"),
+            )],
+            "MONOCHROME3",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        good(&path, extra);
+        let msg = io::load(&path).unwrap_err().to_string();
+        assert!(msg.contains(name) && msg.contains(expect), "{name}: {msg}");
+    }
+    for (name, spacing) in [("s50.dcm", "50\\50"), ("s1e300.dcm", "1e300\\1e300")] {
+        let path = dir.path().join(name);
+        good(
+            &path,
+            vec![DataElement::new(
+                tags::PIXEL_SPACING,
+                VR::DS,
+                PrimitiveValue::from(spacing),
+            )],
+        );
+        let m = io::load(&path).unwrap();
+        assert!(m.spacing.is_none(), "{name}");
+        assert!(
+            m.notes.iter().any(|n| n.contains("plausible")),
+            "{name}: {:?}",
+            m.notes
+        );
+    }
+    let path = dir.path().join("s007.dcm");
+    good(
+        &path,
+        vec![DataElement::new(
+            tags::PIXEL_SPACING,
+            VR::DS,
+            PrimitiveValue::from("0.07\\0.07"),
+        )],
+    );
+    assert_eq!(io::load(&path).unwrap().spacing.unwrap().row_mm, 0.07);
+}
+
+/// CRC-32 (PNG's) of `bytes`.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// A 15000x15000 PNG is refused from its header (the default limit is 120 megapixels), and a
+/// FIFO is refused without being opened (reading it would block for ever).
+#[test]
+fn oversized_images_and_special_files_are_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&15000u32.to_be_bytes());
+    ihdr.extend_from_slice(&15000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+    png.extend_from_slice(&13u32.to_be_bytes());
+    png.extend_from_slice(&ihdr);
+    png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    for chunk in [b"IDAT", b"IEND"] {
+        png.extend_from_slice(&[0, 0, 0, 0]);
+        png.extend_from_slice(chunk);
+        png.extend_from_slice(&crc32(chunk).to_be_bytes());
+    }
+    let path = dir.path().join("big.png");
+    std::fs::write(&path, &png).unwrap();
+    let err = io::load(&path).unwrap_err();
+    assert!(
+        matches!(err, IoError::TooLarge { .. }) && err.to_string().contains("15000x15000"),
+        "{err}"
+    );
+
+    #[cfg(unix)]
+    {
+        let fifo = dir.path().join("fifo.dcm");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let err = io::load(&fifo).unwrap_err();
+            assert!(
+                matches!(err, IoError::NotAFile { .. }) && err.to_string().contains("FIFO"),
+                "{err}"
+            );
+            assert!(matches!(
+                io::info(&fifo).unwrap_err(),
+                IoError::NotAFile { .. }
+            ));
+        }
+    }
+    let err = io::load(dir.path()).unwrap_err();
+    assert!(matches!(err, IoError::NotAFile { .. }), "{err}");
+}

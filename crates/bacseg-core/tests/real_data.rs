@@ -14,16 +14,7 @@ use bacseg_core::preprocess::{self, Preprocess};
 use sha2::{Digest, Sha256};
 
 fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("BACSEG_SHARED_DATA").map(PathBuf::from);
-    match dir {
-        Some(d) if d.join("dicom").is_dir() => Some(d),
-        _ => {
-            eprintln!(
-                "SKIPPED: set BACSEG_SHARED_DATA to the shared data directory to run real-data tests"
-            );
-            None
-        }
-    }
+    bacseg_core::shared_data("the real-data tests")
 }
 
 #[test]

@@ -18,16 +18,12 @@ const CHECKPOINTS: [&str; 3] = [
 ];
 
 fn scunet_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("BACSEG_SHARED_DATA")
-        .map(|d| PathBuf::from(d).join("../models/scunet"))
-        .filter(|d| d.is_dir());
-    if dir.is_none() {
-        eprintln!(
-            "SKIPPED: set BACSEG_SHARED_DATA to the shared data directory (with ../models/scunet \
-             beside it) to run the SCU-Net checkpoint tests"
-        );
+    let dir = bacseg_core::shared_data("the SCU-Net checkpoint tests")?.join("../models/scunet");
+    if !dir.is_dir() {
+        eprintln!("SKIPPED: no ../models/scunet beside the shared data directory");
+        return None;
     }
-    dir
+    Some(dir)
 }
 
 /// A tensor of the fixture: (dtype, shape, little-endian bytes).

@@ -312,5 +312,5 @@ fn the_cpu_engine_names_what_it_trains() {
         Ok(_) => "trained".to_string(),
         Err(e) => e.to_string(),
     };
-    assert!(message.contains("--engine burn"), "{message}");
+    assert!(message.contains("the burn engine"), "{message}");
 }

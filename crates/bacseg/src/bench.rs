@@ -735,11 +735,12 @@ struct Torch<'a> {
 
 impl Torch<'_> {
     fn running(&self, e: std::io::Error) -> Error {
-        Error::with_source(
-            ErrorKind::Runtime,
-            format!("running {}", self.python.display()),
-            e,
-        )
+        // A Python that does not exist is the user's path; anything else failed to run.
+        let kind = match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => ErrorKind::Input,
+            _ => ErrorKind::Runtime,
+        };
+        Error::with_source(kind, format!("running {}", self.python.display()), e)
     }
 
     fn call(&self, args: &[&str]) -> Result<String> {

@@ -170,6 +170,47 @@ pub fn plan(options: &CompareOptions) -> Result<Plan> {
 }
 
 impl Plan {
+    /// Check the trained runs before they are used: each has a readable configuration on this
+    /// plan's split and best weights, and all share the preprocessing and patch settings (the
+    /// patch-level comparison needs the same grid). Returns the runs' configurations.
+    pub fn check_runs(&self) -> Result<Vec<RunConfig>> {
+        let mut configs: Vec<RunConfig> = Vec::new();
+        for r in &self.runs {
+            let dir = RunDir::new(&r.run);
+            let config = dir.read_config().map_err(|e| {
+                Error::with_source(ErrorKind::Input, r.run.display().to_string(), e)
+            })?;
+            if config.split != self.split {
+                return Err(Error::config(format!(
+                    "{} was trained on another split than {}; train it again (overwrite)",
+                    r.run.display(),
+                    self.splits_path.display()
+                )));
+            }
+            if !dir.best_weights().is_file() {
+                return Err(Error::config(format!(
+                    "{}: no best.safetensors (no epoch finished within the time budget?)",
+                    r.run.display()
+                )));
+            }
+            if let Some(first) = configs.first()
+                && first.patches != config.patches
+            {
+                return Err(Error::config(format!(
+                    "{} uses other preprocessing or patch settings than {}; the patch-level \
+                     comparison needs the same; train them again with the same options",
+                    r.run.display(),
+                    self.runs[0].run.display()
+                )));
+            }
+            configs.push(config);
+        }
+        if configs.is_empty() {
+            return Err(Error::config("no run to evaluate"));
+        }
+        Ok(configs)
+    }
+
     /// Create the output directory and write a random split to `OUT/splits.json` (a split
     /// from the dataset is left where it is).
     pub fn write_split(&self) -> Result<()> {
@@ -223,29 +264,10 @@ pub fn evaluate(
     batch: usize,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<Comparison> {
+    let configs = plan.check_runs()?;
     let mut entries = Vec::new();
     let mut models = Vec::new();
-    for r in &plan.runs {
-        let dir = RunDir::new(&r.run);
-        let config = dir
-            .read_config()
-            .map_err(|e| Error::from(e).context(r.run.display().to_string()))?;
-        if config.split != plan.split {
-            return Err(Error::config(format!(
-                "{} was trained on another split than {}; train it again (overwrite)",
-                r.run.display(),
-                plan.splits_path.display()
-            )));
-        }
-        if !dir.best_weights().is_file() {
-            return Err(Error::new(
-                ErrorKind::Weights,
-                format!(
-                    "{}: no best.safetensors (no epoch finished within the budget?)",
-                    r.run.display()
-                ),
-            ));
-        }
+    for (r, config) in plan.runs.iter().zip(configs) {
         let model = Model::load(&ModelSource::RunDir(r.run.clone()))?;
         entries.push(Entry {
             architecture: r.architecture,
@@ -258,18 +280,7 @@ pub fn evaluate(
         });
         models.push(model);
     }
-    let Some(first) = entries.first() else {
-        return Err(Error::config("no run to evaluate"));
-    };
-    let patches = first.config.patches.clone();
-    if let Some(e) = entries.iter().find(|e| e.config.patches != patches) {
-        return Err(Error::config(format!(
-            "{} uses other preprocessing or patch settings than {}; the patch-level comparison \
-             needs the same; train them again with the same options",
-            e.run.display(),
-            first.run.display()
-        )));
-    }
+    let patches = entries[0].config.patches.clone();
     let batch = batch.max(1);
     let mut patch_units: Vec<Vec<ConfusionCounts>> = vec![Vec::new(); entries.len()];
     let mut image_units: Vec<Vec<ConfusionCounts>> = vec![Vec::new(); entries.len()];

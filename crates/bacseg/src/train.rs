@@ -1,10 +1,11 @@
 //! Training: a new run or the continuation of one, with progress reported to an observer.
 //!
-//! A [`Trainer`] is made in two steps so that nothing on disk changes before everything is
-//! known to be usable: [`Trainer::create`] (or [`Trainer::resume`]) checks the settings, opens
-//! the dataset and makes the split, and only then, for a new run with
-//! [`NewRun::overwrite`], removes the previous run's files; [`Trainer::train`] builds the patch
-//! caches and runs the epochs, writing a resumable run directory (docs/cli.md#train).
+//! A [`Trainer`] is made in two steps so that a previous run is not lost to a new one that
+//! cannot start: [`Trainer::create`] (or [`Trainer::resume`]) checks the settings, opens the
+//! dataset and makes the split, writing nothing; [`Trainer::train`] builds the patch caches,
+//! checks the engine and only then, for a new run with [`NewRun::overwrite`], removes the
+//! previous run's files, and runs the epochs, writing a resumable run directory
+//! (docs/cli.md#train).
 //!
 //! ```no_run
 //! use bacseg::nn::Architecture;
@@ -72,8 +73,8 @@ pub struct NewRun {
     pub splits: Option<PathBuf>,
     pub val_fraction: f64,
     pub test_fraction: f64,
-    /// Replace a previous run in `out` (after every check has passed); without it a non-empty
-    /// `out` is an error.
+    /// Replace a previous run in `out` (once the new one is ready to train: settings, data,
+    /// caches and engine checked); without it a non-empty `out` is an error.
     pub overwrite: bool,
     /// Patch cache directory (default `OUT/cache`); may be shared between runs.
     pub cache: Option<PathBuf>,
@@ -114,6 +115,8 @@ pub struct Trainer {
     config: RunConfig,
     dataset: Dataset,
     resume: bool,
+    /// Remove a previous run's files once everything is ready to train.
+    replace: bool,
     cache: PathBuf,
 }
 
@@ -129,14 +132,36 @@ pub trait CacheObserver {
 
 impl CacheObserver for Quiet {}
 
+/// Remove the files of a previous run in `dir` (not its patch cache).
+fn remove_run_files(dir: &Path) -> Result<()> {
+    for name in RUN_FILES {
+        let p = dir.join(name);
+        let removed = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        if let Err(e) = removed
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(Error::with_source(
+                ErrorKind::Io,
+                format!("replacing the run in {}: {}", dir.display(), p.display()),
+                e,
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn is_nonempty_dir(path: &Path) -> bool {
     std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some())
 }
 
 impl Trainer {
-    /// A new run: checks the settings, opens the dataset and makes the split; then, and only
-    /// then, clears a previous run in `out` when [`NewRun::overwrite`] is set. A non-empty
-    /// `out` without it is an error that names both ways on.
+    /// A new run: checks the settings, opens the dataset and makes the split; nothing is
+    /// written. A non-empty `out` is an error unless [`NewRun::overwrite`] is set, in which
+    /// case [`Trainer::train`] replaces the previous run once it is ready to train.
     pub fn create(new: &NewRun) -> Result<Self> {
         new.train
             .validate()
@@ -192,29 +217,6 @@ impl Trainer {
             model: new.model.clone(),
             train: new.train.clone(),
         };
-        if new.overwrite {
-            for name in RUN_FILES {
-                let p = new.out.join(name);
-                let removed = if p.is_dir() {
-                    std::fs::remove_dir_all(&p)
-                } else {
-                    std::fs::remove_file(&p)
-                };
-                if let Err(e) = removed
-                    && e.kind() != std::io::ErrorKind::NotFound
-                {
-                    return Err(Error::with_source(
-                        ErrorKind::Io,
-                        format!(
-                            "replacing the run in {}: {}",
-                            new.out.display(),
-                            p.display()
-                        ),
-                        e,
-                    ));
-                }
-            }
-        }
         let cache = new.cache.clone().unwrap_or_else(|| new.out.join("cache"));
         Ok(Self {
             run: RunDir::new(&new.out),
@@ -222,6 +224,7 @@ impl Trainer {
             config,
             dataset,
             resume: false,
+            replace: new.overwrite,
             cache,
         })
     }
@@ -257,6 +260,7 @@ impl Trainer {
             .build_seeded(&Device::default(), config.train.seed)?;
         Ok(Self {
             network,
+            replace: false,
             cache: dir.join("cache"),
             run,
             config,
@@ -312,6 +316,15 @@ impl Trainer {
                 "{}: no training patch lies in the breast",
                 self.config.data.display()
             )));
+        }
+        if control.engine == TrainEngine::Cpu && self.network.unet_parts().is_none() {
+            return Err(Error::config(format!(
+                "the CPU training engine trains DT-UNet and UNet, not {}",
+                self.network.name()
+            )));
+        }
+        if self.replace {
+            remove_run_files(&self.run.root)?;
         }
         let data = TrainData {
             train: &train,

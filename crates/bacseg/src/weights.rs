@@ -108,15 +108,25 @@ impl Fetched {
     }
 }
 
+/// What [`fetch`] reports while it works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchEvent {
+    /// The cached copy at this path does not match its SHA-256; it is downloaded again.
+    CorruptCache(PathBuf),
+    /// Bytes received so far, and the total when the server said it.
+    Progress { done: u64, total: Option<u64> },
+}
+
 /// Make `weights` available in `cache`: a verified cached copy is used unless `force`, else
 /// they are downloaded from `url` (default: the published one; the published SHA-256 is
-/// required either way). `progress(bytes_so_far, total_if_known)` is called as data arrives.
+/// required either way). `report` hears of a corrupt cached copy before the download and of
+/// the download's progress.
 pub fn fetch(
     weights: &Published,
     cache: &Path,
     url: Option<&str>,
     force: bool,
-    progress: &mut dyn FnMut(u64, Option<u64>),
+    report: &mut dyn FnMut(FetchEvent),
 ) -> Result<Fetched> {
     let dest = cached_path(cache, weights);
     let mut replaced_corrupt = false;
@@ -124,12 +134,18 @@ pub fn fetch(
         if sha256_of(&dest)? == weights.sha256 {
             return Ok(Fetched::Cached(dest));
         }
+        report(FetchEvent::CorruptCache(dest.clone()));
         replaced_corrupt = true;
     }
     let dir = dest.parent().unwrap_or(cache);
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::with_source(ErrorKind::Io, format!("creating {}", dir.display()), e))?;
-    download_verified(url.unwrap_or(weights.url), &dest, weights.sha256, progress)?;
+    download_verified(
+        url.unwrap_or(weights.url),
+        &dest,
+        weights.sha256,
+        &mut |done, total| report(FetchEvent::Progress { done, total }),
+    )?;
     Ok(Fetched::Downloaded {
         path: dest,
         replaced_corrupt,

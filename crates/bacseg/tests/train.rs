@@ -83,13 +83,33 @@ fn overwrite_replaces_an_old_run_only_after_every_check_passed() {
     assert!(err.to_string().contains("multiple"), "{err}");
     assert!(old_files_kept());
 
-    // A valid run replaces it.
+    // A network the CPU training engine does not train: refused before anything goes.
+    let mut segnet = small(&data, &out);
+    segnet.overwrite = true;
+    segnet.model = bacseg_nn::ModelSpec::reference(Architecture::SegNet)
+        .with_overrides(Some(2), Some(2))
+        .unwrap();
+    let cpu = Control {
+        engine: TrainEngine::Cpu,
+        ..Control::default()
+    };
+    let err = Trainer::create(&segnet).unwrap().train(&cpu, &mut Quiet);
+    assert_eq!(err.unwrap_err().kind(), ErrorKind::Config);
+    assert!(old_files_kept());
+
+    // A valid run replaces it when it starts training, not before.
     let mut good = small(&data, &out);
     good.overwrite = true;
     let trainer = Trainer::create(&good).unwrap();
-    assert!(!old_files_kept());
-    assert!(!out.join("best.safetensors").exists());
+    assert!(old_files_kept());
     assert_eq!(trainer.config().split.train.len(), 3);
+    let stop = Control {
+        stop_after_epochs: Some(1),
+        ..Control::default()
+    };
+    trainer.train(&stop, &mut Quiet).unwrap();
+    assert!(!old_files_kept());
+    assert_ne!(std::fs::read(out.join("config.json")).unwrap(), b"old run");
 }
 
 #[test]

@@ -158,6 +158,9 @@ pub fn run(args: Args) -> Result<()> {
         chain::train(&train)?;
     }
 
+    // Every run is usable (split, weights, same patch settings) before anything is predicted.
+    plan.check_runs()?;
+
     // 2. Whole-image predictions of the test images, with the `predict` command.
     let batch = args.batch.unwrap_or(4).max(1);
     for r in &plan.runs {

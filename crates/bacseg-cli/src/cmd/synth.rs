@@ -141,9 +141,10 @@ pub fn run(args: Args) -> Result<()> {
     };
     let summary =
         synth::write_dataset(&args.out, &config, &options, &report).map_err(|e| match e {
-            DatasetError::DifferentDataset { .. }
-            | DatasetError::Config(_)
-            | DatasetError::Background(_) => bad_input(e.to_string()),
+            DatasetError::Config(_) => usage(e.to_string()),
+            DatasetError::DifferentDataset { .. } | DatasetError::Background(_) => {
+                bad_input(e.to_string())
+            }
             other => anyhow::Error::new(other),
         });
     if let Some(bar) = &bar {

@@ -190,9 +190,11 @@ pub fn run(args: Args) -> Result<()> {
     let trainer = match (&args.resume, &args.out, &args.data) {
         (Some(dir), _, _) => {
             let trainer = Trainer::resume(dir, args.epochs).inspect_err(|_| {
-                if RunDir::new(dir).config().is_file() && !RunDir::new(dir).has_checkpoint() {
+                let run = RunDir::new(dir);
+                if run.config().is_file() && !run.has_checkpoint() {
                     eprintln!(
-                        "bacseg: --out {} --overwrite starts it again",
+                        "bacseg: no epoch of that run finished; start it again with --data DATA \
+                         --out {} --overwrite",
                         dir.display()
                     );
                 }
@@ -210,14 +212,14 @@ pub fn run(args: Args) -> Result<()> {
             trainer
         }
         (None, Some(out), Some(data)) => {
-            Trainer::create(&new_run(&args, data, out)?).inspect_err(|_| {
-                if !args.overwrite && std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
-                    eprintln!(
-                        "bacseg: --resume {0} continues the run there, --overwrite replaces it",
-                        out.display()
-                    );
-                }
-            })?
+            if !args.overwrite && std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
+                return Err(usage(format!(
+                    "{0} is not empty; use --resume {0} to continue a run there or --overwrite \
+                     to replace it",
+                    out.display()
+                )));
+            }
+            Trainer::create(&new_run(&args, data, out)?)?
         }
         (None, Some(_), None) => return Err(usage("--data is required for a new run")),
         (None, None, _) => return Err(usage("give --out RUN for a new run or --resume RUN")),

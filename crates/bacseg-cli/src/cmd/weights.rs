@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use bacseg::weights::{self, Fetched, PUBLISHED, cache_dir, cached_path, published};
+use bacseg::weights::{self, FetchEvent, Fetched, PUBLISHED, cache_dir, cached_path, published};
 
 use crate::exit::usage;
 use crate::progress;
@@ -92,12 +92,18 @@ fn fetch(args: FetchArgs) -> Result<()> {
         &cache,
         args.url.as_deref(),
         args.force,
-        &mut |done, total| {
-            let b = bar.get_or_insert_with(|| {
-                progress::bar(total.unwrap_or(0), "fetch", "{bytes}/{total_bytes}")
-            });
-            if let Some(b) = b {
-                b.set_position(done);
+        &mut |event| match event {
+            FetchEvent::CorruptCache(path) => eprintln!(
+                "bacseg: the cached {} does not match its SHA-256; downloading it again",
+                path.display()
+            ),
+            FetchEvent::Progress { done, total } => {
+                let b = bar.get_or_insert_with(|| {
+                    progress::bar(total.unwrap_or(0), "fetch", progress::BYTES)
+                });
+                if let Some(b) = b {
+                    b.set_position(done);
+                }
             }
         },
     )?;
@@ -106,12 +112,7 @@ fn fetch(args: FetchArgs) -> Result<()> {
     }
     match &fetched {
         Fetched::Cached(_) => eprintln!("bacseg: {} is cached and verified", weights.name),
-        Fetched::Downloaded {
-            replaced_corrupt, ..
-        } => {
-            if *replaced_corrupt {
-                eprintln!("bacseg: the cached copy did not match its SHA-256; downloaded again");
-            }
+        Fetched::Downloaded { .. } => {
             eprintln!("bacseg: {} downloaded and verified", weights.name);
         }
     }

@@ -14,7 +14,7 @@ use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::TransferSyntaxIndex;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use super::{FileFormat, ImageInfo, IoError, TransferSyntaxInfo};
+use super::{FileFormat, ImageInfo, IoError, PLAUSIBLE_SPACING_MM, TransferSyntaxInfo, check_size};
 use crate::mammogram::{Laterality, Mammogram, PixelSpacing, SpacingSource, View};
 use crate::raster::Raster;
 
@@ -52,6 +52,7 @@ fn unsupported(path: &Path, reason: impl Into<String>) -> IoError {
 }
 
 fn open(path: &Path, with_pixels: bool) -> Result<DefaultDicomObject, IoError> {
+    super::dicom_check::check(path).map_err(|reason| corrupt(path, reason))?;
     let mut options = OpenFileOptions::new();
     if !with_pixels {
         options = options.read_until(tags::PIXEL_DATA);
@@ -92,11 +93,30 @@ fn spacing_pair(v: &[f64]) -> Option<(f64, f64)> {
     }
 }
 
+/// [`raw_pixel_spacing`] when it is plausible; otherwise `None` and a note saying why.
+fn pixel_spacing(obj: &DefaultDicomObject) -> (Option<PixelSpacing>, Option<String>) {
+    let Some(s) = raw_pixel_spacing(obj) else {
+        return (None, None);
+    };
+    let (lo, hi) = PLAUSIBLE_SPACING_MM;
+    let ok = |v: f64| (lo..=hi).contains(&v);
+    if ok(s.row_mm) && ok(s.col_mm) {
+        (Some(s), None)
+    } else {
+        let note = format!(
+            "pixel spacing {} x {} mm ({:?}) is outside the plausible {lo}-{hi} mm for a \
+             mammogram: ignored (give the spacing explicitly)",
+            s.row_mm, s.col_mm, s.source
+        );
+        (None, Some(note))
+    }
+}
+
 /// Pixel spacing in the breast plane where the file allows it: Pixel Spacing first (the
 /// modality calibrated it), then Imager Pixel Spacing corrected by the Estimated
 /// Radiographic Magnification Factor, then plain Imager Pixel Spacing, then the nominal
 /// spacing of a film scanner.
-fn pixel_spacing(obj: &DefaultDicomObject) -> Option<PixelSpacing> {
+fn raw_pixel_spacing(obj: &DefaultDicomObject) -> Option<PixelSpacing> {
     let make = |(row_mm, col_mm), source| PixelSpacing {
         row_mm,
         col_mm,
@@ -280,7 +300,7 @@ pub(super) fn info(path: &Path) -> Result<ImageInfo, IoError> {
         photometric_interpretation: text(&obj, tags::PHOTOMETRIC_INTERPRETATION)
             .unwrap_or_else(|| "unknown".into()),
         transfer_syntax: Some(transfer_syntax(&obj)),
-        pixel_spacing_mm: pixel_spacing(&obj),
+        pixel_spacing_mm: pixel_spacing(&obj).0,
         laterality: laterality(&obj),
         view_position: text(&obj, tags::VIEW_POSITION).and_then(|s| View::from_dicom(&s)),
         modality: text(&obj, tags::MODALITY),
@@ -310,6 +330,35 @@ pub(super) fn load(path: &Path) -> Result<Mammogram, IoError> {
     }
 }
 
+/// What the header claims about the pixels, checked before they are decoded: a size within
+/// the limit, at least 2x2, and bit depths that make sense (PS3.3 C.7.6.3).
+fn check_header(path: &Path, obj: &DefaultDicomObject) -> Result<(), IoError> {
+    let rows = int(obj, tags::ROWS).unwrap_or(0);
+    let columns = int(obj, tags::COLUMNS).unwrap_or(0);
+    if rows < 2 || columns < 2 {
+        return Err(corrupt(
+            path,
+            format!("Rows {rows} x Columns {columns}: not an image"),
+        ));
+    }
+    check_size(path, columns as u64, rows as u64)?;
+    let allocated = int(obj, tags::BITS_ALLOCATED).unwrap_or(0);
+    let stored = int(obj, tags::BITS_STORED).unwrap_or(0);
+    if !matches!(allocated, 8 | 16 | 32) {
+        return Err(unsupported(
+            path,
+            format!("{allocated} bits allocated per sample (8, 16 or 32 supported)"),
+        ));
+    }
+    if stored < 1 || stored > allocated {
+        return Err(corrupt(
+            path,
+            format!("Bits Stored {stored} with Bits Allocated {allocated}"),
+        ));
+    }
+    Ok(())
+}
+
 fn load_inner(path: &Path) -> Result<Mammogram, IoError> {
     let obj = open(path, true)?;
     let ts = transfer_syntax(&obj);
@@ -324,7 +373,8 @@ fn load_inner(path: &Path) -> Result<Mammogram, IoError> {
     }
     let photometric = text(&obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
     let samples = int(&obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
-    if samples != 1 || !photometric.starts_with("MONOCHROME") {
+    let photometric = photometric.trim().to_string();
+    if samples != 1 || !matches!(photometric.as_str(), "MONOCHROME1" | "MONOCHROME2") {
         return Err(unsupported(
             path,
             format!(
@@ -335,6 +385,7 @@ fn load_inner(path: &Path) -> Result<Mammogram, IoError> {
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(corrupt(path, "no Pixel Data (7FE0,0010)"));
     }
+    check_header(path, &obj)?;
     let decoded = obj.decode_pixel_data().map_err(|e| {
         corrupt(
             path,
@@ -414,9 +465,11 @@ fn load_inner(path: &Path) -> Result<Mammogram, IoError> {
     }
     let pixels =
         Raster::from_vec(width, height, pixels).map_err(|e| corrupt(path, e.to_string()))?;
+    let (spacing, spacing_note) = pixel_spacing(&obj);
+    notes.extend(spacing_note);
     Ok(Mammogram {
         pixels,
-        spacing: pixel_spacing(&obj),
+        spacing,
         laterality: laterality(&obj),
         view: text(&obj, tags::VIEW_POSITION).and_then(|s| View::from_dicom(&s)),
         bits_stored,

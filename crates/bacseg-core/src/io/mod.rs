@@ -1,7 +1,13 @@
-//! Reading mammograms (DICOM, PNG, TIFF) into [`Mammogram`] and writing images, masks and
+//! Reading mammograms (DICOM, PNG, TIFF, JPEG) into [`Mammogram`] and writing images, masks and
 //! reports atomically. The format is detected from the file's content, not its extension.
+//!
+//! Reading is bounded: only regular files are opened (a FIFO or a device would block or never
+//! end), an image larger than [`max_pixels`] is refused from its header before any pixel is
+//! decoded, and a DICOM file's structure is checked (declared lengths within the file,
+//! sequences nested at most [`DICOM_MAX_DEPTH`] deep) before dicom-rs parses it.
 
 mod dicom;
+mod dicom_check;
 mod raster_file;
 mod write;
 
@@ -42,6 +48,95 @@ pub enum IoError {
     },
     #[error("{}: cannot write: {reason}", path.display())]
     Write { path: PathBuf, reason: String },
+    #[error("{}: not a regular file ({kind})", path.display())]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error("{}: {width}x{height} pixels is over the limit of {limit} megapixels (BACSEG_MAX_MEGAPIXELS)", path.display())]
+    TooLarge {
+        path: PathBuf,
+        width: u64,
+        height: u64,
+        limit: u64,
+    },
+}
+
+/// The pixel spacings, in mm, that a mammogram can plausibly have: detectors have 0.05-0.1 mm,
+/// film digitisers 0.025-0.2 mm, and downscaled exports more. A spacing outside is ignored with
+/// a note (a 50 mm spacing would make every calcification "severe").
+pub const PLAUSIBLE_SPACING_MM: (f64, f64) = (0.005, 1.0);
+
+/// How deep sequences may nest in a DICOM file bacseg reads.
+pub const DICOM_MAX_DEPTH: usize = dicom_check::MAX_DEPTH;
+
+/// The largest image decoded by default, in megapixels: 120 (a 10,954 x 10,954 square). The
+/// largest full-field detectors give about 30 megapixels, film digitised at 42 um about 80.
+/// Prediction needs about 18 bytes per pixel, so the default bounds one image's memory at
+/// about 2 GB.
+pub const DEFAULT_MAX_MEGAPIXELS: u64 = 120;
+
+/// The pixel limit in force: `BACSEG_MAX_MEGAPIXELS` (a positive number of megapixels) when it
+/// is set, else [`DEFAULT_MAX_MEGAPIXELS`].
+pub fn max_pixels() -> u64 {
+    let mp = std::env::var("BACSEG_MAX_MEGAPIXELS")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .unwrap_or(DEFAULT_MAX_MEGAPIXELS as f64);
+    (mp * 1e6) as u64
+}
+
+/// Refuse an image larger than [`max_pixels`] before it is decoded.
+fn check_size(path: &Path, width: u64, height: u64) -> Result<(), IoError> {
+    let limit = max_pixels();
+    if width.saturating_mul(height) > limit {
+        return Err(IoError::TooLarge {
+            path: path.into(),
+            width,
+            height,
+            limit: limit.div_ceil(1_000_000),
+        });
+    }
+    Ok(())
+}
+
+/// Refuse anything but a regular file (following links): reading a FIFO or a device blocks or
+/// never ends.
+fn check_regular(path: &Path) -> Result<(), IoError> {
+    let meta = std::fs::metadata(path).map_err(|source| IoError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let t = meta.file_type();
+    if t.is_file() {
+        return Ok(());
+    }
+    let kind = if t.is_dir() {
+        "a directory"
+    } else {
+        special_kind(&t)
+    };
+    Err(IoError::NotAFile {
+        path: path.into(),
+        kind,
+    })
+}
+
+#[cfg(unix)]
+fn special_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "a special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_kind(_: &std::fs::FileType) -> &'static str {
+    "a special file"
 }
 
 impl IoError {
@@ -52,7 +147,9 @@ impl IoError {
             | Self::UnknownFormat { path, .. }
             | Self::Corrupt { path, .. }
             | Self::Unsupported { path, .. }
-            | Self::Write { path, .. } => path,
+            | Self::Write { path, .. }
+            | Self::NotAFile { path, .. }
+            | Self::TooLarge { path, .. } => path,
         }
     }
 }
@@ -83,6 +180,7 @@ impl FileFormat {
 /// preamble-less data set that starts with a group 0002/0008 tag).
 pub fn detect_format(path: &Path) -> Result<FileFormat, IoError> {
     use std::io::Read;
+    check_regular(path)?;
     let mut head = [0u8; 132];
     let mut file = std::fs::File::open(path).map_err(|source| IoError::Io {
         path: path.into(),

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageError, ImageReader};
 
-use super::{FileFormat, ImageInfo, IoError};
+use super::{FileFormat, ImageInfo, IoError, check_size};
 use crate::mammogram::Mammogram;
 use crate::raster::Raster;
 
@@ -65,9 +65,16 @@ fn luma(r: f32, g: f32, b: f32) -> f32 {
 pub(super) fn load(path: &Path) -> Result<Mammogram, IoError> {
     let reader = open(path)?;
     let format = format_of(&reader);
-    let img = reader
-        .decode()
-        .map_err(|e| map_image_error(path, format, e))?;
+    let fail = |e| map_image_error(path, format, e);
+    let mut decoder = reader.into_decoder().map_err(fail)?;
+    // The size from the header, checked before a pixel is decoded; the decoder may then
+    // allocate what that size needs (16-bit RGBA at most) and no more.
+    let (w, h) = decoder.dimensions();
+    check_size(path, u64::from(w), u64::from(h))?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(u64::from(w) * u64::from(h) * 8 + (64 << 20));
+    decoder.set_limits(limits).map_err(fail)?;
+    let img = DynamicImage::from_decoder(decoder).map_err(fail)?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut notes = Vec::new();
     let (pixels, bits, max): (Vec<f32>, u16, f32) = match img {

@@ -121,7 +121,7 @@ impl ModelSpec {
                 if depth.is_some() {
                     return Err(NnError::Config {
                         model: "contextnet",
-                        reason: "its depth is fixed; only --width applies".into(),
+                        reason: "its depth is fixed; only the width can be changed".into(),
                     });
                 }
                 let c: ContextNetConfig = parse("contextnet", &self.config)?;
@@ -131,8 +131,7 @@ impl ModelSpec {
             Architecture::ScuNet => {
                 return Err(NnError::Config {
                     model: "scunet",
-                    reason: "its widths and depth are fixed; --width and --depth do not apply"
-                        .into(),
+                    reason: "its widths and depth are fixed; neither can be changed".into(),
                 });
             }
         };

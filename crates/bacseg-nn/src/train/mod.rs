@@ -507,7 +507,7 @@ pub fn train<M: SegmentationModel>(
         TrainEngine::Cpu => {
             if model.unet_parts().is_none() {
                 return Err(TrainError::Config(format!(
-                    "the CPU training engine trains DT-UNet and UNet, not {}; use --engine burn",
+                    "the CPU training engine trains DT-UNet and UNet, not {}; the burn engine trains it",
                     model.name()
                 )));
             }
@@ -519,7 +519,7 @@ pub fn train<M: SegmentationModel>(
             "batches of {} patches train slowly on burn's CPU backend: it computes the weight \
              gradients of convolutions with at most 16 output channels (DT-UNet's first two \
              levels) on a slow direct path when the batch is at most \
-             {SLOW_WEIGHT_GRADIENT_BATCH} (see `bacseg train` in docs/cli.md); --batch 5 or \
+             {SLOW_WEIGHT_GRADIENT_BATCH} (see `bacseg train` in docs/cli.md); a batch of 5 or \
              more avoids it",
             cfg.batch
         ));
@@ -559,7 +559,7 @@ pub fn train<M: SegmentationModel>(
                 net.load_optimizer_record(bytes)?;
             }
             observer.message(&format!(
-                "training on bacseg's CPU engine ({}; --engine burn for burn's autodiff)",
+                "training on bacseg's CPU engine ({}; the burn engine uses burn's autodiff)",
                 crate::train::cpu::kernel_set()
             ));
             Some(net)
