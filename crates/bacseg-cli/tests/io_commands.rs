@@ -224,3 +224,33 @@ fn every_shared_file_is_described_and_converted_or_rejected_clearly() {
         }
     }
 }
+
+/// dicom-rs's RLE decoder panics (index out of bounds) on the shared CBIS-DDSM RLE file with
+/// one byte of its RLE header changed. The panic is caught: one line naming the file, exit 2,
+/// no "panicked at" and no backtrace, with or without RUST_BACKTRACE.
+#[test]
+fn a_decoder_panic_is_one_line_without_a_backtrace() {
+    let Some(data) = shared() else { return };
+    let mut bytes = std::fs::read(data.join("dicom/cbis-ddsm-mg-rle.dcm")).unwrap();
+    assert_eq!(bytes[1317], 45, "the shared file changed");
+    bytes[1317] = 37;
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("rle-panic.dcm");
+    std::fs::write(&bad, &bytes).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bacseg"))
+        .args(["convert", s(&bad), s(&dir.path().join("out.png"))])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("rle-panic.dcm") && stderr.contains("decoder failed"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

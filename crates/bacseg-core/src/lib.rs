@@ -15,6 +15,7 @@ pub mod patch;
 pub mod postprocess;
 pub mod preprocess;
 pub mod quantify;
+pub mod quiet_panic;
 pub mod raster;
 pub mod resample;
 pub mod shared_data;

@@ -9,7 +9,6 @@
 //! docs/cli.md#predict.
 
 use std::collections::{HashMap, HashSet};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -465,11 +464,9 @@ fn run_batch(
             // A panic anywhere in one image's work (a decoder, the engine, a writer) is that
             // image's failure, not the batch's.
             let outcome =
-                catch_unwind(AssertUnwindSafe(|| one(input, &name))).unwrap_or_else(|panic| {
-                    Err(Error::runtime(format!(
-                        "internal error: {}",
-                        panic_message(&panic)
-                    )))
+                bacseg_core::quiet_panic::catch(|| one(input, &name)).unwrap_or_else(|panic| {
+                    let first = panic.lines().next().unwrap_or("");
+                    Err(Error::runtime(format!("internal error: {first}")))
                 });
             let seconds = t0.elapsed().as_secs_f64();
             match outcome {
@@ -504,19 +501,6 @@ fn run_batch(
     });
     write_summary(&summary_csv, &rows)?;
     Ok(BatchSummary { rows, summary_csv })
-}
-
-/// The text of a panic payload.
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".into())
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string()
 }
 
 /// Load, predict and write one image; on failure, remove what it had written.

@@ -317,16 +317,11 @@ pub(super) fn info(path: &Path) -> Result<ImageInfo, IoError> {
 pub(super) fn load(path: &Path) -> Result<Mammogram, IoError> {
     // dicom-rs and its codecs are meant to return errors on bad data; a panic deep inside
     // one must still become an error that names the file, not a crash of a whole batch.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_inner(path))) {
+    // Caught without printing (a panic message and backtrace before the clean error would
+    // only confuse).
+    match crate::quiet_panic::catch(|| load_inner(path)) {
         Ok(r) => r,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "decoder failed".into());
-            Err(corrupt(path, format!("pixel data decoder failed: {msg}")))
-        }
+        Err(msg) => Err(corrupt(path, format!("pixel data decoder failed: {msg}"))),
     }
 }
 
