@@ -17,7 +17,8 @@ use bacseg_core::mammogram::PixelSpacing;
 use bacseg_core::overlay;
 use bacseg_core::quantify::BacBurden;
 use bacseg_nn::Device;
-use serde::Serialize;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -304,17 +305,140 @@ pub struct BatchOptions {
     /// Longest side of the overlay PNG.
     pub overlay_size: usize,
     pub shard: Shard,
+    /// With a key, every output names an input by a keyed hash of its path (`anon-` and 32
+    /// hex digits, HMAC-SHA-256) instead of the path, for archives whose paths carry patient
+    /// identifiers; see [`anonymize_key`].
+    pub anonymize_key: Option<Vec<u8>>,
 }
 
 impl BatchOptions {
-    /// Outputs in `out`, existing ones kept, 1024-pixel overlays, one worker.
+    /// Outputs in `out`, existing ones kept, 1024-pixel overlays, one worker, paths shown.
     pub fn new(out: impl Into<PathBuf>) -> Self {
         Self {
             out: out.into(),
             overwrite: false,
             overlay_size: 1024,
             shard: Shard::ALL,
+            anonymize_key: None,
         }
+    }
+
+    /// How outputs name `input`: its path as given, or its keyed hash.
+    pub fn shown_path(&self, input: &Path) -> String {
+        match &self.anonymize_key {
+            None => input.display().to_string(),
+            Some(key) => {
+                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+                    .expect("HMAC takes keys of any length");
+                mac.update(input.as_os_str().as_encoded_bytes());
+                let digest = mac.finalize().into_bytes();
+                format!("anon-{}", crate::weights::hex(&digest[..16]))
+            }
+        }
+    }
+}
+
+/// The key for anonymised paths of outputs in `out`: `BACSEG_ANONYMIZE_KEY` when it is set
+/// (the same key gives the same hashes across output directories and sites), else the key
+/// kept in `OUT/.bacseg-anonymize-key`, made (32 random bytes, readable by the owner only)
+/// on first use so that reruns into `out` name inputs alike.
+pub fn anonymize_key(out: &Path) -> Result<Vec<u8>> {
+    if let Some(key) = std::env::var_os("BACSEG_ANONYMIZE_KEY").filter(|k| !k.is_empty()) {
+        return Ok(key.as_encoded_bytes().to_vec());
+    }
+    let path = out.join(".bacseg-anonymize-key");
+    let io = |e: std::io::Error| Error::with_source(ErrorKind::Io, path.display().to_string(), e);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return hex_decode(text.trim())
+            .ok_or_else(|| Error::input(format!("{}: not a hex key", path.display())));
+    }
+    std::fs::create_dir_all(out).map_err(io)?;
+    let key: [u8; 32] = rand::random();
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    match open.open(&path) {
+        Ok(mut f) => {
+            use std::io::Write;
+            writeln!(f, "{}", crate::weights::hex(&key)).map_err(io)?;
+            Ok(key.to_vec())
+        }
+        // Another worker made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(&path).map_err(io)?;
+            hex_decode(text.trim())
+                .ok_or_else(|| Error::input(format!("{}: not a hex key", path.display())))
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    if text.is_empty() || text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Bytes at the start of an input hashed for its identity (a DICOM header, an image header
+/// and the first pixels).
+const HEAD_BYTES: u64 = 64 * 1024;
+
+/// What identifies the input of a prediction, recorded in its `bac.json`: an image is skipped
+/// as done only when its outputs were made from a file of the same size and first bytes, with
+/// the same model and settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputIdentity {
+    /// The path as given (its keyed hash with anonymised paths).
+    pub path: String,
+    pub size: u64,
+    /// Modification time, seconds since the Unix epoch (informative; not compared, since
+    /// copying an archive changes it).
+    pub modified: Option<u64>,
+    /// SHA-256 of the first 64 KiB.
+    pub head_sha256: String,
+}
+
+impl InputIdentity {
+    /// The identity of `input`, shown as `path`. Only regular files are read.
+    pub fn of(input: &Path, path: String) -> Result<Self> {
+        use std::io::Read;
+        let fail = |e: std::io::Error| {
+            Error::with_source(ErrorKind::Input, input.display().to_string(), e)
+        };
+        let meta = std::fs::metadata(input).map_err(fail)?;
+        if !meta.is_file() {
+            return Err(Error::input(format!(
+                "{}: not a regular file",
+                input.display()
+            )));
+        }
+        let mut head = Vec::new();
+        std::fs::File::open(input)
+            .map_err(fail)?
+            .take(HEAD_BYTES)
+            .read_to_end(&mut head)
+            .map_err(fail)?;
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
+        Ok(Self {
+            path,
+            size: meta.len(),
+            modified,
+            head_sha256: crate::weights::hex(&Sha256::digest(&head)),
+        })
+    }
+
+    /// Whether both describe the same file content (size and first bytes).
+    pub fn same_content(&self, other: &Self) -> bool {
+        self.size == other.size && self.head_sha256 == other.head_sha256
     }
 }
 
@@ -343,6 +467,8 @@ pub struct Row {
     /// Output name.
     pub name: String,
     pub input: PathBuf,
+    /// The input as the outputs name it: its path, or its keyed hash with anonymised paths.
+    pub shown: String,
     pub status: Status,
     /// Why it failed or was skipped; the image's notes (e.g. colour converted to grey).
     pub message: String,
@@ -381,6 +507,9 @@ impl BatchSummary {
 struct Record<'a> {
     format: &'static str,
     stem: &'a str,
+    input: &'a InputIdentity,
+    /// SHA-256 of the model (architecture, widths, weights) and settings that made this.
+    fingerprint: &'a str,
     width: usize,
     height: usize,
     spacing: Option<PixelSpacing>,
@@ -413,21 +542,75 @@ pub fn predict_files(
     options: &BatchOptions,
     observer: &mut dyn BatchObserver,
 ) -> Result<BatchSummary> {
-    run_batch(inputs, options, observer, &mut |input, name| {
-        predict_one(predictor, input, name, options)
-    })
+    let fingerprint = fingerprint(predictor);
+    run_batch(
+        inputs,
+        options,
+        &fingerprint,
+        observer,
+        &mut |input, name, id| predict_one(predictor, input, name, id, &fingerprint, options),
+    )
+}
+
+/// SHA-256 of what makes a prediction: the model (architecture, widths, weights file content,
+/// precision) and the prediction settings.
+fn fingerprint(predictor: &Predictor<'_>) -> String {
+    let model = predictor.model();
+    let weights = crate::weights::sha256_of(model.weights_path()).unwrap_or_default();
+    let what = serde_json::json!({
+        "architecture": model.spec().architecture,
+        "config": model.spec().config,
+        "weights_sha256": weights,
+        "precision": model.precision(),
+        "settings": predictor.config(),
+    });
+    crate::weights::hex(&Sha256::digest(what.to_string().as_bytes()))
 }
 
 /// One image's burden and notes.
 type Done = (BacBurden, Vec<String>);
 
-/// The batch loop of [`predict_files`] around any per-image work `one` (input, output name)
-/// returning the burden and the image's notes.
+/// What bac.json says made it.
+#[derive(Debug, Deserialize)]
+struct Made {
+    input: Option<InputIdentity>,
+    fingerprint: Option<String>,
+    burden: Option<BacBurden>,
+}
+
+/// Whether the outputs under an image's name count as done for this input: `Ok` with their
+/// burden when they were made from the same file content with the same model and settings,
+/// else `Err` saying why they are predicted again.
+fn done_before(
+    json: &Path,
+    id: &InputIdentity,
+    fingerprint: &str,
+) -> Result<Option<BacBurden>, &'static str> {
+    let made = std::fs::read_to_string(json)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Made>(&t).ok())
+        .ok_or("its bac.json cannot be read")?;
+    match &made.input {
+        None => return Err("its bac.json does not record its input (an older bacseg made it)"),
+        Some(prev) if !prev.same_content(id) => {
+            return Err("they were made from another file with the same output name");
+        }
+        Some(_) => {}
+    }
+    if made.fingerprint.as_deref() != Some(fingerprint) {
+        return Err("they were made with another model or other settings");
+    }
+    Ok(made.burden)
+}
+
+/// The batch loop of [`predict_files`] around any per-image work `one` (input, output name,
+/// input identity) returning the burden and the image's notes.
 fn run_batch(
     inputs: &[PathBuf],
     options: &BatchOptions,
+    fingerprint: &str,
     observer: &mut dyn BatchObserver,
-    one: &mut dyn FnMut(&Path, &str) -> Result<Done>,
+    one: &mut dyn FnMut(&Path, &str, &InputIdentity) -> Result<Done>,
 ) -> Result<BatchSummary> {
     let names = output_names(inputs);
     let mine: Vec<(&PathBuf, String)> = inputs
@@ -443,54 +626,6 @@ fn run_batch(
         )
     })?;
     let total = mine.len();
-    observer.start(total, options.shard);
-    let mut rows = Vec::with_capacity(total);
-    for (i, (input, name)) in mine.into_iter().enumerate() {
-        let json = options.out.join(format!("{name}.bac.json"));
-        let row = if json.is_file() && !options.overwrite {
-            Row {
-                name,
-                input: input.clone(),
-                status: Status::Skipped,
-                message: "outputs exist (overwrite to predict again)".into(),
-                burden: std::fs::read_to_string(&json)
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                    .and_then(|v| serde_json::from_value(v["burden"].clone()).ok()),
-                seconds: 0.0,
-            }
-        } else {
-            let t0 = Instant::now();
-            // A panic anywhere in one image's work (a decoder, the engine, a writer) is that
-            // image's failure, not the batch's.
-            let outcome =
-                bacseg_core::quiet_panic::catch(|| one(input, &name)).unwrap_or_else(|panic| {
-                    let first = panic.lines().next().unwrap_or("");
-                    Err(Error::runtime(format!("internal error: {first}")))
-                });
-            let seconds = t0.elapsed().as_secs_f64();
-            match outcome {
-                Ok((burden, notes)) => Row {
-                    name,
-                    input: input.clone(),
-                    status: Status::Ok,
-                    message: notes.join("; "),
-                    burden: Some(burden),
-                    seconds,
-                },
-                Err(e) => Row {
-                    name,
-                    input: input.clone(),
-                    status: Status::Failed,
-                    message: e.chain_message(),
-                    burden: None,
-                    seconds,
-                },
-            }
-        };
-        observer.image(i + 1, total, &row);
-        rows.push(row);
-    }
     let summary_csv = options.out.join(if options.shard.count > 1 {
         format!(
             "summary-{}-of-{}.csv",
@@ -499,6 +634,81 @@ fn run_batch(
     } else {
         "summary.csv".into()
     });
+    // Rows are appended as images finish (a killed batch leaves the summary of what it did);
+    // the complete summary replaces it at the end.
+    let mut live = LiveSummary::create(&summary_csv)?;
+    observer.start(total, options.shard);
+    let mut rows = Vec::with_capacity(total);
+    for (i, (input, name)) in mine.into_iter().enumerate() {
+        let json = options.out.join(format!("{name}.bac.json"));
+        let shown = options.shown_path(input);
+        let t0 = Instant::now();
+        let row = |status, message: String, burden| Row {
+            name: name.clone(),
+            input: input.clone(),
+            shown: shown.clone(),
+            status,
+            message,
+            burden,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        let id = match InputIdentity::of(input, shown.clone()) {
+            Ok(id) => id,
+            Err(e) => {
+                let message = e
+                    .chain_message()
+                    .replace(&input.display().to_string(), &shown);
+                let r = row(Status::Failed, message, None);
+                live.append(&r)?;
+                observer.image(i + 1, total, &r);
+                rows.push(r);
+                continue;
+            }
+        };
+        let mut again = None;
+        if json.is_file() && !options.overwrite {
+            match done_before(&json, &id, fingerprint) {
+                Ok(burden) => {
+                    let r = row(
+                        Status::Skipped,
+                        "outputs exist (overwrite to predict again)".into(),
+                        burden,
+                    );
+                    live.append(&r)?;
+                    observer.image(i + 1, total, &r);
+                    rows.push(r);
+                    continue;
+                }
+                Err(why) => again = Some(format!("predicted again: {why}")),
+            }
+        }
+        // A panic anywhere in one image's work (a decoder, the engine, a writer) is that
+        // image's failure, not the batch's.
+        let outcome =
+            bacseg_core::quiet_panic::catch(|| one(input, &name, &id)).unwrap_or_else(|panic| {
+                let first = panic.lines().next().unwrap_or("");
+                Err(Error::runtime(format!("internal error: {first}")))
+            });
+        let r = match outcome {
+            Ok((burden, notes)) => {
+                let message = again
+                    .into_iter()
+                    .chain(notes)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                row(Status::Ok, message, Some(burden))
+            }
+            Err(e) => {
+                let message = e
+                    .chain_message()
+                    .replace(&input.display().to_string(), &shown);
+                row(Status::Failed, message, None)
+            }
+        };
+        live.append(&r)?;
+        observer.image(i + 1, total, &r);
+        rows.push(r);
+    }
     write_summary(&summary_csv, &rows)?;
     Ok(BatchSummary { rows, summary_csv })
 }
@@ -508,6 +718,8 @@ fn predict_one(
     predictor: &mut Predictor<'_>,
     input: &Path,
     name: &str,
+    id: &InputIdentity,
+    fingerprint: &str,
     options: &BatchOptions,
 ) -> Result<(BacBurden, Vec<String>)> {
     let start = Instant::now();
@@ -520,9 +732,9 @@ fn predict_one(
         &image,
         &pred,
         name,
+        (id, fingerprint),
         options,
-        load_s,
-        start,
+        (load_s, start),
         &mut written,
     );
     if result.is_err() {
@@ -540,9 +752,9 @@ fn write_outputs(
     image: &bacseg_core::mammogram::Mammogram,
     pred: &ImagePrediction,
     name: &str,
+    (id, fingerprint): (&InputIdentity, &str),
     options: &BatchOptions,
-    load_s: f64,
-    start: Instant,
+    (load_s, start): (f64, Instant),
     written: &mut Vec<PathBuf>,
 ) -> Result<()> {
     let s = Instant::now();
@@ -568,8 +780,10 @@ fn write_outputs(
     timings.total_s = start.elapsed().as_secs_f64();
     let model = predictor.model();
     let record = Record {
-        format: "bacseg-prediction/1",
+        format: "bacseg-prediction/2",
         stem: name,
+        input: id,
+        fingerprint,
         width: image.width(),
         height: image.height(),
         spacing: pred.spacing,
@@ -598,43 +812,85 @@ fn write_outputs(
     Ok(())
 }
 
-fn write_summary(path: &Path, rows: &[Row]) -> Result<()> {
+const SUMMARY_HEADER: [&str; 11] = [
+    "stem",
+    "input",
+    "status",
+    "area_px",
+    "area_mm2",
+    "length_mm",
+    "segments",
+    "grade",
+    "prob_sum",
+    "seconds",
+    "message",
+];
+
+/// One row of summary.csv as text (the input as the outputs show it).
+fn summary_record(r: &Row) -> [String; 11] {
     let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
+    let b = r.burden.as_ref();
+    [
+        r.name.clone(),
+        r.shown.clone(),
+        r.status.as_str().to_string(),
+        b.map_or(String::new(), |b| b.area_px.to_string()),
+        num(b.and_then(|b| b.area_mm2)),
+        num(b.and_then(|b| b.length_mm)),
+        b.map_or(String::new(), |b| b.segments.to_string()),
+        b.and_then(|b| b.grade)
+            .map_or("", |g| g.as_str())
+            .to_string(),
+        num(b.and_then(|b| b.prob.map(|p| p.sum))),
+        format!("{:.2}", r.seconds),
+        r.message.clone(),
+    ]
+}
+
+/// summary.csv while the batch runs: the header, then each row as its image finishes, flushed
+/// to the file at once.
+struct LiveSummary {
+    path: PathBuf,
+    out: csv::Writer<std::fs::File>,
+}
+
+impl LiveSummary {
+    fn create(path: &Path) -> Result<Self> {
+        let file = std::fs::File::create(path).map_err(|e| {
+            Error::with_source(ErrorKind::Io, format!("writing {}", path.display()), e)
+        })?;
+        let mut live = Self {
+            path: path.to_path_buf(),
+            out: csv::Writer::from_writer(file),
+        };
+        live.write(&SUMMARY_HEADER.map(String::from))?;
+        Ok(live)
+    }
+
+    fn append(&mut self, row: &Row) -> Result<()> {
+        self.write(&summary_record(row))
+    }
+
+    fn write(&mut self, record: &[String; 11]) -> Result<()> {
+        let fail = |e: &dyn std::fmt::Display| {
+            Error::new(
+                ErrorKind::Io,
+                format!("writing {}: {e}", self.path.display()),
+            )
+        };
+        self.out.write_record(record).map_err(|e| fail(&e))?;
+        self.out.flush().map_err(|e| fail(&e))
+    }
+}
+
+/// The complete summary, in input order, replacing the live one atomically.
+fn write_summary(path: &Path, rows: &[Row]) -> Result<()> {
     write_atomic(path, |w| {
         let mut out = csv::Writer::from_writer(w);
         let fail = |e: csv::Error| e.to_string();
-        out.write_record([
-            "stem",
-            "input",
-            "status",
-            "area_px",
-            "area_mm2",
-            "length_mm",
-            "segments",
-            "grade",
-            "prob_sum",
-            "seconds",
-            "message",
-        ])
-        .map_err(fail)?;
+        out.write_record(SUMMARY_HEADER).map_err(fail)?;
         for r in rows {
-            let b = r.burden.as_ref();
-            out.write_record([
-                r.name.clone(),
-                r.input.display().to_string(),
-                r.status.as_str().to_string(),
-                b.map_or(String::new(), |b| b.area_px.to_string()),
-                num(b.and_then(|b| b.area_mm2)),
-                num(b.and_then(|b| b.length_mm)),
-                b.map_or(String::new(), |b| b.segments.to_string()),
-                b.and_then(|b| b.grade)
-                    .map_or("", |g| g.as_str())
-                    .to_string(),
-                num(b.and_then(|b| b.prob.map(|p| p.sum))),
-                format!("{:.2}", r.seconds),
-                r.message.clone(),
-            ])
-            .map_err(fail)?;
+            out.write_record(summary_record(r)).map_err(fail)?;
         }
         out.flush().map_err(|e| e.to_string())
     })?;
@@ -648,10 +904,15 @@ mod tests {
     #[test]
     fn a_panic_on_one_image_is_its_failed_row_and_the_batch_goes_on() {
         let dir = tempfile::tempdir().unwrap();
-        let inputs: Vec<PathBuf> = ["a.png", "b.png", "c.png"].map(PathBuf::from).to_vec();
+        let inputs: Vec<PathBuf> = ["a.png", "b.png", "c.png"]
+            .map(|n| dir.path().join(n))
+            .to_vec();
+        for p in &inputs {
+            std::fs::write(p, b"x").unwrap();
+        }
         let options = BatchOptions::new(dir.path().join("out"));
-        let summary = run_batch(&inputs, &options, &mut Silent, &mut |input, _| {
-            if input == Path::new("b.png") {
+        let summary = run_batch(&inputs, &options, "fp", &mut Silent, &mut |input, _, _| {
+            if input.ends_with("b.png") {
                 panic!("decoder exploded\nsecond line");
             }
             let empty = bacseg_core::raster::Mask::filled(2, 2, false);
@@ -665,6 +926,31 @@ mod tests {
         assert_eq!(summary.rows[1].message, "internal error: decoder exploded");
         let csv = std::fs::read_to_string(&summary.summary_csv).unwrap();
         assert_eq!(csv.lines().count(), 4, "{csv}");
-        assert!(csv.contains("b,b.png,failed,"), "{csv}");
+        assert!(csv.contains("b.png,failed,"), "{csv}");
+    }
+
+    #[test]
+    fn anonymised_paths_are_keyed_hashes_and_the_key_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let key = anonymize_key(&out).unwrap();
+        assert_eq!(key.len(), 32);
+        assert_eq!(anonymize_key(&out).unwrap(), key, "the kept key is reused");
+        let mut options = BatchOptions::new(&out);
+        let plain = options.shown_path(Path::new("/archive/PATIENT-123/1-1.dcm"));
+        assert_eq!(plain, "/archive/PATIENT-123/1-1.dcm");
+        options.anonymize_key = Some(key);
+        let a = options.shown_path(Path::new("/archive/PATIENT-123/1-1.dcm"));
+        let b = options.shown_path(Path::new("/archive/PATIENT-124/1-1.dcm"));
+        assert!(
+            a.starts_with("anon-") && a.len() == 5 + 32 && !a.contains("PATIENT"),
+            "{a}"
+        );
+        assert_ne!(a, b);
+        options.anonymize_key = Some(b"another key".to_vec());
+        assert_ne!(
+            options.shown_path(Path::new("/archive/PATIENT-123/1-1.dcm")),
+            a
+        );
     }
 }

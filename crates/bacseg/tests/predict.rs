@@ -86,3 +86,130 @@ fn settings_are_checked_against_the_model_before_any_image() {
     let e = Predictor::new(&model, PredictConfig::published_scunet()).unwrap_err();
     assert!(e.to_string().contains("published SCU-Net"), "{e}");
 }
+
+/// Write `image()` with brightness `offset` added as a 16-bit PNG.
+fn write_image(path: &std::path::Path, offset: f32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let m = image();
+    let data: Vec<u16> = m
+        .pixels
+        .data()
+        .iter()
+        .map(|&v| (v + offset) as u16)
+        .collect();
+    bacseg_core::io::write_png_gray16(path, m.width(), m.height(), &data).unwrap();
+}
+
+/// Records every summary.csv seen while the batch runs.
+struct Watch(std::path::PathBuf, Vec<usize>);
+
+impl bacseg::batch::BatchObserver for Watch {
+    fn image(&mut self, _: usize, _: usize, _: &bacseg::batch::Row) {
+        let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+        self.1.push(text.lines().count());
+    }
+}
+
+/// Files all named `1-1` in different folders (as CBIS-DDSM ships them): a folder added
+/// between two runs shifts the output names, and outputs under a name made from another file
+/// are predicted again instead of being reported as that file's. Outputs made with other
+/// settings are predicted again too. summary.csv grows as images finish.
+#[test]
+fn outputs_are_reused_only_for_the_same_file_model_and_settings() {
+    use bacseg::batch::{BatchOptions, Silent, Status, predict_files};
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let mut config = PredictConfig::for_model(&model);
+    config.infer.patch = 64;
+    config.infer.stride = 64;
+    let mut predictor = Predictor::new(&model, config.clone()).unwrap();
+    let (a, b, c) = (
+        dir.path().join("a/1-1.png"),
+        dir.path().join("b/1-1.png"),
+        dir.path().join("c/1-1.png"),
+    );
+    write_image(&a, 0.0);
+    write_image(&b, 300.0);
+    write_image(&c, 600.0);
+    let out = dir.path().join("out");
+    let options = BatchOptions::new(&out);
+    let mut watch = Watch(out.join("summary.csv"), Vec::new());
+    let first = predict_files(
+        &mut predictor,
+        &[a.clone(), c.clone()],
+        &options,
+        &mut watch,
+    )
+    .unwrap();
+    assert_eq!(first.count(Status::Ok), 2);
+    assert_eq!(watch.1, [2, 3], "rows appended as images finish");
+
+    let names: Vec<String> = first.rows.iter().map(|r| r.name.clone()).collect();
+    let second = predict_files(
+        &mut predictor,
+        &[a.clone(), b.clone(), c.clone()],
+        &options,
+        &mut Silent,
+    )
+    .unwrap();
+    let by_input = |input: &std::path::Path| {
+        second
+            .rows
+            .iter()
+            .find(|r| r.input == input)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_input(&a).status, Status::Skipped);
+    // b takes the name c had: those outputs are c's, so b is predicted.
+    let rb = by_input(&b);
+    assert_eq!(rb.name, names[1]);
+    assert_eq!(rb.status, Status::Ok);
+    assert!(rb.message.contains("another file"), "{}", rb.message);
+    assert_eq!(by_input(&c).status, Status::Ok);
+
+    // Other settings: predicted again.
+    config.postprocess.threshold = 0.3;
+    let mut other = Predictor::new(&model, config).unwrap();
+    let third = predict_files(&mut other, &[a.clone()], &options, &mut Silent).unwrap();
+    assert_eq!(third.rows[0].status, Status::Ok);
+    assert!(
+        third.rows[0].message.contains("other settings"),
+        "{}",
+        third.rows[0].message
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("1-1.bac.json")).unwrap()).unwrap();
+    assert_eq!(json["input"]["path"], a.display().to_string());
+    assert_eq!(json["input"]["size"], std::fs::metadata(&a).unwrap().len());
+}
+
+/// With anonymised paths no output holds the input's path.
+#[test]
+fn anonymised_outputs_hold_no_path() {
+    use bacseg::batch::{BatchOptions, Silent, anonymize_key, predict_files};
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let mut config = PredictConfig::for_model(&model);
+    config.infer.patch = 64;
+    config.infer.stride = 64;
+    let mut predictor = Predictor::new(&model, config).unwrap();
+    let input = dir.path().join("PATIENT-0042/1-1.png");
+    write_image(&input, 0.0);
+    let broken = dir.path().join("PATIENT-0043/1-1.png");
+    std::fs::create_dir_all(broken.parent().unwrap()).unwrap();
+    std::fs::write(&broken, b"not a png").unwrap();
+    let out = dir.path().join("out");
+    let mut options = BatchOptions::new(&out);
+    options.anonymize_key = Some(anonymize_key(&out).unwrap());
+    predict_files(&mut predictor, &[input, broken], &options, &mut Silent).unwrap();
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "csv" || e == "json") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(!text.contains("PATIENT"), "{}: {text}", path.display());
+        }
+    }
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert_eq!(summary.matches(",anon-").count(), 2, "{summary}");
+}

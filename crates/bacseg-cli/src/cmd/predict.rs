@@ -123,9 +123,15 @@ pub struct Args {
     /// Number of workers sharing the inputs.
     #[arg(long, requires = "shard_index")]
     shard_count: Option<usize>,
-    /// Predict images whose outputs already exist again.
+    /// Predict images whose outputs already exist again (outputs made from another file or
+    /// with another model or settings are predicted again anyway).
     #[arg(long)]
     overwrite: bool,
+    /// Name inputs in every output (summary.csv, bac.json, messages) by a keyed hash of their
+    /// path instead of the path, for archives whose paths carry patient identifiers. The key:
+    /// $BACSEG_ANONYMIZE_KEY, else one made and kept in OUT/.bacseg-anonymize-key.
+    #[arg(long)]
+    anonymize_paths: bool,
     /// Use these preprocessing options instead of the training run's.
     #[arg(long)]
     override_preprocess: bool,
@@ -231,11 +237,16 @@ pub fn run(args: Args) -> Result<()> {
     for w in &inputs.warnings {
         eprintln!("bacseg: warning: {w}");
     }
+    let anonymize_key = match args.anonymize_paths {
+        true => Some(bacseg::batch::anonymize_key(&args.out)?),
+        false => None,
+    };
     let options = BatchOptions {
         out: args.out.clone(),
         overwrite: args.overwrite,
         overlay_size: args.overlay_size,
         shard,
+        anonymize_key,
     };
     let mut progress = PredictProgress::new(&predictor);
     let summary = bacseg::predict_files(&mut predictor, &inputs.files, &options, &mut progress)?;
