@@ -136,3 +136,54 @@ fn overwrite_leaves_the_old_run_when_the_new_one_is_refused() {
         }
     }
 }
+
+/// A run that fails before its first epoch (a corrupt training image) leaves no run directory
+/// behind, so the same command works once the data is fixed; entries of images/ that are not
+/// taken (a directory, a dangling link, a FIFO, a text file) are each named in a warning.
+#[test]
+fn a_failed_start_leaves_nothing_and_skipped_entries_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
+    tiny_dataset(&data, 3, 0);
+    let images = data.join("images");
+    let first = std::fs::read_dir(&images)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let good = std::fs::read(&first).unwrap();
+    std::fs::write(&first, &good[..good.len() / 3]).unwrap();
+    let mut args = vec!["train", "--data", s(&data), "--out", s(&run)];
+    args.extend(common::TINY_TRAINING);
+    let failed = bacseg(&args);
+    assert_eq!(
+        failed.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    assert!(!run.exists(), "a failed start left {}", run.display());
+
+    std::fs::write(&first, &good).unwrap();
+    std::fs::create_dir(images.join("subdir")).unwrap();
+    std::fs::write(images.join("notes.txt"), "x").unwrap();
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(tmp.path().join("gone.png"), images.join("dangling.png"))
+            .unwrap();
+        let _ = std::process::Command::new("mkfifo")
+            .arg(images.join("fifo.png"))
+            .status();
+    }
+    let out = bacseg(&args);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for name in ["subdir", "notes.txt"] {
+        assert!(
+            stderr.contains(&format!("warning: {}", images.join(name).display())),
+            "{name}: {stderr}"
+        );
+    }
+    #[cfg(unix)]
+    assert!(stderr.contains("dangling.png: a dangling link"), "{stderr}");
+}

@@ -71,39 +71,58 @@ pub struct Sample {
 pub struct Dataset {
     pub root: PathBuf,
     pub samples: Vec<Sample>,
+    /// Entries of `images/` and `masks/` that were not taken, with why (hidden files aside).
+    pub skipped: Vec<String>,
 }
 
-/// File names that are never images (hidden files, manifests, notes).
-fn is_candidate(p: &Path) -> bool {
+/// Why an entry of `images/` or `masks/` is not taken; `None`: it is. Hidden files are left
+/// out silently (`Some("")`).
+fn not_taken(p: &Path) -> Option<&'static str> {
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    if name.starts_with('.') || !p.is_file() {
-        return false;
+    if name.starts_with('.') {
+        return Some("");
+    }
+    match std::fs::metadata(p) {
+        Err(_) => return Some("a dangling link or an entry that cannot be read"),
+        Ok(m) if m.is_dir() => return Some("a directory"),
+        Ok(m) if !m.is_file() => return Some("not a regular file (a FIFO, a socket or a device)"),
+        Ok(_) => {}
     }
     let ext = p
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
-    matches!(
-        ext.as_deref(),
-        None | Some("png" | "tif" | "tiff" | "dcm" | "dicom")
-    )
+    match ext.as_deref() {
+        None | Some("png" | "tif" | "tiff" | "dcm" | "dicom" | "jpg" | "jpeg") => None,
+        Some(_) => Some("not an image file name (.png, .tif, .dcm, .jpg or none)"),
+    }
 }
 
-fn list(dir: &Path) -> Result<BTreeMap<String, PathBuf>, DatasetError> {
+fn list(dir: &Path, skipped: &mut Vec<String>) -> Result<BTreeMap<String, PathBuf>, DatasetError> {
     let entries = std::fs::read_dir(dir).map_err(|source| DatasetError::List {
         path: dir.into(),
         source,
     })?;
     let mut out = BTreeMap::new();
+    let mut paths = Vec::new();
     for e in entries {
-        let p = e
-            .map_err(|source| DatasetError::List {
+        paths.push(
+            e.map_err(|source| DatasetError::List {
                 path: dir.into(),
                 source,
             })?
-            .path();
-        if !is_candidate(&p) {
-            continue;
+            .path(),
+        );
+    }
+    paths.sort();
+    for p in paths {
+        match not_taken(&p) {
+            Some("") => continue,
+            Some(why) => {
+                skipped.push(format!("{}: {why}: ignored", p.display()));
+                continue;
+            }
+            None => {}
         }
         let stem = p
             .file_stem()
@@ -129,13 +148,14 @@ impl Dataset {
         if !images_dir.is_dir() {
             return Err(DatasetError::NoImages(root.into()));
         }
-        let images = list(&images_dir)?;
+        let mut skipped = Vec::new();
+        let images = list(&images_dir, &mut skipped)?;
         if images.is_empty() {
             return Err(DatasetError::Empty(images_dir));
         }
         let masks_dir = root.join("masks");
         let masks = if masks_dir.is_dir() {
-            list(&masks_dir)?
+            list(&masks_dir, &mut skipped)?
         } else {
             BTreeMap::new()
         };
@@ -160,6 +180,7 @@ impl Dataset {
         Ok(Self {
             root: root.into(),
             samples,
+            skipped,
         })
     }
 

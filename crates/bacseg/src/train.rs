@@ -298,6 +298,49 @@ impl Trainer {
         control: &Control,
         observer: &mut O,
     ) -> Result<Outcome> {
+        for entry in &self.dataset.skipped {
+            observer.message(&format!("warning: {entry}"));
+        }
+        // A new run that fails before its first epoch leaves nothing behind: no half-built
+        // cache or config.json that would make the next `create` refuse a "non-empty" directory.
+        let (run, cache) = (self.run.clone(), self.cache.clone());
+        let (root_existed, empty_root) = (run.root.exists(), !is_nonempty_dir(&run.root));
+        let fresh_cache = !cache.exists();
+        let new_run = !self.resume;
+        let mut replaced = false;
+        let result = self.train_steps(control, observer, &mut replaced);
+        if result.is_err() && new_run && !run.has_checkpoint() {
+            if !root_existed {
+                let _ = std::fs::remove_dir_all(&run.root);
+            } else if empty_root {
+                // The directory was given empty: everything in it is this run's.
+                for entry in std::fs::read_dir(&run.root).into_iter().flatten().flatten() {
+                    let p = entry.path();
+                    let _ = if p.is_dir() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
+                }
+            } else {
+                if fresh_cache {
+                    let _ = std::fs::remove_dir_all(&cache);
+                }
+                // Files of this run only: a previous run's were removed when it started.
+                if replaced {
+                    let _ = remove_run_files(&run.root);
+                }
+            }
+        }
+        result
+    }
+
+    fn train_steps<O: Observer + CacheObserver + Send>(
+        self,
+        control: &Control,
+        observer: &mut O,
+        replaced: &mut bool,
+    ) -> Result<Outcome> {
         std::fs::create_dir_all(&self.run.root).map_err(|e| {
             Error::with_source(ErrorKind::Io, self.run.root.display().to_string(), e)
         })?;
@@ -325,6 +368,7 @@ impl Trainer {
         }
         if self.replace {
             remove_run_files(&self.run.root)?;
+            *replaced = true;
         }
         let data = TrainData {
             train: &train,

@@ -171,7 +171,7 @@ fn outputs_are_reused_only_for_the_same_file_model_and_settings() {
     // Other settings: predicted again.
     config.postprocess.threshold = 0.3;
     let mut other = Predictor::new(&model, config).unwrap();
-    let third = predict_files(&mut other, &[a.clone()], &options, &mut Silent).unwrap();
+    let third = predict_files(&mut other, std::slice::from_ref(&a), &options, &mut Silent).unwrap();
     assert_eq!(third.rows[0].status, Status::Ok);
     assert!(
         third.rows[0].message.contains("other settings"),
