@@ -309,3 +309,71 @@ fn the_cpu_engine_is_refused_for_architectures_it_does_not_run() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cpu engine runs dt-unet and unet"), "{err}");
 }
+
+/// Two `predict` processes on one output directory: every image is predicted by exactly one
+/// of them (each claims an image with a lock file before predicting it), no lock is left, and
+/// the summary written last accounts for every image with its burden.
+#[test]
+fn two_processes_on_one_folder_share_the_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
+    tiny_dataset(&data, 6, 3);
+    let mut train = vec!["train", "--data", s(&data), "--out", s(&run)];
+    train.extend(TINY_TRAINING);
+    ok(&bacseg(&train));
+    let out_dir = tmp.path().join("pred");
+    let images = data.join("images");
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_bacseg"))
+            .args([
+                "predict",
+                "--model",
+                s(&run),
+                "--out",
+                s(&out_dir),
+                s(&images),
+            ])
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .env_remove("JOB_COMPLETION_INDEX")
+            .env_remove("BACSEG_SHARD_COUNT")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    ok(&a);
+    ok(&b);
+    let predicted = |o: &std::process::Output| -> usize {
+        let text = String::from_utf8_lossy(&o.stdout);
+        text.split(" predicted")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        predicted(&a) + predicted(&b),
+        6,
+        "each image predicted once"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "lock"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Whichever finished last wrote the summary: every image has its burden there.
+    let summary = std::fs::read_to_string(out_dir.join("summary.csv")).unwrap();
+    let rows: Vec<&str> = summary.lines().skip(1).collect();
+    assert_eq!(rows.len(), 6, "{summary}");
+    for row in rows {
+        let area = row.split(',').nth(3).unwrap();
+        assert!(
+            !area.is_empty() || row.contains("being predicted"),
+            "{summary}"
+        );
+    }
+}

@@ -32,6 +32,8 @@ fn serve(status: &'static str, body: Vec<u8>) -> (String, Arc<AtomicUsize>) {
             while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
                 line.clear();
             }
+            // Counted before the response: once a client has its answer, the count is final.
+            counter.fetch_add(1, Ordering::SeqCst);
             let head = format!(
                 "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: \
                  application/octet-stream\r\nConnection: close\r\n\r\n",
@@ -39,7 +41,6 @@ fn serve(status: &'static str, body: Vec<u8>) -> (String, Arc<AtomicUsize>) {
             );
             let _ = stream.write_all(head.as_bytes());
             let _ = stream.write_all(&body);
-            counter.fetch_add(1, Ordering::SeqCst);
         }
     });
     (format!("http://127.0.0.1:{port}/weights.pt"), served)

@@ -471,8 +471,14 @@ mod tests {
         let stems = ds.stems();
         PatchCache::build(&ds, &stems, &spec(), &dir, &|_, _, _| {}).unwrap();
         let file = dir.join("a.bpc");
-        let t0 = std::fs::metadata(&file).unwrap().modified().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Mark the cached file with an old modification time: a rebuild would write it anew.
+        let t0 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(t0)
+            .unwrap();
         PatchCache::build(&ds, &stems, &spec(), &dir, &|_, _, _| {}).unwrap();
         assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), t0);
         let other = CacheSpec {

@@ -578,6 +578,89 @@ struct Made {
     burden: Option<BacBurden>,
 }
 
+/// Row messages of images another process claimed.
+const ELSEWHERE: &str = "being predicted by another process";
+const ELSEWHERE_DONE: &str = "predicted by another process";
+
+/// An image claimed by this process: `<name>.lock` in the output directory, made exclusively
+/// (holding `pid host`) and removed when the claim is dropped. A lock whose process is gone
+/// (same host, no such process; or older than a day) is taken over.
+struct Claim {
+    path: PathBuf,
+}
+
+impl Claim {
+    /// Claim `name`, or say who holds it.
+    fn take(out: &Path, name: &str) -> Result<Self, String> {
+        let path = out.join(format!("{name}.lock"));
+        let me = format!("{} {}", std::process::id(), host());
+        for _ in 0..2 {
+            let made = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path);
+            match made {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    let _ = f.write_all(me.as_bytes());
+                    return Ok(Self { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    if !lock_is_stale(&path, &holder) {
+                        let mut parts = holder.split_whitespace();
+                        let (pid, on) = (parts.next().unwrap_or("?"), parts.next().unwrap_or("?"));
+                        return Err(format!("pid {pid} on {on}"));
+                    }
+                    let _ = std::fs::remove_file(&path);
+                }
+                // A directory that cannot hold locks: predict without one.
+                Err(_) => {
+                    return Ok(Self {
+                        path: PathBuf::new(),
+                    });
+                }
+            }
+        }
+        Err("a lock that could not be taken over".into())
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// Whether the process holding a lock is gone.
+fn lock_is_stale(path: &Path, holder: &str) -> bool {
+    let mut parts = holder.split_whitespace();
+    let (pid, on) = (parts.next(), parts.next());
+    if let (Some(pid), Some(on)) = (pid, on)
+        && on == host()
+        && Path::new("/proc/self").exists()
+    {
+        return !Path::new("/proc").join(pid).exists();
+    }
+    // Another host, or no /proc: a lock untouched for a day is abandoned.
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > std::time::Duration::from_secs(24 * 3600))
+}
+
 /// Whether the outputs under an image's name count as done for this input: `Ok` with their
 /// burden when they were made from the same file content with the same model and settings,
 /// else `Err` saying why they are predicted again.
@@ -682,6 +765,29 @@ fn run_batch(
                 Err(why) => again = Some(format!("predicted again: {why}")),
             }
         }
+        // Claim the image: another process predicting into the same directory skips it.
+        let claim = match Claim::take(&options.out, &name) {
+            Ok(claim) => claim,
+            Err(holder) => {
+                let r = row(Status::Skipped, format!("{ELSEWHERE} ({holder})"), None);
+                live.append(&r)?;
+                observer.image(i + 1, total, &r);
+                rows.push(r);
+                continue;
+            }
+        };
+        // It may have been finished by another process since it was looked at.
+        if !options.overwrite
+            && json.is_file()
+            && let Ok(burden) = done_before(&json, &id, fingerprint)
+        {
+            drop(claim);
+            let r = row(Status::Skipped, ELSEWHERE_DONE.into(), burden);
+            live.append(&r)?;
+            observer.image(i + 1, total, &r);
+            rows.push(r);
+            continue;
+        }
         // A panic anywhere in one image's work (a decoder, the engine, a writer) is that
         // image's failure, not the batch's.
         let outcome =
@@ -689,6 +795,7 @@ fn run_batch(
                 let first = panic.lines().next().unwrap_or("");
                 Err(Error::runtime(format!("internal error: {first}")))
             });
+        drop(claim);
         let r = match outcome {
             Ok((burden, notes)) => {
                 let message = again
@@ -708,6 +815,16 @@ fn run_batch(
         live.append(&r)?;
         observer.image(i + 1, total, &r);
         rows.push(r);
+    }
+    // Images another process was predicting: their outputs, if it has finished them.
+    for r in rows.iter_mut().filter(|r| r.message.starts_with(ELSEWHERE)) {
+        let json = options.out.join(format!("{}.bac.json", r.name));
+        if let Ok(id) = InputIdentity::of(&r.input, r.shown.clone())
+            && let Ok(burden) = done_before(&json, &id, fingerprint)
+        {
+            r.burden = burden;
+            r.message = ELSEWHERE_DONE.into();
+        }
     }
     write_summary(&summary_csv, &rows)?;
     Ok(BatchSummary { rows, summary_csv })

@@ -43,6 +43,7 @@ pub mod compare;
 pub mod error;
 pub mod evaluate;
 pub mod export;
+pub mod fuzzing;
 pub mod model;
 pub mod predict;
 pub mod quantify;

@@ -13,6 +13,11 @@ use crate::networks::segnet::SegNetConfig;
 use crate::networks::unet::UnetConfig;
 use burn::module::Module;
 
+/// The largest number a network configuration may hold (a width in channels, a kernel size).
+pub const MAX_CONFIG_NUMBER: u64 = 4096;
+/// The most levels (entries of a list) a network configuration may hold.
+pub const MAX_CONFIG_LIST: usize = 16;
+
 /// Architecture and configuration of a network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,9 +143,40 @@ impl ModelSpec {
         Ok(self)
     }
 
+    /// Check a spec read from a file before a network is built from it: a known architecture,
+    /// and no number in its configuration over [`MAX_CONFIG_NUMBER`] nor a list longer than
+    /// [`MAX_CONFIG_LIST`] (a `config.json` claiming a million channels would otherwise make
+    /// the build allocate terabytes).
+    pub fn check(&self) -> Result<(), NnError> {
+        let kind = self.kind()?;
+        fn within(v: &serde_json::Value) -> bool {
+            match v {
+                serde_json::Value::Number(n) => n
+                    .as_f64()
+                    .is_some_and(|x| x.abs() <= MAX_CONFIG_NUMBER as f64),
+                serde_json::Value::Array(a) => a.len() <= MAX_CONFIG_LIST && a.iter().all(within),
+                serde_json::Value::Object(o) => o.values().all(within),
+                _ => true,
+            }
+        }
+        if within(&self.config) {
+            Ok(())
+        } else {
+            Err(NnError::Config {
+                model: kind.name(),
+                reason: format!(
+                    "a width or size over {MAX_CONFIG_NUMBER} or a list of more than \
+                     {MAX_CONFIG_LIST} levels"
+                ),
+            })
+        }
+    }
+
     /// Build the network on `device` (burn's default initialisation, parameters initialised
-    /// lazily; [`Self::build_seeded`] for reproducible weights).
+    /// lazily; [`Self::build_seeded`] for reproducible weights). The spec is [checked](Self::check)
+    /// first.
     pub fn build(&self, device: &Device) -> Result<Network, NnError> {
+        self.check()?;
         Ok(match self.kind()? {
             Architecture::DtUnet => {
                 Network::from(parse::<DtUnetConfig>("dt-unet", &self.config)?.init(device)?)
