@@ -4,7 +4,7 @@
 //! Each takes arbitrary bytes, hands them as a file to one parser that reads files from
 //! outside (the readers go by path, as bacseg's users give them), and must return, with an
 //! error or without, never panicking, hanging or allocating beyond the read limits
-//! (`BACSEG_MAX_MEGAPIXELS`; the fuzz targets set 4 megapixels).
+//! (`BACSEG_MAX_MEGAPIXELS`; tools/fuzz.sh sets a quarter megapixel).
 
 use std::path::PathBuf;
 
@@ -91,13 +91,17 @@ fn configs(data: &[u8]) {
 }
 
 fn weights(data: &[u8]) {
+    // The network the safetensors go into, built once (loading consumes a clone).
+    static TINY: std::sync::OnceLock<Option<bacseg_nn::Network>> = std::sync::OnceLock::new();
     let device = Device::default();
-    if let Some(path) = scratch("w.safetensors", data)
-        && let Ok(spec) =
-            ModelSpec::reference(Architecture::DtUnet).with_overrides(Some(2), Some(2))
-        && let Ok(net) = spec.build(&device)
-    {
-        let _ = bacseg_nn::load_pytorch_safetensors(net, &path);
+    let tiny = TINY.get_or_init(|| {
+        ModelSpec::reference(Architecture::DtUnet)
+            .with_overrides(Some(2), Some(2))
+            .and_then(|spec| spec.build_seeded(&Device::default(), 0))
+            .ok()
+    });
+    if let (Some(path), Some(net)) = (scratch("w.safetensors", data), tiny) {
+        let _ = bacseg_nn::load_pytorch_safetensors(net.clone(), &path);
     }
     if let Some(path) = scratch("w.pt", data) {
         let _ = bacseg_nn::load_scunet_checkpoint(&path, Precision::F32, &device);

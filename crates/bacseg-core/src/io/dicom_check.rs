@@ -87,23 +87,15 @@ fn u32_of(b: [u8; 4], enc: Encoding) -> u32 {
     }
 }
 
-/// VRs whose explicit header has two reserved bytes and a 32-bit length (PS3.5 7.1.2).
+/// Whether an explicit VR header has two reserved bytes and a 32-bit length: every VR but the
+/// short ones of PS3.5 Table 7.1-2, and so any unknown VR too, as dicom-rs reads them (a
+/// walk that read an unknown VR's length otherwise would not see the length dicom-rs
+/// allocates).
 fn long_vr(vr: [u8; 2]) -> bool {
-    matches!(
+    !matches!(
         &vr,
-        b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"SQ"
-            | b"SV"
-            | b"UC"
-            | b"UN"
-            | b"UR"
-            | b"UT"
-            | b"UV"
+        b"AE" | b"AS" | b"AT" | b"CS" | b"DA" | b"DS" | b"DT" | b"FL" | b"FD" | b"IS" | b"LO"
+            | b"LT" | b"PN" | b"SH" | b"SL" | b"SS" | b"ST" | b"TM" | b"UI" | b"UL" | b"US"
     )
 }
 
@@ -381,5 +373,18 @@ mod tests {
         seq.extend_from_slice(&UNDEFINED.to_le_bytes());
         seq.extend(item);
         assert!(run(&file(&seq)).is_err());
+    }
+
+    /// Found by fuzzing (a mutation of a small JPEG-LS file): an element with an unknown VR
+    /// ("VG") whose next six bytes dicom-rs reads as reserved bytes and a 32-bit length
+    /// (0x7FE00000 here), allocating 2 GB for a 738-byte file, while the walk had read a 16-bit
+    /// length. Unknown VRs now have the long form in the walk too.
+    #[test]
+    fn an_unknown_vr_has_the_long_length_form() {
+        let mut body = vec![0x28, 0x00, 0x03, 0x00, b'V', b'G', 0x02, 0x00];
+        body.extend_from_slice(&0x7FE0_0000u32.to_le_bytes());
+        body.extend_from_slice(&[0u8; 64]);
+        let err = run(&file(&body)).unwrap_err();
+        assert!(err.contains("declares 2145386496 bytes"), "{err}");
     }
 }
