@@ -108,3 +108,26 @@ fn real_mammograms_load_and_preprocess() {
         );
     }
 }
+
+/// A JPEG 2000 codestream whose SIZ marker claims another size than the DICOM header (the
+/// shared RG1_J2KR file with its width in SIZ made 60,000): refused before OpenJPEG allocates
+/// for it.
+#[test]
+fn a_jpeg2000_codestream_claiming_another_size_is_refused() {
+    let Some(dir) = shared() else { return };
+    let mut bytes = std::fs::read(dir.join("dicom/RG1_J2KR.dcm")).unwrap();
+    let siz = bytes
+        .windows(4)
+        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])
+        .unwrap()
+        + 4;
+    bytes[siz + 4..siz + 8].copy_from_slice(&60_000u32.to_be_bytes());
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("siz.dcm");
+    std::fs::write(&path, &bytes).unwrap();
+    let err = io::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("siz.dcm") && err.contains("JPEG 2000 codestream is 60000x"),
+        "{err}"
+    );
+}

@@ -337,6 +337,7 @@ fn check_header(path: &Path, obj: &DefaultDicomObject) -> Result<(), IoError> {
         ));
     }
     check_size(path, columns as u64, rows as u64)?;
+    check_jpeg2000_size(path, obj, rows, columns)?;
     let allocated = int(obj, tags::BITS_ALLOCATED).unwrap_or(0);
     let stored = int(obj, tags::BITS_STORED).unwrap_or(0);
     if !matches!(allocated, 8 | 16 | 32) {
@@ -352,6 +353,70 @@ fn check_header(path: &Path, obj: &DefaultDicomObject) -> Result<(), IoError> {
         ));
     }
     Ok(())
+}
+
+/// A JPEG 2000 codestream says its own image size (its SIZ marker); OpenJPEG allocates what it
+/// says, so it must be the size the DICOM header gives (and so within the limit) and hold one
+/// component.
+fn check_jpeg2000_size(
+    path: &Path,
+    obj: &DefaultDicomObject,
+    rows: i64,
+    columns: i64,
+) -> Result<(), IoError> {
+    let ts = obj.meta().transfer_syntax().trim_end_matches('\0');
+    if !matches!(
+        ts,
+        "1.2.840.10008.1.2.4.90"
+            | "1.2.840.10008.1.2.4.91"
+            | "1.2.840.10008.1.2.4.201"
+            | "1.2.840.10008.1.2.4.202"
+            | "1.2.840.10008.1.2.4.203"
+    ) {
+        return Ok(());
+    }
+    let first = obj
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .and_then(|e| e.value().fragments().and_then(|f| f.first().cloned()));
+    let Some(fragment) = first else {
+        return Ok(()); // dicom-rs reports what is missing
+    };
+    let Some((width, height, components)) = jpeg2000_siz(&fragment) else {
+        return Err(corrupt(
+            path,
+            "JPEG 2000 pixel data without a readable SIZ marker",
+        ));
+    };
+    if u64::from(width) != columns as u64 || u64::from(height) != rows as u64 || components != 1 {
+        return Err(corrupt(
+            path,
+            format!(
+                "the JPEG 2000 codestream is {width}x{height} with {components} component(s), \
+                 the header says {columns}x{rows} grey"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Image width, height and component count from a JPEG 2000 codestream's SIZ marker segment
+/// (ISO 15444-1 A.5.1), which follows the SOC marker (in a JP2 file, inside the `jp2c` box).
+fn jpeg2000_siz(bytes: &[u8]) -> Option<(u32, u32, u16)> {
+    let at = bytes
+        .windows(4)
+        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])?
+        + 4;
+    let u32_at = |i: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(
+            bytes.get(at + i..at + i + 4)?.try_into().ok()?,
+        ))
+    };
+    // Lsiz (2), Rsiz (2), Xsiz, Ysiz, XOsiz, YOsiz (4 each) ... Csiz (2) at 36.
+    let (x, y, xo, yo) = (u32_at(4)?, u32_at(8)?, u32_at(12)?, u32_at(16)?);
+    let c = u16::from_be_bytes(bytes.get(at + 36..at + 38)?.try_into().ok()?);
+    Some((x.checked_sub(xo)?, y.checked_sub(yo)?, c))
 }
 
 fn load_inner(path: &Path) -> Result<Mammogram, IoError> {
