@@ -118,6 +118,16 @@ fn long_vr(vr: [u8; 2]) -> bool {
     )
 }
 
+/// The size of one value of a binary numeric VR.
+fn unit_of(vr: [u8; 2]) -> Option<u32> {
+    match &vr {
+        b"US" | b"SS" | b"OW" => Some(2),
+        b"UL" | b"SL" | b"FL" | b"AT" | b"OL" | b"OF" => Some(4),
+        b"FD" | b"OD" | b"SV" | b"UV" | b"OV" => Some(8),
+        _ => None,
+    }
+}
+
 fn is_sequence_in_dictionary(tag: Tag) -> bool {
     StandardDataDictionary
         .by_tag(tag)
@@ -261,12 +271,13 @@ fn walk<R: Read + Seek>(file: R, len: u64) -> Result<(), String> {
             None => is_sequence_in_dictionary(tag),
         };
         if length == UNDEFINED || sequence {
+            // Only Pixel Data of undefined length holds fragments; dicom-rs reads any other
+            // element of undefined length as a sequence of data sets (UN ones in implicit VR),
+            // and so does the walk.
             let (kind, encoding) = match vr {
-                _ if sequence => (Kind::Sequence, e),
+                _ if tag == Tag(0x7FE0, 0x0010) && !sequence => (Kind::Fragments, e),
                 Some(v) if &v == b"UN" => (Kind::Sequence, Encoding::ImplicitLe),
-                // Implicit VR: undefined length is a sequence, but for Pixel Data.
-                None if tag != Tag(0x7FE0, 0x0010) => (Kind::Sequence, e),
-                _ => (Kind::Fragments, e),
+                _ => (Kind::Sequence, e),
             };
             let end = if length == UNDEFINED {
                 None
@@ -288,6 +299,25 @@ fn walk<R: Read + Seek>(file: R, len: u64) -> Result<(), String> {
             continue;
         }
         fits(tag, w.pos, length, limit)?;
+        // A numeric value whose length is not a whole number of its units: dicom-rs reads the
+        // whole units only and then parses the rest of the file shifted.
+        let unit = match vr {
+            Some(vr) => unit_of(vr),
+            None => StandardDataDictionary
+                .by_tag(tag)
+                .and_then(|entry| match entry.vr() {
+                    VirtualVr::Exact(vr) => unit_of(vr.to_bytes()),
+                    _ => None,
+                }),
+        };
+        if let Some(unit) = unit
+            && length % unit != 0
+        {
+            return Err(format!(
+                "element {tag} holds {length} bytes, not a whole number of its {unit}-byte values \
+                 (at byte {start})"
+            ));
+        }
         if in_meta && tag == Tag(0x0002, 0x0010) && length <= 64 {
             let mut uid = vec![0u8; length as usize];
             w.file.read_exact(&mut uid).map_err(|e| e.to_string())?;
@@ -405,5 +435,24 @@ mod tests {
         body.extend_from_slice(&[0u8; 64]);
         let err = run(&file(&body)).unwrap_err();
         assert!(err.contains("declares 2145386496 bytes"), "{err}");
+    }
+
+    /// Found by fuzzing: a US element of 257 bytes (dicom-rs reads 256 and goes on one byte
+    /// off), and an OW element of undefined length that is not Pixel Data (dicom-rs reads its
+    /// items as data sets, and a JPEG 2000 fragment's bytes as an element of 1 GB).
+    #[test]
+    fn odd_numeric_lengths_and_non_pixel_undefined_lengths_read_as_dicom_rs_does() {
+        let odd = element(0x0028, 0x0002, b"US", &[0x41; 257]);
+        let err = run(&file(&odd)).unwrap_err();
+        assert!(err.contains("not a whole number"), "{err}");
+        let mut ow = vec![0x11, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0];
+        ow.extend_from_slice(&UNDEFINED.to_le_bytes());
+        ow.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 16, 0, 0, 0]);
+        // A "fragment" whose bytes read as an element claiming 1 GB.
+        ow.extend_from_slice(&[0xFF, 0x4F, 0xFF, 0x51, b'O', b'B', 0, 0]);
+        ow.extend_from_slice(&0x4000_0000u32.to_le_bytes());
+        ow.extend_from_slice(&[0; 4]);
+        let err = run(&file(&ow)).unwrap_err();
+        assert!(err.contains("declares 1073741824 bytes"), "{err}");
     }
 }
