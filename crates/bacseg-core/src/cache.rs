@@ -184,17 +184,19 @@ impl PatchCache {
                     Some(c) => (c, Vec::new()),
                     // A decoder that panics on one image is that image's error, printed
                     // as one line like any other (not a crash of the training run).
-                    None => crate::quiet_panic::catch(|| cache_one(stem, spec, &key, &file, sample))
-                        .unwrap_or_else(|panic| {
-                            Err(CacheError::from(IoError::Corrupt {
-                                path: sample.image.clone(),
-                                format: "image",
-                                reason: format!(
-                                    "decoder failed: {}",
-                                    panic.lines().next().unwrap_or("")
-                                ),
-                            }))
-                        })?,
+                    None => {
+                        crate::quiet_panic::catch(|| cache_one(stem, spec, &key, &file, sample))
+                            .unwrap_or_else(|panic| {
+                                Err(CacheError::from(IoError::Corrupt {
+                                    path: sample.image.clone(),
+                                    format: "image",
+                                    reason: format!(
+                                        "decoder failed: {}",
+                                        panic.lines().next().unwrap_or("")
+                                    ),
+                                }))
+                            })?
+                    }
                 };
                 on_image(
                     done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,

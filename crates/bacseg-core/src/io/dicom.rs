@@ -338,6 +338,7 @@ fn check_header(path: &Path, obj: &DefaultDicomObject) -> Result<(), IoError> {
     }
     check_size(path, columns as u64, rows as u64)?;
     check_jpeg2000_size(path, obj, rows, columns)?;
+    check_rle_header(path, obj, allocated_bytes(obj))?;
     let allocated = int(obj, tags::BITS_ALLOCATED).unwrap_or(0);
     let stored = int(obj, tags::BITS_STORED).unwrap_or(0);
     if !matches!(allocated, 8 | 16 | 32) {
@@ -351,6 +352,68 @@ fn check_header(path: &Path, obj: &DefaultDicomObject) -> Result<(), IoError> {
             path,
             format!("Bits Stored {stored} with Bits Allocated {allocated}"),
         ));
+    }
+    Ok(())
+}
+
+/// Bytes per sample that Bits Allocated says (0 when it is missing or odd).
+fn allocated_bytes(obj: &DefaultDicomObject) -> i64 {
+    int(obj, tags::BITS_ALLOCATED).unwrap_or(0) / 8
+}
+
+/// The first fragment of encapsulated Pixel Data, if there is one.
+fn first_fragment(obj: &DefaultDicomObject) -> Option<Vec<u8>> {
+    obj.element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .and_then(|e| e.value().fragments().and_then(|f| f.first().cloned()))
+}
+
+/// An RLE Lossless frame starts with a 64-byte header: the number of segments (one per byte of
+/// each sample, at most 15) and their offsets (PS3.5 Annex G). dicom-rs's decoder trusts it
+/// (a hostile count or offset makes it allocate gigabytes, or panic); it is checked here: the
+/// count the header needs, the first segment right after the header, offsets increasing and
+/// within the fragment.
+fn check_rle_header(
+    path: &Path,
+    obj: &DefaultDicomObject,
+    bytes_per_sample: i64,
+) -> Result<(), IoError> {
+    if obj.meta().transfer_syntax().trim_end_matches('\0') != "1.2.840.10008.1.2.5" {
+        return Ok(());
+    }
+    let Some(frame) = first_fragment(obj) else {
+        return Ok(());
+    };
+    let word = |i: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(
+            frame.get(4 * i..4 * i + 4)?.try_into().ok()?,
+        ))
+    };
+    let bad = |why: String| Err(corrupt(path, format!("RLE header: {why}")));
+    let Some(count) = word(0) else {
+        return bad("shorter than 64 bytes".into());
+    };
+    let samples = int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let expected = samples * bytes_per_sample;
+    if i64::from(count) != expected {
+        return bad(format!(
+            "{count} segments where {samples} sample(s) of {bytes_per_sample} byte(s) need {expected}"
+        ));
+    }
+    let mut previous = 0u32;
+    for k in 1..=count as usize {
+        let Some(offset) = word(k) else {
+            return bad("shorter than 64 bytes".into());
+        };
+        let first_ok = k > 1 || offset == 64;
+        if !first_ok || offset < previous || offset as usize >= frame.len() {
+            return bad(format!(
+                "segment {k} at byte {offset} of a {}-byte frame",
+                frame.len()
+            ));
+        }
+        previous = offset;
     }
     Ok(())
 }
@@ -375,12 +438,7 @@ fn check_jpeg2000_size(
     ) {
         return Ok(());
     }
-    let first = obj
-        .element_opt(tags::PIXEL_DATA)
-        .ok()
-        .flatten()
-        .and_then(|e| e.value().fragments().and_then(|f| f.first().cloned()));
-    let Some(fragment) = first else {
+    let Some(fragment) = first_fragment(obj) else {
         return Ok(()); // dicom-rs reports what is missing
     };
     let Some((width, height, components)) = jpeg2000_siz(&fragment) else {
