@@ -339,6 +339,7 @@ fn check_header(path: &Path, obj: &DefaultDicomObject) -> Result<(), IoError> {
     check_size(path, columns as u64, rows as u64)?;
     check_jpeg2000_size(path, obj, rows, columns)?;
     check_rle_header(path, obj, allocated_bytes(obj))?;
+    check_jpeg_size(path, obj, rows, columns)?;
     let allocated = int(obj, tags::BITS_ALLOCATED).unwrap_or(0);
     let stored = int(obj, tags::BITS_STORED).unwrap_or(0);
     if !matches!(allocated, 8 | 16 | 32) {
@@ -416,6 +417,91 @@ fn check_rle_header(
         previous = offset;
     }
     Ok(())
+}
+
+/// A JPEG (or JPEG-LS) stream says its own image size in its SOF marker; the decoder
+/// allocates what it says (fuzzing found a 1 KB file whose SOF claimed 65408x65535: 4.3 GB),
+/// so it must be the size of the DICOM header, with one component.
+fn check_jpeg_size(
+    path: &Path,
+    obj: &DefaultDicomObject,
+    rows: i64,
+    columns: i64,
+) -> Result<(), IoError> {
+    let ts = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
+    let jpeg = [
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.57",
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.80",
+        "1.2.840.10008.1.2.4.81",
+    ];
+    if !jpeg.contains(&ts.as_str()) {
+        return Ok(());
+    }
+    let Some(fragment) = first_fragment(obj) else {
+        return Ok(());
+    };
+    let Some((width, height, components)) = jpeg_sof(&fragment) else {
+        return Err(corrupt(
+            path,
+            "JPEG pixel data without a readable SOF marker",
+        ));
+    };
+    // A height of 0 is defined later by a DNL marker; the width must match all the same.
+    let height_ok = height == 0 || i64::from(height) == rows;
+    if i64::from(width) != columns || !height_ok || components != 1 {
+        return Err(corrupt(
+            path,
+            format!(
+                "the JPEG stream is {width}x{height} with {components} component(s), the \
+                 header says {columns}x{rows} grey"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Width, height and component count from the SOF marker segment of a JPEG stream (ITU T.81
+/// B.2.2; JPEG-LS SOF55 the same), walking the marker segments from SOI.
+fn jpeg_sof(bytes: &[u8]) -> Option<(u16, u16, u8)> {
+    if bytes.get(..2)? != [0xFF, 0xD8] {
+        return None;
+    }
+    let mut at = 2;
+    loop {
+        if *bytes.get(at)? != 0xFF {
+            return None;
+        }
+        while *bytes.get(at + 1)? == 0xFF {
+            at += 1; // fill bytes
+        }
+        let marker = *bytes.get(at + 1)?;
+        if marker == 0x01 || (0xD0..=0xD7).contains(&marker) {
+            at += 2;
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([
+            *bytes.get(at + 2)?,
+            *bytes.get(at + 3)?,
+        ]));
+        let sof = matches!(marker, 0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF | 0xF7);
+        if sof {
+            let seg = bytes.get(at + 4..at + 2 + len)?;
+            let height = u16::from_be_bytes([*seg.get(1)?, *seg.get(2)?]);
+            let width = u16::from_be_bytes([*seg.get(3)?, *seg.get(4)?]);
+            return Some((width, height, *seg.get(5)?));
+        }
+        if marker == 0xDA || len < 2 {
+            return None; // scan data before any SOF
+        }
+        at += 2 + len;
+    }
 }
 
 /// A JPEG 2000 codestream says its own image size (its SIZ marker); OpenJPEG allocates what it
