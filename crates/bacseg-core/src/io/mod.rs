@@ -236,7 +236,17 @@ pub fn detect_format(path: &Path) -> Result<FileFormat, IoError> {
 pub fn load(path: &Path) -> Result<Mammogram, IoError> {
     match detect_format(path)? {
         FileFormat::Dicom => dicom::load(path),
-        FileFormat::Png | FileFormat::Tiff | FileFormat::Jpeg => raster_file::load(path),
+        // The image crate's decoders return errors on bad data; a panic in one (zune-jpeg
+        // 0.5.15's AVX2 IDCT panics on some damaged JPEGs) is still the file's error.
+        format @ (FileFormat::Png | FileFormat::Tiff | FileFormat::Jpeg) => {
+            crate::quiet_panic::catch(|| raster_file::load(path)).unwrap_or_else(|panic| {
+                Err(IoError::Corrupt {
+                    path: path.into(),
+                    format: format.name(),
+                    reason: format!("decoder failed: {}", panic.lines().next().unwrap_or("")),
+                })
+            })
+        }
     }
 }
 
