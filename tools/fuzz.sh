@@ -16,6 +16,10 @@ shared=${BACSEG_SHARED_DATA:-$(cd .. && pwd)/shared/data}
 work=${BACSEG_FUZZ_DIR:-$PWD/target/fuzz}
 
 command -v cargo-afl > /dev/null || cargo install cargo-afl --version 0.18.2 --locked
+# The instrumented build has its own target directory, whatever CARGO_TARGET_DIR says: sharing
+# one with normal builds would rebuild both each time (different flags) and put the targets
+# elsewhere.
+export CARGO_TARGET_DIR="$PWD/fuzz/target"
 (cd fuzz && cargo afl build --release --locked)
 bin=fuzz/target/release
 
