@@ -1,7 +1,7 @@
 //! Downscaled RGB pictures for people to look at: the normalised mammogram in grey, the
 //! breast outline in green and BAC in red.
 
-use crate::raster::{Mask, Raster};
+use crate::raster::{Mask, Raster, UnitValue};
 
 /// An interleaved 8-bit RGB picture.
 #[derive(Debug, Clone)]
@@ -11,12 +11,12 @@ pub struct Rgb8 {
     pub data: Vec<u8>,
 }
 
-/// Render `image` (values in [0, 1]) downscaled so its longest side is at most `max_side`
+/// Render `image` (values in [0, 1]; integers over their whole range) downscaled so its longest side is at most `max_side`
 /// (box averaging), with the outline of `breast` in green and `bac` pixels in red (a
 /// downscaled pixel is red when any full-resolution pixel under it is BAC, so thin vessels
 /// stay visible).
-pub fn render(
-    image: &Raster<f32>,
+pub fn render<G: UnitValue>(
+    image: &Raster<G>,
     breast: Option<&Mask>,
     bac: Option<&Mask>,
     max_side: usize,
@@ -31,7 +31,7 @@ pub fn render(
     for y in 0..h {
         for x in 0..w {
             let o = (y / f) * ow + x / f;
-            grey[o] += image.get(x, y);
+            grey[o] += image.get(x, y).unit();
             count[o] += 1;
             if breast.is_some_and(|b| *b.get(x, y)) {
                 inside[o] += 1;

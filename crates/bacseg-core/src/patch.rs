@@ -129,9 +129,26 @@ impl PatchGrid {
                 expected: self.image,
             });
         }
-        let counts = SummedArea::new(breast);
+        // Breast pixels per patch, one band of rows at a time (the patches of a grid row
+        // share their rows): memory for one row of counts, not a summed-area table of the image.
+        let w = breast.width();
+        let mut band: Option<(usize, usize)> = None;
+        let mut prefix = vec![0u64; w + 1];
+        let mut columns = vec![0u64; w];
         self.patches.retain(|p| {
-            let inside = counts.sum(p.x, p.y, p.valid_width, p.valid_height);
+            if band != Some((p.y, p.valid_height)) {
+                band = Some((p.y, p.valid_height));
+                columns.fill(0);
+                for y in p.y..p.y + p.valid_height {
+                    for (c, &b) in columns.iter_mut().zip(breast.row(y)) {
+                        *c += u64::from(b);
+                    }
+                }
+                for x in 0..w {
+                    prefix[x + 1] = prefix[x] + columns[x];
+                }
+            }
+            let inside = prefix[p.x + p.valid_width] - prefix[p.x];
             // Compare counts, not a float ratio, so that 1.0 means exactly "all breast".
             inside > 0 && inside as f64 >= min_fraction * p.valid_area() as f64
         });
@@ -428,6 +445,33 @@ mod tests {
             prop_assert_eq!(covered.count(), w * h);
             let xs = origins(w, size, stride);
             prop_assert!(xs.windows(2).all(|p| p[1] > p[0] && p[1] - p[0] <= stride));
+        }
+
+        /// The patches kept within the breast are those whose counted breast pixels reach the
+        /// fraction, counted pixel by pixel.
+        #[test]
+        fn breast_patches_match_a_direct_count(
+            w in 1usize..120, h in 1usize..120, size in 1usize..40, seed in 0u64..1000,
+            frac in 0.0f64..=1.0,
+        ) {
+            let breast = Raster::from_fn(w, h, |x, y| {
+                (x as u64 * 31 + y as u64 * 17 + seed).wrapping_mul(2654435761) % 7 < 3
+                    || x * 3 < w
+            });
+            let g = PatchGrid::new(Size::new(w, h), size, (size / 2).max(1)).unwrap();
+            let expect: Vec<Patch> = g
+                .patches()
+                .iter()
+                .filter(|p| {
+                    let inside = (p.y..p.y + p.valid_height)
+                        .map(|y| breast.row(y)[p.x..p.x + p.valid_width].iter().filter(|&&b| b).count())
+                        .sum::<usize>();
+                    inside > 0 && inside as f64 >= frac * p.valid_area() as f64
+                })
+                .copied()
+                .collect();
+            let kept = g.within_breast(&breast, frac).unwrap();
+            prop_assert_eq!(kept.patches(), &expect[..]);
         }
     }
 }

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::mammogram::PixelSpacing;
-use crate::preprocess::label_components;
+use crate::preprocess::walk_components;
 use crate::raster::{Mask, ProbMap};
 
 /// Probability above which a pixel is BAC unless told otherwise.
@@ -87,8 +87,9 @@ impl Postprocess {
 
     /// The BAC mask of a probability map. `self` must have passed [`Postprocess::validate`].
     pub fn apply(&self, prob: &ProbMap, spacing: Option<PixelSpacing>) -> Mask {
-        let mask = threshold(prob, self.threshold);
-        remove_small_components(&mask, self.min_area.pixels(spacing))
+        let mut mask = threshold(prob, self.threshold);
+        remove_small_components_in_place(&mut mask, self.min_area.pixels(spacing));
+        mask
     }
 }
 
@@ -100,11 +101,25 @@ pub fn threshold(prob: &ProbMap, t: f32) -> Mask {
 /// Remove 8-connected components with fewer than `min_pixels` pixels. Eight-connectivity
 /// because a thin calcified vessel running diagonally touches only at corners.
 pub fn remove_small_components(mask: &Mask, min_pixels: usize) -> Mask {
+    let mut out = mask.clone();
+    remove_small_components_in_place(&mut out, min_pixels);
+    out
+}
+
+/// [`remove_small_components`] on `mask` itself: one more byte per pixel while it runs, no
+/// label image.
+pub fn remove_small_components_in_place(mask: &mut Mask, min_pixels: usize) {
     if min_pixels <= 1 {
-        return mask.clone();
+        return;
     }
-    let (labels, sizes) = label_components(mask);
-    labels.map(|&l| l != 0 && sizes[l as usize - 1] >= min_pixels)
+    let (w, h) = (mask.width(), mask.height());
+    // Cells: the walk reads the mask while a finished small component is cleared.
+    let cells = std::cell::Cell::from_mut(mask.data_mut()).as_slice_of_cells();
+    walk_components(w, h, |i| cells[i].get(), min_pixels, |size, pixels| {
+        if size < min_pixels {
+            pixels.iter().for_each(|&i| cells[i].set(false));
+        }
+    });
 }
 
 #[cfg(test)]

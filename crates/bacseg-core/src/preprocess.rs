@@ -122,13 +122,22 @@ pub struct Timings {
 /// `cfg` must have passed [`Preprocess::validate`].
 pub fn preprocess(m: &Mammogram, cfg: &Preprocess) -> Preprocessed {
     let t0 = std::time::Instant::now();
-    let denoised = if cfg.median_radius > 0 {
-        median_filter(&m.pixels, cfg.median_radius)
-    } else {
-        m.pixels.clone()
-    };
+    let denoised = median_filter(&m.pixels, cfg.median_radius);
     let median_s = t0.elapsed().as_secs_f64();
-    let mut out = preprocess_denoised(&denoised, cfg);
+    let mut out = normalised(denoised, cfg);
+    out.timings.median_s = median_s;
+    out
+}
+
+/// [`preprocess`] taking the image's pixels, for the lowest peak memory on large images: they
+/// are freed as soon as denoising no longer needs them (normalised in place without it), and
+/// the result is the only full-size copy left: 5 bytes per pixel (the image in f32, the breast
+/// mask), at most 7 while it runs.
+pub fn preprocess_pixels(pixels: Raster<f32>, cfg: &Preprocess) -> Preprocessed {
+    let t0 = std::time::Instant::now();
+    let denoised = median_filter_owned(pixels, cfg.median_radius);
+    let median_s = t0.elapsed().as_secs_f64();
+    let mut out = normalised(denoised, cfg);
     out.timings.median_s = median_s;
     out
 }
@@ -136,15 +145,20 @@ pub fn preprocess(m: &Mammogram, cfg: &Preprocess) -> Preprocessed {
 /// The chain after denoising, on an already denoised image: breast mask and normalisation
 /// (`cfg.median_radius` is not used).
 pub fn preprocess_denoised(denoised: &Raster<f32>, cfg: &Preprocess) -> Preprocessed {
+    normalised(denoised.clone(), cfg)
+}
+
+/// Breast mask and normalisation of a denoised image, normalised in place.
+fn normalised(mut image: Raster<f32>, cfg: &Preprocess) -> Preprocessed {
     let t1 = std::time::Instant::now();
     let breast = if cfg.breast_mask.enabled {
-        breast_mask(denoised, &cfg.breast_mask)
+        breast_mask(&image, &cfg.breast_mask)
     } else {
-        Mask::filled(denoised.width(), denoised.height(), true)
+        Mask::filled(image.width(), image.height(), true)
     };
     let t2 = std::time::Instant::now();
-    let window = percentile_window(denoised, &breast, cfg.low_percentile, cfg.high_percentile);
-    let image = normalise(denoised, window);
+    let window = percentile_window(&image, &breast, cfg.low_percentile, cfg.high_percentile);
+    normalise_in_place(&mut image, window);
     let t3 = std::time::Instant::now();
     Preprocessed {
         image,
@@ -320,8 +334,28 @@ pub fn median_filter(img: &Raster<f32>, radius: usize) -> Raster<f32> {
     if radius == 0 || w == 0 || h == 0 {
         return img.clone();
     }
-    let levels = Levels::new(img);
-    let src = &levels.data;
+    median_of_levels(Levels::new(img), w, h, radius)
+}
+
+/// [`median_filter`] taking the image: it is freed once its 16-bit levels are made, so the
+/// filter needs at most 6 bytes per pixel instead of 10 beside the input.
+pub fn median_filter_owned(img: Raster<f32>, radius: usize) -> Raster<f32> {
+    let (w, h) = (img.width(), img.height());
+    if radius == 0 || w == 0 || h == 0 {
+        return img;
+    }
+    let levels = Levels::new(&img);
+    drop(img);
+    median_of_levels(levels, w, h, radius)
+}
+
+fn median_of_levels(levels: Levels, w: usize, h: usize, radius: usize) -> Raster<f32> {
+    let Levels {
+        data: levels_data,
+        offset,
+        step,
+    } = levels;
+    let src = &levels_data;
     let r = radius as isize;
     let rank = ((2 * radius + 1) * (2 * radius + 1) / 2) as u32;
     let clampx = |x: isize| x.clamp(0, w as isize - 1) as usize;
@@ -374,6 +408,12 @@ pub fn median_filter(img: &Raster<f32>, radius: usize) -> Raster<f32> {
                 }
             }
         });
+    drop(levels_data);
+    let levels = Levels {
+        data: Vec::new(),
+        offset,
+        step,
+    };
     let data = out.into_par_iter().map(|l| levels.value(l)).collect();
     Raster::from_vec(w, h, data).unwrap_or_else(|_| unreachable!("output has w*h samples"))
 }
@@ -501,6 +541,80 @@ pub fn label_components(mask: &Mask) -> (Raster<u32>, Vec<usize>) {
     (labels, sizes)
 }
 
+/// Visit the 8-connected components of `mask` one after another without a label image (one
+/// byte per pixel marks what was visited): `f` gets each component's size and its first `keep`
+/// pixel indices (row-major `y * width + x`; all of them when it has at most `keep`).
+pub fn for_each_component(mask: &Mask, keep: usize, f: impl FnMut(usize, &[usize])) {
+    let data = mask.data();
+    walk_components(mask.width(), mask.height(), |i| data[i], keep, f);
+}
+
+/// [`for_each_component`] over the pixels of a `w x h` image for which `is_set` holds; `f` may
+/// change pixels of the component it is given (they are never looked at again).
+pub(crate) fn walk_components(
+    w: usize,
+    h: usize,
+    is_set: impl Fn(usize) -> bool,
+    keep: usize,
+    mut f: impl FnMut(usize, &[usize]),
+) {
+    // Scanline filling: a component is taken a horizontal run at a time, and the stack holds
+    // one seed per run still to take in the rows above and below, so it stays about as long as
+    // the component's outline rather than its area.
+    let mut visited = vec![false; w * h];
+    let (mut stack, mut pixels): (Vec<(usize, usize)>, Vec<usize>) = (Vec::new(), Vec::new());
+    for start in 0..w * h {
+        if visited[start] || !is_set(start) {
+            continue;
+        }
+        pixels.clear();
+        let mut size = 0;
+        stack.push((start % w, start / w));
+        while let Some((x, y)) = stack.pop() {
+            let row = y * w;
+            if visited[row + x] {
+                continue;
+            }
+            let open = |x: usize| !visited[row + x] && is_set(row + x);
+            let (mut x0, mut x1) = (x, x);
+            while x0 > 0 && open(x0 - 1) {
+                x0 -= 1;
+            }
+            while x1 + 1 < w && open(x1 + 1) {
+                x1 += 1;
+            }
+            visited[row + x0..=row + x1].fill(true);
+            let room = keep.saturating_sub(pixels.len()).min(x1 - x0 + 1);
+            pixels.extend(row + x0..row + x0 + room);
+            size += x1 - x0 + 1;
+            // Eight-connectivity: the runs above and below touching [x0 - 1, x1 + 1].
+            let (lo, hi) = (x0.saturating_sub(1), (x1 + 1).min(w - 1));
+            for ny in [y.wrapping_sub(1), y + 1] {
+                if ny >= h {
+                    continue;
+                }
+                let nrow = ny * w;
+                let mut in_run = false;
+                for nx in lo..=hi {
+                    let set = !visited[nrow + nx] && is_set(nrow + nx);
+                    if set && !in_run {
+                        stack.push((nx, ny));
+                    }
+                    in_run = set;
+                }
+            }
+        }
+        f(size, &pixels);
+    }
+}
+
+/// The number of 8-connected components of `mask`.
+pub fn component_count(mask: &Mask) -> usize {
+    let mut n = 0;
+    for_each_component(mask, 0, |_, _| n += 1);
+    n
+}
+
 /// Keep only the largest 8-connected component.
 pub fn largest_component(mask: &Mask) -> Mask {
     let (labels, sizes) = label_components(mask);
@@ -577,25 +691,21 @@ pub fn breast_mask(img: &Raster<f32>, cfg: &BreastMaskConfig) -> Mask {
     let (sw, sh) = (coarse.width(), coarse.height());
     let fmask = coarse.map(|&b| if b { 1.0f32 } else { 0.0 });
     let inv = 1.0 / f as f32;
-    let rows: Vec<Vec<bool>> = (0..h)
-        .into_par_iter()
-        .map(|y| {
-            let sy = ((y as f32 + 0.5) * inv - 0.5).clamp(0.0, (sh - 1) as f32);
-            let (y0, ty) = (sy.floor() as usize, sy.fract());
-            let y1 = (y0 + 1).min(sh - 1);
-            (0..w)
-                .map(|x| {
-                    let sx = ((x as f32 + 0.5) * inv - 0.5).clamp(0.0, (sw - 1) as f32);
-                    let (x0, tx) = (sx.floor() as usize, sx.fract());
-                    let x1 = (x0 + 1).min(sw - 1);
-                    let top = fmask.get(x0, y0) * (1.0 - tx) + fmask.get(x1, y0) * tx;
-                    let bot = fmask.get(x0, y1) * (1.0 - tx) + fmask.get(x1, y1) * tx;
-                    top * (1.0 - ty) + bot * ty >= 0.5
-                })
-                .collect()
-        })
-        .collect();
-    Raster::from_vec(w, h, rows.concat()).unwrap_or_else(|_| unreachable!("w*h"))
+    let mut out = vec![false; w * h];
+    out.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
+        let sy = ((y as f32 + 0.5) * inv - 0.5).clamp(0.0, (sh - 1) as f32);
+        let (y0, ty) = (sy.floor() as usize, sy.fract());
+        let y1 = (y0 + 1).min(sh - 1);
+        for (x, v) in row.iter_mut().enumerate() {
+            let sx = ((x as f32 + 0.5) * inv - 0.5).clamp(0.0, (sw - 1) as f32);
+            let (x0, tx) = (sx.floor() as usize, sx.fract());
+            let x1 = (x0 + 1).min(sw - 1);
+            let top = fmask.get(x0, y0) * (1.0 - tx) + fmask.get(x1, y0) * tx;
+            let bot = fmask.get(x0, y1) * (1.0 - tx) + fmask.get(x1, y1) * tx;
+            *v = top * (1.0 - ty) + bot * ty >= 0.5;
+        }
+    });
+    Raster::from_vec(w, h, out).unwrap_or_else(|_| unreachable!("w*h"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -635,14 +745,18 @@ pub fn percentile_window(img: &Raster<f32>, mask: &Mask, low: f32, high: f32) ->
 
 /// Map `window.0 -> 0` and `window.1 -> 1`, clamped to [0, 1].
 pub fn normalise(img: &Raster<f32>, window: (f32, f32)) -> Raster<f32> {
+    let mut out = img.clone();
+    normalise_in_place(&mut out, window);
+    out
+}
+
+/// [`normalise`] in place.
+pub fn normalise_in_place(img: &mut Raster<f32>, window: (f32, f32)) {
     let (lo, hi) = window;
     let scale = 1.0 / (hi - lo).max(f32::MIN_POSITIVE);
-    let data = img
-        .data()
-        .par_iter()
-        .map(|&v| ((v - lo) * scale).clamp(0.0, 1.0))
-        .collect();
-    Raster::from_vec(img.width(), img.height(), data).unwrap_or_else(|_| unreachable!("same size"))
+    img.data_mut()
+        .par_iter_mut()
+        .for_each(|v| *v = ((*v - lo) * scale).clamp(0.0, 1.0));
 }
 
 #[cfg(test)]
@@ -738,6 +852,29 @@ mod tests {
         let truth = std::f32::consts::PI * 180.0 * 180.0 / 2.0;
         let got = m.count() as f32;
         assert!((got - truth).abs() / truth < 0.05, "area {got} vs {truth}");
+    }
+
+    proptest! {
+        /// The scanline walk finds the components the labelling finds, with their sizes.
+        #[test]
+        fn component_walk_matches_labelling(w in 1usize..40, h in 1usize..40, seed in 0u64..5000, density in 1u64..9) {
+            let mask = Raster::from_fn(w, h, |x, y| {
+                (x as u64 * 7919 + y as u64 * 104729 + seed).wrapping_mul(2654435761) % 10 < density
+            });
+            let (labels, sizes) = label_components(&mask);
+            let mut walked = Vec::new();
+            for_each_component(&mask, usize::MAX, |size, pixels| {
+                walked.push(size);
+                assert_eq!(pixels.len(), size);
+                let label = labels.data()[pixels[0]];
+                assert!(pixels.iter().all(|&i| labels.data()[i] == label));
+            });
+            let mut expect = sizes.clone();
+            expect.sort_unstable();
+            walked.sort_unstable();
+            prop_assert_eq!(walked, expect);
+            prop_assert_eq!(component_count(&mask), sizes.len());
+        }
     }
 
     #[test]

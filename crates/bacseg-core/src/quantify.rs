@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::mammogram::{Laterality, PixelSpacing, View};
 use crate::postprocess::DEFAULT_THRESHOLD;
-use crate::preprocess::label_components;
+use crate::preprocess::component_count;
 use crate::raster::{Mask, ProbMap};
 
 /// Printed and serialised beside every grade.
@@ -191,14 +191,22 @@ pub fn measure(
     let area_pct_of_breast = breast_area_px
         .filter(|&b| b > 0)
         .map(|b| 100.0 * area_px as f64 / b as f64);
-    let skeleton = skeletonize(mask);
-    let length_px = centreline_length(mask, &skeleton, 1.0, 1.0);
-    let length_mm = spacing.map(|s| centreline_length(mask, &skeleton, s.row_mm, s.col_mm));
+    // The shape measures on the mask's bounding box: the same values (they look at mask pixels
+    // and their neighbours only), with memory for the calcified region rather than the image.
+    let shape = match bounding_box(mask) {
+        Some((x, y, w, h)) => mask.crop(x, y, w, h, false),
+        None => Mask::filled(1, 1, false),
+    };
+    let shape = &shape;
+    let skeleton = skeletonize(shape);
+    let length_px = centreline_length(shape, &skeleton, 1.0, 1.0);
+    let length_mm = spacing.map(|s| centreline_length(shape, &skeleton, s.row_mm, s.col_mm));
     let width = |area: Option<f64>, len: Option<f64>| match (area, len) {
         (Some(a), Some(l)) if l > 0.0 => Some(a / l),
         _ => None,
     };
-    let (_, sizes) = label_components(mask);
+    drop(skeleton);
+    let segments = component_count(shape);
     let prob = prob
         .filter(|p| p.size() == mask.size())
         .map(|p| measure_prob(p, DEFAULT_THRESHOLD, spacing));
@@ -211,12 +219,29 @@ pub fn measure(
         length_mm,
         mean_width_px: width(Some(area_px as f64), Some(length_px)),
         mean_width_mm: width(area_mm2, length_mm),
-        segments: sizes.len(),
+        segments,
         prob,
         grade: grading.grade(area_px, length_mm),
         grading: (*grading).into(),
         spacing,
     }
+}
+
+/// The smallest rectangle (x, y, width, height) holding every set pixel of `mask`, if any.
+pub fn bounding_box(mask: &Mask) -> Option<(usize, usize, usize, usize)> {
+    let rows: Vec<usize> = (0..mask.height())
+        .filter(|&y| mask.row(y).contains(&true))
+        .collect();
+    let (&y0, &y1) = (rows.first()?, rows.last()?);
+    let (mut x0, mut x1) = (usize::MAX, 0);
+    for &y in &rows {
+        let row = mask.row(y);
+        if let (Some(a), Some(b)) = (row.iter().position(|&v| v), row.iter().rposition(|&v| v)) {
+            x0 = x0.min(a);
+            x1 = x1.max(b);
+        }
+    }
+    Some((x0, y0, x1 - x0 + 1, y1 - y0 + 1))
 }
 
 impl BacBurden {
@@ -732,6 +757,7 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::preprocess::label_components;
     use crate::mammogram::SpacingSource;
     use crate::raster::Raster;
 

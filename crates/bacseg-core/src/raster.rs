@@ -40,6 +40,37 @@ pub type Mask = Raster<bool>;
 /// Per-pixel probabilities in [0, 1].
 pub type ProbMap = Raster<f32>;
 
+/// A pixel value read as a number in [0, 1] by a network or a picture: f32 as it is, 16-bit
+/// and 8-bit values over their whole range.
+pub trait UnitValue: Copy + Default + Send + Sync {
+    fn unit(self) -> f32;
+}
+
+impl UnitValue for f32 {
+    fn unit(self) -> f32 {
+        self
+    }
+}
+
+impl UnitValue for u16 {
+    fn unit(self) -> f32 {
+        f32::from(self) / 65535.0
+    }
+}
+
+impl UnitValue for u8 {
+    fn unit(self) -> f32 {
+        f32::from(self) / 255.0
+    }
+}
+
+/// Values in [0, 1] (clamped) as 16-bit levels, `round(v x 65535)`: half the memory of f32,
+/// and exactly how the training patch cache stores a preprocessed image
+/// ([`crate::cache`]), so a network sees the values it was trained on.
+pub fn unit_to_u16(image: &Raster<f32>) -> Raster<u16> {
+    image.map(|&v| (v.clamp(0.0, 1.0) * 65535.0).round() as u16)
+}
+
 /// A buffer whose length does not match the stated size.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("raster of {width}x{height} needs {} samples, got {len}", width * height)]

@@ -1,7 +1,9 @@
 //! Putting per-patch predictions back together into one probability map for the whole image.
-//! Patches stream in, in any order, and are folded into whole-image buffers at once, so memory
-//! is O(image) however many patches there are. Pixels no patch covered (tiles skipped outside
-//! the breast) come out as probability 0.
+//! Patches stream in, in any order, and are folded into one whole-image buffer at once, so memory
+//! is O(image) however many patches there are: 4 bytes per pixel for the Gaussian, mean and
+//! maximum blends (the weight sums of the averages are recomputed row by row from the patches'
+//! positions when the map is finished, not kept per pixel), 8 for crop. Pixels no patch covered
+//! (tiles skipped outside the breast) come out as probability 0.
 
 use std::str::FromStr;
 
@@ -89,8 +91,9 @@ pub struct Blender {
     image: Size,
     /// Gaussian/mean: weighted sum. Max: running maximum. Crop: value of the nearest patch.
     value: Vec<f32>,
-    /// Gaussian/mean: sum of weights; empty otherwise.
-    aux: Vec<f32>,
+    /// Gaussian/mean: the valid region of each patch added (x, y, width, height), in the order
+    /// added, from which [`finish`](Self::finish) recomputes the sum of weights per pixel.
+    added: Vec<[usize; 4]>,
     /// Crop only: squared distance in half-pixels to the nearest patch centre so far
     /// (`u32::MAX` while uncovered); empty otherwise.
     nearest: Vec<u32>,
@@ -109,10 +112,10 @@ impl Blender {
             return Err(StitchError::EmptyImage(image));
         }
         let n = image.area();
-        let (value, aux, nearest) = match mode {
-            BlendMode::Gaussian | BlendMode::Mean => (vec![0.0; n], vec![0.0; n], Vec::new()),
-            BlendMode::Max => (vec![f32::NEG_INFINITY; n], Vec::new(), Vec::new()),
-            BlendMode::Crop => (vec![0.0; n], Vec::new(), vec![u32::MAX; n]),
+        let (value, nearest) = match mode {
+            BlendMode::Gaussian | BlendMode::Mean => (vec![0.0; n], Vec::new()),
+            BlendMode::Max => (vec![f32::NEG_INFINITY; n], Vec::new()),
+            BlendMode::Crop => (vec![0.0; n], vec![u32::MAX; n]),
         };
         let weight_1d = match mode {
             BlendMode::Gaussian => {
@@ -132,7 +135,7 @@ impl Blender {
             size: patch_size,
             image,
             value,
-            aux,
+            added: Vec::new(),
             nearest,
             weight_1d,
         })
@@ -177,26 +180,21 @@ impl Blender {
             BlendMode::Gaussian | BlendMode::Mean => {
                 let gaussian = self.mode == BlendMode::Gaussian;
                 let wts = &self.weight_1d;
-                self.value[rows.clone()]
+                self.added.push([x0, patch.y, w, h]);
+                self.value[rows]
                     .par_chunks_mut(width)
-                    .zip(self.aux[rows].par_chunks_mut(width))
                     .enumerate()
-                    .for_each(|(r, (val, wsum))| {
+                    .for_each(|(r, val)| {
                         let src = &probs[r * size..r * size + w];
-                        let (val, wsum) = (&mut val[x0..x0 + w], &mut wsum[x0..x0 + w]);
+                        let val = &mut val[x0..x0 + w];
                         if gaussian {
                             let wy = wts[r];
-                            for (((v, s), &p), &wx) in
-                                val.iter_mut().zip(wsum.iter_mut()).zip(src).zip(&wts[..w])
-                            {
-                                let wt = wy * wx;
-                                *v += wt * p;
-                                *s += wt;
+                            for ((v, &p), &wx) in val.iter_mut().zip(src).zip(&wts[..w]) {
+                                *v += wy * wx * p;
                             }
                         } else {
-                            for ((v, s), &p) in val.iter_mut().zip(wsum.iter_mut()).zip(src) {
+                            for (v, &p) in val.iter_mut().zip(src) {
                                 *v += p;
-                                *s += 1.0;
                             }
                         }
                     });
@@ -250,12 +248,33 @@ impl Blender {
         // In place: a second full-size buffer would cost as much as the blending itself.
         match self.mode {
             BlendMode::Gaussian | BlendMode::Mean => {
-                value
-                    .par_iter_mut()
-                    .zip(self.aux.par_iter())
-                    .for_each(|(v, &s)| {
-                        *v = if s > 0.0 { *v / s } else { 0.0 };
-                    });
+                // The sum of weights of one row, from the patches that cover it, added in the
+                // order the patches came (the same sums a per-pixel buffer would have held).
+                let gaussian = self.mode == BlendMode::Gaussian;
+                let (wts, added) = (&self.weight_1d, &self.added);
+                value.par_chunks_mut(width).enumerate().for_each_init(
+                    || vec![0f32; width],
+                    |wsum, (y, row)| {
+                        wsum.fill(0.0);
+                        for &[x0, y0, w, h] in added {
+                            if y < y0 || y >= y0 + h {
+                                continue;
+                            }
+                            let sum = &mut wsum[x0..x0 + w];
+                            if gaussian {
+                                let wy = wts[y - y0];
+                                for (s, &wx) in sum.iter_mut().zip(&wts[..w]) {
+                                    *s += wy * wx;
+                                }
+                            } else {
+                                sum.iter_mut().for_each(|s| *s += 1.0);
+                            }
+                        }
+                        for (v, &s) in row.iter_mut().zip(wsum.iter()) {
+                            *v = if s > 0.0 { *v / s } else { 0.0 };
+                        }
+                    },
+                );
             }
             BlendMode::Max => value.par_iter_mut().for_each(|v| {
                 if *v == f32::NEG_INFINITY {

@@ -840,13 +840,21 @@ fn predict_one(
     options: &BatchOptions,
 ) -> Result<(BacBurden, Vec<String>)> {
     let start = Instant::now();
-    let image = crate::load_image(input)?;
+    let mut image = crate::load_image(input)?;
     let load_s = start.elapsed().as_secs_f64();
-    let pred = predictor.predict(&image)?;
+    let about = About {
+        width: image.width(),
+        height: image.height(),
+        laterality: image.laterality.map(|l| format!("{l:?}")),
+        view: image.view.clone().map(String::from),
+    };
+    let notes = std::mem::take(&mut image.notes);
+    // The pixels are freed inside once preprocessing is done with them.
+    let pred = predictor.predict_owned(image)?;
     let mut written = Vec::new();
     let result = write_outputs(
         predictor,
-        &image,
+        &about,
         &pred,
         name,
         (id, fingerprint),
@@ -860,13 +868,21 @@ fn predict_one(
         }
     }
     result?;
-    Ok((pred.burden, image.notes))
+    Ok((pred.burden, notes))
+}
+
+/// What bac.json records of the input image.
+struct About {
+    width: usize,
+    height: usize,
+    laterality: Option<String>,
+    view: Option<String>,
 }
 
 #[allow(clippy::too_many_arguments)]
 fn write_outputs(
     predictor: &Predictor<'_>,
-    image: &bacseg_core::mammogram::Mammogram,
+    image: &About,
     pred: &ImagePrediction,
     name: &str,
     (id, fingerprint): (&InputIdentity, &str),
@@ -901,11 +917,11 @@ fn write_outputs(
         stem: name,
         input: id,
         fingerprint,
-        width: image.width(),
-        height: image.height(),
+        width: image.width,
+        height: image.height,
         spacing: pred.spacing,
-        laterality: image.laterality.map(|l| format!("{l:?}")),
-        view: image.view.clone().map(String::from),
+        laterality: image.laterality.clone(),
+        view: image.view.clone(),
         burden: &pred.burden,
         model: ModelRecord {
             architecture: &model.spec().architecture,

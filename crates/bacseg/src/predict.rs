@@ -25,10 +25,10 @@ use std::time::Instant;
 use bacseg_core::mammogram::{Mammogram, PixelSpacing};
 use bacseg_core::postprocess::{MinComponentArea, Postprocess};
 use bacseg_core::preprocess::{
-    Preprocess, Preprocessed, median_filter, preprocess, preprocess_denoised,
+    Preprocess, median_filter, preprocess, preprocess_denoised, preprocess_pixels,
 };
 use bacseg_core::quantify::{BacBurden, Grading, measure};
-use bacseg_core::raster::{Mask, ProbMap, Raster};
+use bacseg_core::raster::{Mask, ProbMap, Raster, UnitValue, unit_to_u16};
 use bacseg_core::resample::resize;
 use bacseg_core::stitch::BlendMode;
 use bacseg_nn::engine::{
@@ -223,8 +223,9 @@ pub struct ImagePrediction {
     pub mask: Mask,
     /// Breast mask.
     pub breast: Mask,
-    /// The preprocessed image in [0, 1] (for overlays).
-    pub display: Raster<f32>,
+    /// The preprocessed image in 8-bit grey (0-255, for overlays; the full-precision image
+    /// is freed after the forward passes).
+    pub display: Raster<u8>,
     /// Area, length, segments and grade of the mask.
     pub burden: BacBurden,
     /// The pixel spacing the burden was measured with (the image's, else the configured
@@ -287,18 +288,32 @@ impl<'m> Predictor<'m> {
 
     /// Predict BAC on one mammogram.
     pub fn predict(&mut self, image: &Mammogram) -> Result<ImagePrediction> {
+        self.predict_inner(Input::Borrowed(image))
+    }
+
+    /// [`predict`](Self::predict) taking the mammogram, for the lowest peak memory on large
+    /// images: its pixels are freed as soon as preprocessing no longer needs them. bacseg's
+    /// pipeline then needs about 9-10 bytes per pixel at its peak (the preprocessed image and
+    /// the blended map in f32, the breast mask), beside the model and the engine's working
+    /// memory; docs/architecture.md gives the measured figures.
+    pub fn predict_owned(&mut self, image: Mammogram) -> Result<ImagePrediction> {
+        self.predict_inner(Input::Owned(image))
+    }
+
+    fn predict_inner(&mut self, image: Input<'_>) -> Result<ImagePrediction> {
         let start = Instant::now();
         let mut t = Timings::default();
         let spacing = image
+            .get()
             .spacing
             .or(self.config.default_spacing_mm.map(|mm| PixelSpacing {
                 row_mm: mm,
                 col_mm: mm,
                 source: bacseg_core::mammogram::SpacingSource::User,
             }));
-        let (prob, pre) = match self.runner.as_mut() {
+        let (prob, breast, display) = match self.runner.as_mut() {
             Some(runner) => bacseg_pipeline(self.model, runner, &self.config, image, &mut t)?,
-            None => published_scunet(self.model, &self.config, image, &mut t)?,
+            None => published_scunet(self.model, &self.config, image.get(), &mut t)?,
         };
         let s = Instant::now();
         let mask = self.config.postprocess.apply(&prob, spacing);
@@ -306,7 +321,7 @@ impl<'m> Predictor<'m> {
             &mask,
             Some(&prob),
             spacing,
-            Some(&pre.breast),
+            Some(&breast),
             &Grading::default(),
         );
         t.postprocess_s = s.elapsed().as_secs_f64();
@@ -314,8 +329,8 @@ impl<'m> Predictor<'m> {
         Ok(ImagePrediction {
             prob,
             mask,
-            breast: pre.breast,
-            display: pre.image,
+            breast,
+            display,
             burden,
             spacing,
             timings: t,
@@ -323,55 +338,72 @@ impl<'m> Predictor<'m> {
     }
 }
 
-/// bacseg's pipeline: the probability map and the preprocessed image, both at the input's size.
+/// The mammogram a prediction starts from: the caller's, or one whose pixels can be freed.
+enum Input<'a> {
+    Borrowed(&'a Mammogram),
+    Owned(Mammogram),
+}
+
+impl Input<'_> {
+    fn get(&self) -> &Mammogram {
+        match self {
+            Input::Borrowed(m) => m,
+            Input::Owned(m) => m,
+        }
+    }
+}
+
+/// The probability map, the breast mask and the 8-bit display image, all at the input's size.
+type Found = (ProbMap, Mask, Raster<u8>);
+
+/// The preprocessed image in 8-bit grey.
+fn grey_display<T: UnitValue>(image: &Raster<T>) -> Raster<u8> {
+    image.map(|&v| (v.unit().clamp(0.0, 1.0) * 255.0).round() as u8)
+}
+
+/// bacseg's pipeline on `input` (its pixels freed after preprocessing when it is owned).
 fn bacseg_pipeline(
     model: &Model,
     runner: &mut Runner<'_, Network>,
     config: &PredictConfig,
-    m: &Mammogram,
+    input: Input<'_>,
     t: &mut Timings,
-) -> Result<(ProbMap, Preprocessed)> {
+) -> Result<Found> {
     let s = Instant::now();
+    let m = input.get();
     let (w, h) = (m.width(), m.height());
     let f = config.scale;
-    let scaled;
-    let work = if f == 1.0 {
-        m
+    let mut pre = if f == 1.0 {
+        match input {
+            Input::Borrowed(m) => preprocess(m, &config.preprocess),
+            Input::Owned(m) => preprocess_pixels(m.pixels, &config.preprocess),
+        }
     } else {
         let (sw, sh) = (
             ((w as f64 * f).round() as usize).max(1),
             ((h as f64 * f).round() as usize).max(1),
         );
-        scaled = Mammogram {
-            pixels: resize(&m.pixels, sw, sh),
-            spacing: m.spacing.map(|p| PixelSpacing {
-                row_mm: p.row_mm * h as f64 / sh as f64,
-                col_mm: p.col_mm * w as f64 / sw as f64,
-                ..p
-            }),
-            laterality: m.laterality,
-            view: m.view.clone(),
-            bits_stored: m.bits_stored,
-            value_range: m.value_range,
-            notes: Vec::new(),
-        };
-        &scaled
+        // Preprocessing reads pixels only (the spacing is the input's, used at full size).
+        let scaled = resize(&m.pixels, sw, sh);
+        drop(input);
+        preprocess_pixels(scaled, &config.preprocess)
     };
-    let mut pre = preprocess(work, &config.preprocess);
+    // Held in 16 bits from here on, as the training cache holds it: the values the network
+    // was trained on, and 2 bytes per pixel less while the map is blended.
+    let image = unit_to_u16(&pre.image);
+    drop(pre.image);
     t.preprocess_s = s.elapsed().as_secs_f64();
-    let mut pred = predict_image_with(
-        model.network(),
-        runner,
-        &pre.image,
-        &pre.breast,
-        &config.infer,
-    )?;
+    let mut pred =
+        predict_image_with(model.network(), runner, &image, &pre.breast, &config.infer)?;
     t.add_prediction(&pred);
+    let mut display = grey_display(&image);
+    drop(image);
     if f != 1.0 {
         // Back to the input's pixel grid: outputs and measures are at full resolution.
         pred.prob = resize(&pred.prob, w, h).map(|p| p.clamp(0.0, 1.0));
         pre.breast = resize(&pre.breast.map(|&b| f32::from(u8::from(b))), w, h).map(|&v| v >= 0.5);
-        pre.image = resize(&pre.image, w, h);
+        display = resize(&display.map(|&v| f32::from(v)), w, h)
+            .map(|&v| v.round().clamp(0.0, 255.0) as u8);
     }
     // No BAC outside the breast: the background, burned-in labels and markers are not tissue.
     if config.preprocess.breast_mask.enabled {
@@ -381,7 +413,7 @@ fn bacseg_pipeline(
             }
         }
     }
-    Ok((pred.prob, pre))
+    Ok((pred.prob, pre.breast, display))
 }
 
 /// The published SCU-Net pipeline on the image's 8-bit grey values after a 5x5 median; the
@@ -392,14 +424,16 @@ fn published_scunet(
     config: &PredictConfig,
     m: &Mammogram,
     t: &mut Timings,
-) -> Result<(ProbMap, Preprocessed)> {
+) -> Result<Found> {
     let s = Instant::now();
     let grey = median_filter(&grey8(m), 2);
     let pre = preprocess_denoised(&grey, &config.preprocess);
+    let display = grey_display(&pre.image);
+    drop(pre.image);
     t.preprocess_s = s.elapsed().as_secs_f64();
     let pred = predict_published_scunet(model.network(), &grey, config.infer.batch)?;
     t.add_prediction(&pred);
-    Ok((pred.prob, pre))
+    Ok((pred.prob, pre.breast, display))
 }
 
 /// 8-bit grey values (0-255) of a mammogram, as the published SCU-Net pipeline reads its PNGs:

@@ -142,12 +142,27 @@ pub fn write_mask_png(path: &Path, mask: &Mask) -> Result<(), IoError> {
     write_png_gray8(path, mask.width(), mask.height(), &data)
 }
 
-/// Values in [0, 1] (clamped) as a 16-bit grey PNG scaled to 0..65535.
+/// Values in [0, 1] (clamped) as a 16-bit grey PNG scaled to 0..65535 (fast deflate, Sub
+/// filter, as [`write_png_gray16`]), converted and compressed row by row: no whole-image copy,
+/// so that writing a probability map adds memory for a few rows only.
 pub fn write_unit_png16(path: &Path, map: &Raster<f32>) -> Result<(), IoError> {
-    let data: Vec<u16> = map
-        .data()
-        .iter()
-        .map(|&v| (v.clamp(0.0, 1.0) * 65535.0).round() as u16)
-        .collect();
-    write_png_gray16(path, map.width(), map.height(), &data)
+    let (w, h) = check_len(path, map.width(), map.height(), map.len())?;
+    write_atomic(path, |out| {
+        let mut encoder = png::Encoder::new(out, w, h);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Sixteen);
+        encoder.set_compression(png::Compression::Fast);
+        encoder.set_filter(png::Filter::Sub);
+        let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+        let mut stream = writer.stream_writer().map_err(|e| e.to_string())?;
+        let mut row = Vec::with_capacity(map.width() * 2);
+        for y in 0..map.height() {
+            row.clear();
+            for &v in map.row(y) {
+                row.extend_from_slice(&((v.clamp(0.0, 1.0) * 65535.0).round() as u16).to_be_bytes());
+            }
+            stream.write_all(&row).map_err(|e| e.to_string())?;
+        }
+        stream.finish().map_err(|e| e.to_string())
+    })
 }

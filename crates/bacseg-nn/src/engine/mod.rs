@@ -9,7 +9,7 @@ pub mod ort;
 use std::time::Instant;
 
 use bacseg_core::patch::{PatchError, PatchGrid};
-use bacseg_core::raster::{Mask, ProbMap, Raster};
+use bacseg_core::raster::{Mask, ProbMap, Raster, UnitValue};
 use bacseg_core::stitch::{BlendMode, Blender, StitchError};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -395,11 +395,12 @@ pub fn predict_image<M: SegmentationModel>(
 }
 
 /// As [`predict_image`], with the forward passes on `runner` (made for `model`; `cfg.engine` is
-/// not read).
-pub fn predict_image_with<M: SegmentationModel>(
+/// not read). The image may also be held in 16 bits ([`bacseg_core::raster::unit_to_u16`]):
+/// half the memory, the values the training cache holds.
+pub fn predict_image_with<M: SegmentationModel, T: UnitValue>(
     model: &M,
     runner: &mut Runner<'_, M>,
-    image: &Raster<f32>,
+    image: &Raster<T>,
     breast: &Mask,
     cfg: &InferConfig,
 ) -> Result<Prediction, InferError> {
@@ -417,7 +418,7 @@ pub fn predict_image_with<M: SegmentationModel>(
         let t0 = Instant::now();
         let mut data = Vec::with_capacity(chunk.len() * n * n);
         for p in chunk {
-            data.extend_from_slice(grid.extract(image, p, 0.0).data());
+            data.extend(grid.extract(image, p, T::default()).data().iter().map(|v| v.unit()));
         }
         let t1 = Instant::now();
         let probs = runner.probabilities(data, n, cfg.tta)?;
