@@ -292,10 +292,9 @@ impl<'m> Predictor<'m> {
     }
 
     /// [`predict`](Self::predict) taking the mammogram, for the lowest peak memory on large
-    /// images: its pixels are freed as soon as preprocessing no longer needs them. bacseg's
-    /// pipeline then needs about 9-10 bytes per pixel at its peak (the preprocessed image and
-    /// the blended map in f32, the breast mask), beside the model and the engine's working
-    /// memory; docs/architecture.md gives the measured figures.
+    /// images: its pixels are freed as soon as preprocessing no longer needs them. A whole
+    /// `predict_files` image then peaks at about 8 bytes per pixel beside the model and the
+    /// engine's buffers (docs/architecture.md, "Memory", has the measured figures).
     pub fn predict_owned(&mut self, image: Mammogram) -> Result<ImagePrediction> {
         self.predict_inner(Input::Owned(image))
     }
