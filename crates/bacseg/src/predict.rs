@@ -394,6 +394,9 @@ fn bacseg_pipeline(
     t.preprocess_s = s.elapsed().as_secs_f64();
     let mut pred =
         predict_image_with(model.network(), runner, &image, &pre.breast, &config.infer)?;
+    // The engine's buffers are not held while the map is postprocessed, measured and written
+    // (the peak of a large image); making them again costs milliseconds per image.
+    runner.release_buffers();
     t.add_prediction(&pred);
     let mut display = grey_display(&image);
     drop(image);

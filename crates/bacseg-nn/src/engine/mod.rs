@@ -286,6 +286,15 @@ impl<'m, M: SegmentationModel> Runner<'m, M> {
         }
     }
 
+    /// Free what the engine keeps between forward passes (the CPU engine's buffers, hundreds
+    /// of megabytes for 512x512 patches in batches of 4), so that the rest of an image's
+    /// processing does not add to it; the next forward pass makes them again.
+    pub fn release_buffers(&mut self) {
+        if let Runner::Cpu { net, .. } = self {
+            net.release_buffers();
+        }
+    }
+
     /// As [`patch_probabilities`], on this runner's engine.
     pub fn probabilities(
         &mut self,

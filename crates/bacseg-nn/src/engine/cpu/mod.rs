@@ -263,6 +263,11 @@ impl Net {
         self.name
     }
 
+    /// Free the buffers kept for the next forward pass (they are made again when needed).
+    pub fn release_buffers(&mut self) {
+        self.pool = Vec::new();
+    }
+
     /// Image channels the network takes.
     pub fn in_channels(&self) -> usize {
         self.in_channels
