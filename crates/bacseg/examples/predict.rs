@@ -1,6 +1,5 @@
-//! Predict BAC on one mammogram through the library:
-//! `cargo run --release -p bacseg --example predict -- RUN_DIR IMAGE [OUT.png]`
-//! (RUN_DIR: a `bacseg train` run, or `scunet:` for the cached published SCU-Net).
+//! Predict BAC on one mammogram: `cargo run --release -p bacseg --example predict -- RUN IMAGE
+//! [OUT.png]` (RUN: a `bacseg train` run directory, or `scunet:` for the published SCU-Net).
 
 use bacseg::{Model, ModelSource, PredictConfig, Predictor};
 
@@ -18,13 +17,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         true => PredictConfig::published_scunet(),
         false => PredictConfig::for_model(&model),
     };
-    let mut predictor = Predictor::new(&model, config)?;
-    let found = predictor.predict(&bacseg::load_image(image.as_ref())?)?;
+    let found =
+        Predictor::new(&model, config)?.predict_owned(bacseg::load_image(image.as_ref())?)?;
     let b = &found.burden;
-    println!(
-        "{image}: {} px, {:?} mm^2, grade {:?}",
-        b.area_px, b.area_mm2, b.grade
-    );
+    println!("{image}: {} px, grade {:?}", b.area_px, b.grade);
     if let Some(out) = rest.first() {
         bacseg::core::io::write_mask_png(out.as_ref(), &found.mask)?;
     }
