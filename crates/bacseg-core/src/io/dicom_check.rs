@@ -218,12 +218,7 @@ fn walk<R: Read + Seek>(file: R, len: u64) -> Result<(), String> {
                     w.skip(u64::from(length))?;
                 }
                 0xE000 => {
-                    let end = if length == UNDEFINED {
-                        None
-                    } else {
-                        fits(tag, w.pos, length, limit)?;
-                        Some(w.pos + u64::from(length))
-                    };
+                    let end = end_of(tag, w.pos, length, limit)?;
                     stack.push(Open {
                         end,
                         kind: Kind::Item,
@@ -279,12 +274,7 @@ fn walk<R: Read + Seek>(file: R, len: u64) -> Result<(), String> {
                 Some(v) if &v == b"UN" => (Kind::Sequence, Encoding::ImplicitLe),
                 _ => (Kind::Sequence, e),
             };
-            let end = if length == UNDEFINED {
-                None
-            } else {
-                fits(tag, w.pos, length, limit)?;
-                Some(w.pos + u64::from(length))
-            };
+            let end = end_of(tag, w.pos, length, limit)?;
             stack.push(Open {
                 end,
                 kind,
@@ -340,6 +330,16 @@ fn fits(tag: Tag, at: u64, length: u32, limit: u64) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Where an item or sequence starting at `at` ends: `None` for an undefined length, else its
+/// end, which must be within `limit`.
+fn end_of(tag: Tag, at: u64, length: u32, limit: u64) -> Result<Option<u64>, String> {
+    if length == UNDEFINED {
+        return Ok(None);
+    }
+    fits(tag, at, length, limit)?;
+    Ok(Some(at + u64::from(length)))
 }
 
 #[cfg(test)]
