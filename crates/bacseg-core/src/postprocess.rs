@@ -115,11 +115,17 @@ pub fn remove_small_components_in_place(mask: &mut Mask, min_pixels: usize) {
     let (w, h) = (mask.width(), mask.height());
     // Cells: the walk reads the mask while a finished small component is cleared.
     let cells = std::cell::Cell::from_mut(mask.data_mut()).as_slice_of_cells();
-    walk_components(w, h, |i| cells[i].get(), min_pixels, |size, pixels| {
-        if size < min_pixels {
-            pixels.iter().for_each(|&i| cells[i].set(false));
-        }
-    });
+    walk_components(
+        w,
+        h,
+        |i| cells[i].get(),
+        min_pixels,
+        |size, pixels| {
+            if size < min_pixels {
+                pixels.iter().for_each(|&i| cells[i].set(false));
+            }
+        },
+    );
 }
 
 #[cfg(test)]

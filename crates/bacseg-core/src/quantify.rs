@@ -757,8 +757,8 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::preprocess::label_components;
     use crate::mammogram::SpacingSource;
+    use crate::preprocess::label_components;
     use crate::raster::Raster;
 
     fn spacing(mm: f64) -> PixelSpacing {

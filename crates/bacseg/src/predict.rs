@@ -392,8 +392,7 @@ fn bacseg_pipeline(
     let image = unit_to_u16(&pre.image);
     drop(pre.image);
     t.preprocess_s = s.elapsed().as_secs_f64();
-    let mut pred =
-        predict_image_with(model.network(), runner, &image, &pre.breast, &config.infer)?;
+    let mut pred = predict_image_with(model.network(), runner, &image, &pre.breast, &config.infer)?;
     // The engine's buffers are not held while the map is postprocessed, measured and written
     // (the peak of a large image); making them again costs milliseconds per image.
     runner.release_buffers();

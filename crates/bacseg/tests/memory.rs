@@ -146,6 +146,12 @@ fn predict_holds_about_8_bytes_per_pixel_and_12_when_the_mask_covers_the_breast(
     // Every breast pixel BAC (a threshold every probability passes): the worst case for the
     // postprocessing and the measures, which work on the mask's bounding box.
     let (full, rest) = per_pixel(&model, 0.0);
-    eprintln!("all breast BAC: {full:.2} bytes per pixel + {:.1} MB", rest / 1e6);
-    assert!(full <= 12.5, "{full:.2} bytes per pixel with the whole breast as BAC");
+    eprintln!(
+        "all breast BAC: {full:.2} bytes per pixel + {:.1} MB",
+        rest / 1e6
+    );
+    assert!(
+        full <= 12.5,
+        "{full:.2} bytes per pixel with the whole breast as BAC"
+    );
 }

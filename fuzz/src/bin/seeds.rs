@@ -21,22 +21,31 @@ fn main() {
     let image_dir = out.join("image");
     std::fs::create_dir_all(&image_dir).expect("seed directory");
     let (w, h) = (48u32, 40u32);
-    let grey8 = image::GrayImage::from_fn(w, h, |x, y| image::Luma([((x * 5 + y * 3) % 256) as u8]));
-    let grey16 =
-        image::ImageBuffer::<image::Luma<u16>, _>::from_fn(w, h, |x, y| image::Luma([(x * 977 + y * 131) as u16]));
+    let grey8 =
+        image::GrayImage::from_fn(w, h, |x, y| image::Luma([((x * 5 + y * 3) % 256) as u8]));
+    let grey16 = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(w, h, |x, y| {
+        image::Luma([(x * 977 + y * 131) as u16])
+    });
     let rgb = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 5) as u8, (y * 6) as u8, 90]));
     grey8.save(image_dir.join("grey8.png")).expect("png");
     grey16.save(image_dir.join("grey16.png")).expect("png");
     grey16.save(image_dir.join("grey16.tif")).expect("tiff");
-    grey8.save_with_format(image_dir.join("grey.jpg"), image::ImageFormat::Jpeg).expect("jpeg");
-    rgb.save_with_format(image_dir.join("colour.jpg"), image::ImageFormat::Jpeg).expect("jpeg");
+    grey8
+        .save_with_format(image_dir.join("grey.jpg"), image::ImageFormat::Jpeg)
+        .expect("jpeg");
+    rgb.save_with_format(image_dir.join("colour.jpg"), image::ImageFormat::Jpeg)
+        .expect("jpeg");
 
     dicom_seeds(&image_dir);
 
     // Manifests.
     let manifest = out.join("manifest");
     write(&manifest, "plain.csv", b"a.dcm\nb.png\n");
-    write(&manifest, "header.csv", b"path,view\n\"dir with, comma/a.dcm\",CC\nb.png,MLO\n");
+    write(
+        &manifest,
+        "header.csv",
+        b"path,view\n\"dir with, comma/a.dcm\",CC\nb.png,MLO\n",
+    );
 
     // The JSON files of a run: a split, a run configuration, model specs.
     let configs = out.join("configs");
@@ -45,7 +54,11 @@ fn main() {
         val: vec!["c".into()],
         test: vec![],
     };
-    write(&configs, "splits.json", &serde_json::to_vec(&split).expect("json"));
+    write(
+        &configs,
+        "splits.json",
+        &serde_json::to_vec(&split).expect("json"),
+    );
     let run = bacseg::train::NewRun::new("data", "run", Architecture::DtUnet);
     let config = bacseg::train::RunConfig {
         bacseg_version: "0".into(),
@@ -56,10 +69,18 @@ fn main() {
         model: run.model,
         train: run.train,
     };
-    write(&configs, "config.json", &serde_json::to_vec(&config).expect("json"));
+    write(
+        &configs,
+        "config.json",
+        &serde_json::to_vec(&config).expect("json"),
+    );
     for arch in Architecture::ALL {
         let spec = ModelSpec::reference(arch);
-        write(&configs, &format!("{}.json", arch.name()), &serde_json::to_vec(&spec).expect("json"));
+        write(
+            &configs,
+            &format!("{}.json", arch.name()),
+            &serde_json::to_vec(&spec).expect("json"),
+        );
     }
 
     // Weights: a tiny DT-UNet's safetensors (the target loads into that network).
@@ -80,28 +101,48 @@ fn dicom_seeds(dir: &Path) {
     use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
     let (w, h) = (32u16, 24u16);
-    let pixels: Vec<u16> = (0..u32::from(w) * u32::from(h)).map(|i| (i * 37 % 4096) as u16).collect();
+    let pixels: Vec<u16> = (0..u32::from(w) * u32::from(h))
+        .map(|i| (i * 37 % 4096) as u16)
+        .collect();
     let base = |photometric: &str| {
         InMemDicomObject::from_element_iter([
             DataElement::new(
                 tags::SOP_CLASS_UID,
                 VR::UI,
-                PrimitiveValue::from(uids::DIGITAL_MAMMOGRAPHY_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION),
+                PrimitiveValue::from(
+                    uids::DIGITAL_MAMMOGRAPHY_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION,
+                ),
             ),
-            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.4")),
+            DataElement::new(
+                tags::SOP_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from("1.2.3.4"),
+            ),
             DataElement::new(tags::MODALITY, VR::CS, PrimitiveValue::from("MG")),
-            DataElement::new(tags::PIXEL_SPACING, VR::DS, PrimitiveValue::from("0.07\\0.07")),
+            DataElement::new(
+                tags::PIXEL_SPACING,
+                VR::DS,
+                PrimitiveValue::from("0.07\\0.07"),
+            ),
             DataElement::new(tags::IMAGE_LATERALITY, VR::CS, PrimitiveValue::from("L")),
             DataElement::new(tags::VIEW_POSITION, VR::CS, PrimitiveValue::from("CC")),
             DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, dicom_value!(U16, [1])),
-            DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from(photometric)),
+            DataElement::new(
+                tags::PHOTOMETRIC_INTERPRETATION,
+                VR::CS,
+                PrimitiveValue::from(photometric),
+            ),
             DataElement::new(tags::ROWS, VR::US, dicom_value!(U16, [h])),
             DataElement::new(tags::COLUMNS, VR::US, dicom_value!(U16, [w])),
             DataElement::new(tags::BITS_ALLOCATED, VR::US, dicom_value!(U16, [16])),
             DataElement::new(tags::BITS_STORED, VR::US, dicom_value!(U16, [12])),
             DataElement::new(tags::HIGH_BIT, VR::US, dicom_value!(U16, [11])),
             DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, dicom_value!(U16, [0])),
-            DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.clone().into())),
+            DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OW,
+                PrimitiveValue::U16(pixels.clone().into()),
+            ),
         ])
     };
     let save = |obj: InMemDicomObject, ts: &str, name: &str| {
@@ -109,16 +150,32 @@ fn dicom_seeds(dir: &Path) {
             let _ = file.write_to_file(dir.join(name));
         }
     };
-    save(base("MONOCHROME2"), uids::EXPLICIT_VR_LITTLE_ENDIAN, "native-explicit.dcm");
-    save(base("MONOCHROME1"), uids::IMPLICIT_VR_LITTLE_ENDIAN, "native-implicit.dcm");
+    save(
+        base("MONOCHROME2"),
+        uids::EXPLICIT_VR_LITTLE_ENDIAN,
+        "native-explicit.dcm",
+    );
+    save(
+        base("MONOCHROME1"),
+        uids::IMPLICIT_VR_LITTLE_ENDIAN,
+        "native-implicit.dcm",
+    );
     // Explicit VR big endian (retired, still found in archives).
-    save(base("MONOCHROME2"), "1.2.840.10008.1.2.2", "native-big-endian.dcm");
+    save(
+        base("MONOCHROME2"),
+        "1.2.840.10008.1.2.2",
+        "native-big-endian.dcm",
+    );
     // A Modality LUT Sequence (a sequence with one item).
     let mut lut = base("MONOCHROME2");
     let item = InMemDicomObject::from_element_iter([
         DataElement::new(tags::LUT_DESCRIPTOR, VR::US, dicom_value!(U16, [16, 0, 16])),
         DataElement::new(tags::MODALITY_LUT_TYPE, VR::LO, PrimitiveValue::from("US")),
-        DataElement::new(tags::LUT_DATA, VR::OW, PrimitiveValue::U16((0..16u16).map(|v| v * 4000).collect())),
+        DataElement::new(
+            tags::LUT_DATA,
+            VR::OW,
+            PrimitiveValue::U16((0..16u16).map(|v| v * 4000).collect()),
+        ),
     ]);
     lut.put(DataElement::new(
         tags::MODALITY_LUT_SEQUENCE,
@@ -130,9 +187,21 @@ fn dicom_seeds(dir: &Path) {
     // low bytes) and JPEG baseline (8-bit, by the image crate).
     let encapsulated = |fragment: Vec<u8>, bits: u16, ts: &str, name: &str| {
         let mut obj = base("MONOCHROME2");
-        obj.put(DataElement::new(tags::BITS_ALLOCATED, VR::US, dicom_value!(U16, [bits])));
-        obj.put(DataElement::new(tags::BITS_STORED, VR::US, dicom_value!(U16, [bits.min(12)])));
-        obj.put(DataElement::new(tags::HIGH_BIT, VR::US, dicom_value!(U16, [bits.min(12) - 1])));
+        obj.put(DataElement::new(
+            tags::BITS_ALLOCATED,
+            VR::US,
+            dicom_value!(U16, [bits]),
+        ));
+        obj.put(DataElement::new(
+            tags::BITS_STORED,
+            VR::US,
+            dicom_value!(U16, [bits.min(12)]),
+        ));
+        obj.put(DataElement::new(
+            tags::HIGH_BIT,
+            VR::US,
+            dicom_value!(U16, [bits.min(12) - 1]),
+        ));
         obj.put(DataElement::new(
             tags::PIXEL_DATA,
             VR::OB,

@@ -159,7 +159,9 @@ pub fn write_unit_png16(path: &Path, map: &Raster<f32>) -> Result<(), IoError> {
         for y in 0..map.height() {
             row.clear();
             for &v in map.row(y) {
-                row.extend_from_slice(&((v.clamp(0.0, 1.0) * 65535.0).round() as u16).to_be_bytes());
+                row.extend_from_slice(
+                    &((v.clamp(0.0, 1.0) * 65535.0).round() as u16).to_be_bytes(),
+                );
             }
             stream.write_all(&row).map_err(|e| e.to_string())?;
         }

@@ -427,7 +427,12 @@ pub fn predict_image_with<M: SegmentationModel, T: UnitValue>(
         let t0 = Instant::now();
         let mut data = Vec::with_capacity(chunk.len() * n * n);
         for p in chunk {
-            data.extend(grid.extract(image, p, T::default()).data().iter().map(|v| v.unit()));
+            data.extend(
+                grid.extract(image, p, T::default())
+                    .data()
+                    .iter()
+                    .map(|v| v.unit()),
+            );
         }
         let t1 = Instant::now();
         let probs = runner.probabilities(data, n, cfg.tta)?;
