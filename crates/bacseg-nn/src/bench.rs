@@ -7,13 +7,15 @@ use std::time::Instant;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Distribution, Tensor};
 
+use crate::engine::cpu::isa::{engine_isa, measure_peak, measured_peaks};
 use crate::engine::cpu::{Net, Nhwc};
 use crate::error::NnError;
 use crate::loss::soft_dice;
 use crate::model::SegmentationModel;
 
-/// The fp32 peak in GFLOP/s and how it was obtained: `BACSEG_PEAK_GFLOPS` when set, else
-/// cores x 32 FLOP/cycle (two 8-lane FMA units) x the largest `cpu MHz` of /proc/cpuinfo.
+/// The fp32 peak in GFLOP/s of the instruction set the CPU engine uses
+/// ([`engine_isa`]) and how it was obtained: `BACSEG_PEAK_GFLOPS` when set, else measured on
+/// this machine by [`measured_peaks`] (an FMA loop on every thread).
 pub fn peak_gflops() -> (f64, String) {
     if let Some(p) = std::env::var("BACSEG_PEAK_GFLOPS")
         .ok()
@@ -21,18 +23,24 @@ pub fn peak_gflops() -> (f64, String) {
     {
         return (p, "BACSEG_PEAK_GFLOPS".into());
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mhz = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("cpu MHz"))
-        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
-        .fold(0.0, f64::max);
-    let ghz = if mhz > 0.0 { mhz / 1000.0 } else { 1.0 };
-    (
-        cores as f64 * 32.0 * ghz,
-        format!("{cores} cores x 32 FLOP/cycle x {ghz:.3} GHz"),
-    )
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let isa = engine_isa();
+    let peaks = measured_peaks();
+    let all = peaks
+        .iter()
+        .map(|(i, p)| format!("{i} {p:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match peaks.iter().find(|(i, _)| *i == isa) {
+        Some(&(_, p)) => (
+            p,
+            format!("measured, FMA loop on {threads} threads: {all} GFLOP/s"),
+        ),
+        None => {
+            let p = measure_peak(isa, threads, 0.25);
+            (p, format!("measured, scalar FMA loop on {threads} threads"))
+        }
+    }
 }
 
 /// Median of `values` (the upper one of the two middle values for an even count).

@@ -72,6 +72,9 @@ pub struct BenchOptions {
     pub train: bool,
     /// Time whole-mammogram predictions.
     pub whole: bool,
+    /// Time each convolution of the CPU engine's networks on every path this CPU runs
+    /// (im2col + GEMM, the direct convolution of each instruction set), at the smallest batch.
+    pub layers: bool,
     /// The mammogram predicted whole (`None`: a synthetic 3328x4096 image at 0.07 mm, seed 0).
     pub image: Option<PathBuf>,
     /// A Python with torch, safetensors and opencv-python-headless: also time PyTorch eager
@@ -93,6 +96,7 @@ impl Default for BenchOptions {
             depth: None,
             train: true,
             whole: true,
+            layers: false,
             image: None,
             torch_python: None,
             tools: PathBuf::from("tools"),
@@ -162,8 +166,13 @@ pub struct Header {
     pub device: Device,
     /// The machine's fp32 peak in GFLOP/s.
     pub peak_gflops: f64,
-    /// How the peak was obtained (`BACSEG_PEAK_GFLOPS`, or cores x FLOP/cycle x clock).
+    /// How the peak was obtained (`BACSEG_PEAK_GFLOPS`, or measured on this machine with the
+    /// instruction set the CPU engine uses).
     pub peak_source: String,
+    /// The CPU (`model name` of /proc/cpuinfo; empty where unknown).
+    pub cpu: String,
+    /// The instruction set of the CPU engine's own kernels in this run (`AVX-512`, `AVX2/FMA`).
+    pub isa: &'static str,
     /// Timed runs per measurement (median reported).
     pub repeats: usize,
 }
@@ -179,6 +188,8 @@ pub enum Section {
     PyTorch,
     /// Whole-mammogram predictions.
     Whole,
+    /// The CPU engine's convolutions one by one, on each path.
+    Layers,
 }
 
 /// One measurement.
@@ -194,6 +205,35 @@ pub struct Measurement {
     pub gflop: Option<f64>,
     /// Details (per-patch time, parts of a step, comparisons); may be empty.
     pub note: String,
+}
+
+impl Measurement {
+    /// GFLOP/s, where the work is known.
+    pub fn gflops(&self) -> Option<f64> {
+        self.gflop
+            .filter(|_| self.seconds > 0.0)
+            .map(|g| g / self.seconds)
+    }
+
+    /// The share of `peak` GFLOP/s reached, in percent, at most 100: the peak is measured on
+    /// the same machine (an FMA loop no kernel can beat), so a value above it is measurement
+    /// noise of the two and is reported as 100.
+    pub fn share_of_peak(&self, peak: f64) -> Option<f64> {
+        self.gflops()
+            .filter(|_| peak > 0.0)
+            .map(|r| (100.0 * r / peak).min(100.0))
+    }
+}
+
+/// The CPU's model name from /proc/cpuinfo (empty where unknown).
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|m| m.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// How a [`Ratio`] compares two measurements.
@@ -267,6 +307,8 @@ pub fn run_bench(options: &BenchOptions, report: &mut dyn FnMut(BenchEvent)) -> 
         device: device.clone(),
         peak_gflops: peak,
         peak_source: how,
+        cpu: cpu_model(),
+        isa: bacseg_nn::engine::cpu::isa::engine_isa().name(),
         repeats: options.repeats,
     }));
     // With a Python, ONNX Runtime also runs the DT-UNet the forward pass timed (same weights).
@@ -274,6 +316,10 @@ pub fn run_bench(options: &BenchOptions, report: &mut dyn FnMut(BenchEvent)) -> 
     let onnx_path = scratch.path().join("dt-unet.onnx");
     report(BenchEvent::Section(Section::Forward));
     let default_forward_1 = forward_section(options, &batches, &device, &onnx_path, report)?;
+    if options.layers {
+        report(BenchEvent::Section(Section::Layers));
+        layers_section(options, batches[0], &device, report)?;
+    }
     let (burn_train, cpu_train) = if options.train {
         report(BenchEvent::Section(Section::Train));
         train_section(options, &device, report)?
@@ -424,6 +470,45 @@ fn forward_section(
         }
     }
     Ok(default_forward_1)
+}
+
+/// Each convolution of the CPU engine's networks on every path this CPU runs: one measurement
+/// per layer and path, the note saying which path the engine takes.
+fn layers_section(
+    options: &BenchOptions,
+    batch: usize,
+    device: &Device,
+    report: &mut dyn FnMut(BenchEvent),
+) -> Result<()> {
+    let n = options.patch;
+    for &arch in &options.models {
+        let network = options.spec(arch)?.build(device)?;
+        let Some(net) = bacseg_nn::engine::cpu::Net::for_model(&network) else {
+            report(BenchEvent::Notice(format!(
+                "{}: not on the CPU engine, no layer profile",
+                arch.name()
+            )));
+            continue;
+        };
+        let net = net?;
+        for layer in net.layer_profile(batch, n, options.repeats) {
+            for (path, seconds) in &layer.paths {
+                let note = if *path == layer.chosen {
+                    "engine's choice"
+                } else {
+                    ""
+                };
+                report(measurement(
+                    format!("{} {} (batch {batch})", arch.name(), layer.layer),
+                    path.as_str(),
+                    *seconds,
+                    Some(layer.gflop).filter(|g| *g > 0.0),
+                    note,
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The DT-UNet training steps; returns the seconds of burn's step and of the CPU engine's at

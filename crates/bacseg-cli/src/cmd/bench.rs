@@ -37,6 +37,10 @@ pub struct Args {
     /// Skip the whole-mammogram predictions.
     #[arg(long)]
     no_whole: bool,
+    /// Also time each convolution of the CPU engine's networks on every path this CPU runs
+    /// (im2col + GEMM, the direct convolution of each instruction set).
+    #[arg(long)]
+    layers: bool,
     /// The mammogram predicted whole (default: a synthetic 3328x4096 image at 0.07 mm, seed 0).
     #[arg(long)]
     image: Option<PathBuf>,
@@ -82,6 +86,7 @@ impl Args {
             depth: self.depth,
             train: !self.no_train,
             whole: !self.no_whole,
+            layers: self.layers,
             image: self.image,
             torch_python: self.torch_python,
             tools: self.tools,
@@ -91,13 +96,10 @@ impl Args {
 
 /// One printed measurement.
 fn row(m: &Measurement, peak: f64) {
-    let (rate, share) = match m.gflop {
-        Some(g) if m.seconds > 0.0 => (
-            format!("{:.1}", g / m.seconds),
-            format!("{:.0}%", 100.0 * g / m.seconds / peak),
-        ),
-        _ => ("-".into(), "-".into()),
-    };
+    let rate = m.gflops().map_or("-".into(), |r| format!("{r:.1}"));
+    let share = m
+        .share_of_peak(peak)
+        .map_or("-".into(), |s| format!("{s:.0}%"));
     println!(
         "| {} | {} | {:.3} s | {rate} | {share} | {} |",
         m.what, m.engine, m.seconds, m.note
@@ -112,8 +114,17 @@ pub fn run(args: Args) -> Result<()> {
         BenchEvent::Header(h) => {
             peak = h.peak_gflops;
             println!(
-                "bacseg {} ({:?}), fp32 peak {peak:.0} GFLOP/s ({}); median of {} runs",
-                h.version, h.device, h.peak_source, h.repeats
+                "bacseg {} ({:?}) on {}; CPU engine kernels: {}; fp32 peak {peak:.0} GFLOP/s ({}); median of {} runs",
+                h.version,
+                h.device,
+                if h.cpu.is_empty() {
+                    "an unknown CPU"
+                } else {
+                    &h.cpu
+                },
+                h.isa,
+                h.peak_source,
+                h.repeats
             );
             println!("| measurement | engine | time | GFLOP/s | of peak | note |");
             println!("|---|---|---|---|---|---|");

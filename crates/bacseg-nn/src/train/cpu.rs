@@ -660,7 +660,7 @@ fn conv_weight_grad(conv: &Conv, inputs: &[&Nhwc], dz: &Nhwc, grad: &mut [f32]) 
     #[cfg(target_arch = "x86_64")]
     if conv.cout == 8
         && conv.kernel > 1
-        && !crate::engine::cpu::kernels::direct_disabled()
+        && !crate::engine::cpu::direct::direct_disabled()
         && let Some(simd) = pulp::x86::V3::try_new()
     {
         weight_grad_direct8(simd, conv, inputs, dz, grad);

@@ -8,8 +8,6 @@
 use std::cell::RefCell;
 use std::ops::Range;
 
-#[cfg(target_arch = "x86_64")]
-use pulp::{f32x8, x86::V3};
 use rayon::prelude::*;
 
 /// `n` feature maps of `h x w` pixels and `c` channels, channels last:
@@ -208,21 +206,6 @@ pub struct Conv {
 /// to stay in the core's L2 cache.
 pub(crate) const BLOCK_VALUES: usize = 48 * 1024;
 
-#[cfg(target_arch = "x86_64")]
-/// Output channels of the direct convolution: one AVX register of f32.
-const DIRECT_COUT: usize = 8;
-#[cfg(target_arch = "x86_64")]
-/// Pixels accumulated together by the direct convolution (their accumulators stay in
-/// registers; each weight row is read once for all of them).
-const DIRECT_PIXELS: usize = 4;
-
-#[cfg(target_arch = "x86_64")]
-/// `BACSEG_CPU_DIRECT=0` turns the direct convolution off (for comparing the two paths).
-pub(crate) fn direct_disabled() -> bool {
-    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OFF.get_or_init(|| std::env::var_os("BACSEG_CPU_DIRECT").is_some_and(|v| v == "0"))
-}
-
 impl Conv {
     /// From PyTorch-layout weights `[cout, cin, k, k]` (cin = sum of `splits`), per-channel
     /// `bias`, and a per-output-channel affine `scale`, `shift` applied after it (a folded
@@ -295,15 +278,20 @@ impl Conv {
             );
         }
         let mut out = Nhwc::with_buffer(n, h, w, self.cout, out);
-        #[cfg(target_arch = "x86_64")]
-        if self.cout == DIRECT_COUT
-            && self.kernel > 1
-            && !direct_disabled()
-            && let Some(simd) = V3::try_new()
+        if self.kernel > 1
+            && let Some(blocking) = self.direct_blocking()
+            && self.forward_direct(blocking, inputs, &mut out)
         {
-            self.forward_direct(simd, inputs, &mut out);
             return out;
         }
+        self.forward_gemm(inputs, &mut out);
+        out
+    }
+
+    /// The im2col + GEMM path of [`forward`](Self::forward), into `out` (shaped already).
+    pub(crate) fn forward_gemm(&self, inputs: &[&Nhwc], out: &mut Nhwc) {
+        let first = inputs[0];
+        let (n, h, w) = (first.n, first.h, first.w);
         let kk = self.kernel * self.kernel * self.cin();
         let rows = n * h;
         let threads = rayon::current_num_threads();
@@ -319,7 +307,7 @@ impl Conv {
                     matmul(dst, self.cout, lhs, kk, &self.weight, m, self.cout, kk, 1);
                     bias_relu(dst, &self.bias, self.relu);
                 });
-            return out;
+            return;
         }
         let block_rows = (BLOCK_VALUES / (w * kk)).max(1);
         let blocks = rows.div_ceil(block_rows);
@@ -357,7 +345,6 @@ impl Conv {
             });
             bias_relu(&mut out.data, &self.bias, self.relu);
         }
-        out
     }
 
     /// The im2col rows of the pixels of global rows `rows` (image-major) into `cols`.
@@ -395,40 +382,7 @@ impl Conv {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 impl Conv {
-    /// The direct convolution for `DIRECT_COUT` output channels, on AVX2/FMA (`simd`): each
-    /// task takes a few output rows, copies the kernel's input rows once, zero-padded at both
-    /// ends, and accumulates `DIRECT_PIXELS` pixels at a time, each weight row (one register)
-    /// loaded once for all of them.
-    fn forward_direct(&self, simd: V3, inputs: &[&Nhwc], out: &mut Nhwc) {
-        let (h, w) = (out.h, out.w);
-        let k = self.kernel;
-        let pad = k / 2;
-        let padded_w = w + 2 * pad;
-        // Padded input rows of one output row: kernel row, then map.
-        let scratch = padded_w * k * self.cin();
-        let rows_per_task = (BLOCK_VALUES / (w * DIRECT_COUT)).max(1);
-        // f32x8 is eight f32 (`repr(C)`, alignment 4): the packed rows are read in place.
-        let weights: &[f32x8] = pulp::bytemuck::cast_slice(&self.weight);
-        let bias: f32x8 = pulp::bytemuck::cast_slice(&self.bias)[0];
-        out.data
-            .par_chunks_mut(rows_per_task * w * DIRECT_COUT)
-            .enumerate()
-            .for_each(|(t, dst)| {
-                COLUMNS.with_borrow_mut(|rows| {
-                    // Zeroed once per task: the padding columns are never written.
-                    rows.clear();
-                    rows.resize(scratch, 0.0);
-                    for (i, dst) in dst.chunks_exact_mut(w * DIRECT_COUT).enumerate() {
-                        let r = t * rows_per_task + i;
-                        self.direct_input_rows(inputs, r, h, w, rows);
-                        self.direct_row(simd, weights, bias, rows, w, dst);
-                    }
-                });
-            });
-    }
-
     /// The input rows under output row `r` (image-major) into `rows`: per kernel row, per
     /// map, `w` pixels between `k / 2` padding pixels on each side (zero above and below the
     /// image).
@@ -454,75 +408,6 @@ impl Conv {
                     inner.fill(0.0);
                 }
             }
-        }
-    }
-
-    /// One output row of the direct convolution from its padded input rows.
-    fn direct_row(
-        &self,
-        simd: V3,
-        weights: &[f32x8],
-        bias: f32x8,
-        rows: &[f32],
-        w: usize,
-        dst: &mut [f32],
-    ) {
-        simd.vectorize(|| {
-            let mut x = 0;
-            while x + DIRECT_PIXELS <= w {
-                self.direct_pixels::<DIRECT_PIXELS>(simd, weights, bias, rows, w, x, dst);
-                x += DIRECT_PIXELS;
-            }
-            while x < w {
-                self.direct_pixels::<1>(simd, weights, bias, rows, w, x, dst);
-                x += 1;
-            }
-        });
-    }
-
-    /// Output pixels `x..x + P` of a row from its padded input rows.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn direct_pixels<const P: usize>(
-        &self,
-        simd: V3,
-        weights: &[f32x8],
-        bias: f32x8,
-        rows: &[f32],
-        w: usize,
-        x: usize,
-        dst: &mut [f32],
-    ) {
-        let k = self.kernel;
-        let padded_w = w + 2 * (k / 2);
-        let mut acc = [bias; P];
-        // Weight rows in im2col order: kernel row, map, kernel column, channel.
-        let mut next = weights.iter();
-        let mut o = 0;
-        for _ky in 0..k {
-            for &c in &self.splits {
-                let seg = &rows[o..o + padded_w * c];
-                o += padded_w * c;
-                for kx in 0..k {
-                    let taps = &seg[(x + kx) * c..][..(P - 1) * c + c];
-                    for (ci, &wv) in (0..c).zip(next.by_ref()) {
-                        for (p, a) in acc.iter_mut().enumerate() {
-                            let v = simd.splat_f32x8(taps[p * c + ci]);
-                            *a = simd.mul_add_f32x8(v, wv, *a);
-                        }
-                    }
-                }
-            }
-        }
-        let zero = simd.splat_f32x8(0.0);
-        for (p, a) in acc.into_iter().enumerate() {
-            let v = if self.relu {
-                simd.max_f32x8(a, zero)
-            } else {
-                a
-            };
-            let px = &mut dst[(x + p) * DIRECT_COUT..][..DIRECT_COUT];
-            px.copy_from_slice(pulp::bytemuck::cast_slice(&[v]));
         }
     }
 }

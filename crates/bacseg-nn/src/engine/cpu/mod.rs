@@ -13,6 +13,8 @@
 //! [`crate::train::cpu`] is the training engine on the same kernels (forward with saved
 //! activations, backward passes, AdamW).
 
+pub(crate) mod direct;
+pub mod isa;
 pub mod kernels;
 
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
@@ -39,6 +41,19 @@ enum Upsample {
 struct UpLevel {
     upsample: Upsample,
     convs: [Conv; 2],
+}
+
+/// One convolution's time on each path ([`Net::layer_profile`]).
+#[derive(Debug, Clone)]
+pub struct LayerTiming {
+    /// Layer, channels, kernel and map size (`down0.conv2 8->8 3x3 at 512x512`).
+    pub layer: String,
+    /// Its work.
+    pub gflop: f64,
+    /// The path the engine takes for it in this process.
+    pub chosen: String,
+    /// Median seconds per path.
+    pub paths: Vec<(String, f64)>,
 }
 
 /// A compiled U-Net: max-pooled encoder levels of two convolutions, decoder levels that
@@ -261,6 +276,166 @@ impl Net {
     /// Architecture name.
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// Every convolution of the network with the side of the map it runs on for a
+    /// `side x side` input: `(name, convolution, map side)`, encoder first.
+    fn convolutions(&self, side: usize) -> Vec<(String, &Conv, usize)> {
+        let mut out = Vec::new();
+        for (i, convs) in self.down.iter().enumerate() {
+            for (j, c) in convs.iter().enumerate() {
+                out.push((format!("down{i}.conv{}", j + 1), c, side >> i));
+            }
+        }
+        let depth = self.up.len();
+        for (i, level) in self.up.iter().enumerate() {
+            let l = depth - 1 - i;
+            for (j, c) in level.convs.iter().enumerate() {
+                out.push((format!("up{l}.conv{}", j + 1), c, side >> l));
+            }
+        }
+        out.push(("head".into(), &self.head, side));
+        out
+    }
+
+    /// Median seconds of each convolution of a `batch x side x side` forward pass on every
+    /// path this CPU runs (the im2col + GEMM path and each direct-convolution blocking of the
+    /// instruction sets it has), on fixed inputs, for finding where a forward pass spends its
+    /// time and which path is faster for which layer.
+    pub fn layer_profile(&self, batch: usize, side: usize, repeats: usize) -> Vec<LayerTiming> {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let mut timings: Vec<LayerTiming> = self
+            .convolutions(side)
+            .into_iter()
+            .map(|(name, conv, s)| {
+                let maps: Vec<Nhwc> = conv
+                    .splits
+                    .iter()
+                    .map(|&c| {
+                        let len = batch * s * s * c;
+                        let v = (0..len)
+                            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+                            .collect();
+                        Nhwc::new(batch, s, s, c, v)
+                    })
+                    .collect();
+                let refs: Vec<&Nhwc> = maps.iter().collect();
+                let mut out = Nhwc::with_buffer(batch, s, s, conv.cout, Vec::new());
+                let mut time = |f: &mut dyn FnMut(&mut Nhwc)| {
+                    f(&mut out);
+                    median(
+                        (0..repeats.max(1))
+                            .map(|_| {
+                                let start = std::time::Instant::now();
+                                f(&mut out);
+                                start.elapsed().as_secs_f64()
+                            })
+                            .collect(),
+                    )
+                };
+                let mut paths = vec![(
+                    "im2col+GEMM".to_string(),
+                    time(&mut |o| conv.forward_gemm(&refs, o)),
+                )];
+                if conv.kernel > 1 {
+                    for isa in isa::Isa::supported() {
+                        if let Some(b) = direct::blocking(isa, conv.cout) {
+                            let t = time(&mut |o| {
+                                conv.forward_direct(b, &refs, o);
+                            });
+                            paths.push((format!("direct {b:?}"), t));
+                        }
+                    }
+                }
+                let cin = conv.cin();
+                LayerTiming {
+                    layer: format!(
+                        "{name} {cin}->{} {k}x{k} at {s}x{s}",
+                        conv.cout,
+                        k = conv.kernel
+                    ),
+                    gflop: 2.0
+                        * (batch * s * s * conv.kernel * conv.kernel * cin * conv.cout) as f64
+                        / 1e9,
+                    chosen: match conv.direct_blocking() {
+                        Some(b) if conv.kernel > 1 => format!("direct {b:?}"),
+                        _ => "im2col+GEMM".into(),
+                    },
+                    paths,
+                }
+            })
+            .collect();
+        // The other layers: pooling and upsampling of each level.
+        let map = |s: usize, c: usize| {
+            let v = (0..batch * s * s * c)
+                .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+                .collect();
+            Nhwc::new(batch, s, s, c, v)
+        };
+        let time = |f: &mut dyn FnMut()| {
+            f();
+            median(
+                (0..repeats.max(1))
+                    .map(|_| {
+                        let start = std::time::Instant::now();
+                        f();
+                        start.elapsed().as_secs_f64()
+                    })
+                    .collect(),
+            )
+        };
+        for (i, convs) in self.down.iter().enumerate().skip(1) {
+            let (s, c) = (side >> (i - 1), convs[0].cin());
+            let x = map(s, c);
+            let mut buf = Vec::new();
+            let t = time(&mut || buf = max_pool2x2(&x, std::mem::take(&mut buf)).data);
+            timings.push(LayerTiming {
+                layer: format!("pool{i} {c} channels at {s}x{s}"),
+                gflop: 0.0,
+                chosen: "max-pool".into(),
+                paths: vec![("max-pool".into(), t)],
+            });
+        }
+        let depth = self.up.len();
+        for (i, level) in self.up.iter().enumerate() {
+            let l = depth - 1 - i;
+            let s = side >> (l + 1);
+            let (name, path, t, gflop) = match &level.upsample {
+                Upsample::Transposed(tc) => {
+                    let x = map(s, tc.cin);
+                    let mut buf = Vec::new();
+                    let t = time(&mut || buf = tc.forward(&x, std::mem::take(&mut buf)).data);
+                    let gflop = 2.0 * (batch * s * s * tc.cin * tc.cout * 4) as f64 / 1e9;
+                    let name = format!("up{l}.transposed {}->{} 2x2 at {s}x{s}", tc.cin, tc.cout);
+                    (name, "GEMM per row", t, gflop)
+                }
+                Upsample::Bilinear => {
+                    let c = level.convs[0].splits[1];
+                    let x = map(s, c);
+                    let mut buf = Vec::new();
+                    let t = time(&mut || {
+                        buf =
+                            resize_bilinear_aligned(&x, 2 * s, 2 * s, std::mem::take(&mut buf)).data
+                    });
+                    (
+                        format!("up{l}.bilinear {c} channels at {s}x{s}"),
+                        "resize",
+                        t,
+                        0.0,
+                    )
+                }
+            };
+            timings.push(LayerTiming {
+                layer: name,
+                gflop,
+                chosen: path.into(),
+                paths: vec![(path.into(), t)],
+            });
+        }
+        timings
     }
 
     /// Free the buffers kept for the next forward pass (they are made again when needed).

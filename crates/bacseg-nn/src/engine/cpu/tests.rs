@@ -250,3 +250,85 @@ fn unet_with_three_input_channels_matches_burn() {
     let err = relative_error(&Nhwc::new(2, 12, 20, 1, got), want);
     assert!(err < 1e-4, "relative error {err}");
 }
+
+#[test]
+fn every_direct_convolution_path_this_cpu_runs_matches_burn() {
+    // Each register blocking of the direct convolution, forced whatever the process would
+    // pick, against burn's convolution: 3x3 and 5x5 kernels, one input or a concatenation,
+    // widths that leave tails of 4-pixel and single-pixel tiles, two images, several tasks,
+    // into a reused buffer full of garbage. Paths this CPU cannot run are named as skipped.
+    use super::direct::{Blocking, blocking};
+    use super::isa::Isa;
+    let device = Device::default();
+    let cases = [
+        (Blocking::Avx2C8, Isa::Avx2, 8),
+        (Blocking::Avx2C16, Isa::Avx2, 48),
+        (Blocking::Avx512C8, Isa::Avx512, 24),
+        (Blocking::Avx512C16, Isa::Avx512, 48),
+        (Blocking::Avx512C32, Isa::Avx512, 64),
+        (Blocking::Avx512Px8, Isa::Avx512, 8),
+        (Blocking::Avx512Px8, Isa::Avx512, 16),
+    ];
+    let mut skipped = Vec::new();
+    for (path, isa, cout) in cases {
+        assert_eq!(
+            blocking(isa, cout),
+            Some(path),
+            "blocking for {cout} channels"
+        );
+        if !Isa::supported().contains(&isa) {
+            skipped.push(format!("{path:?} ({cout} channels)"));
+            continue;
+        }
+        for (kernel, splits, width, relu) in [
+            (3, vec![5], 23, true),
+            (3, vec![3, 5], 37, false),
+            (5, vec![2, 6], 13, true),
+            (3, vec![8], 1, true),
+            (3, vec![4, 4], 101, true),
+            (3, vec![8, 8], 37, false),
+            (3, vec![1, 8], 64, true),
+        ] {
+            let cin: usize = splits.iter().sum();
+            let pad = kernel / 2;
+            let conv = Conv2dConfig::new([cin, cout], [kernel, kernel])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                .init(&device);
+            let bn = random_batch_norm(cout, &device);
+            let parts: Vec<Tensor<4>> = splits
+                .iter()
+                .map(|&c| random([2, c, 9, width], &device))
+                .collect();
+            let want = bn.forward(conv.forward(Tensor::cat(parts.clone(), 1)));
+            let want = if relu {
+                burn::tensor::activation::relu(want)
+            } else {
+                want
+            };
+            let engine = compile_conv("test", &conv, Some(&bn), splits.clone(), relu).unwrap();
+            let maps: Vec<Nhwc> = parts.into_iter().map(to_nhwc).collect();
+            let refs: Vec<&Nhwc> = maps.iter().collect();
+            let mut got = Nhwc::with_buffer(2, 9, width, cout, vec![f32::NAN; 50_000]);
+            assert!(engine.forward_direct(path, &refs, &mut got), "{path:?} ran");
+            let err = relative_error(&got, want);
+            assert!(
+                err < 1e-5,
+                "{path:?}, kernel {kernel}, splits {splits:?}, width {width}: {err}"
+            );
+        }
+    }
+    assert!(
+        skipped.len() < cases.len() || Isa::detected() == Isa::Portable,
+        "no direct path ran"
+    );
+    eprintln!(
+        "direct convolution paths run on {}: {}; skipped (not on this CPU): {}",
+        Isa::detected(),
+        cases.len() - skipped.len(),
+        if skipped.is_empty() {
+            "none".to_string()
+        } else {
+            skipped.join(", ")
+        }
+    );
+}
