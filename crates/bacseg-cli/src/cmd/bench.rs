@@ -100,9 +100,15 @@ fn row(m: &Measurement, peak: f64) {
     let share = m
         .share_of_peak(peak)
         .map_or("-".into(), |s| format!("{s:.0}%"));
+    // Milliseconds matter for single layers: four decimals below a tenth of a second.
+    let time = if m.seconds < 0.1 {
+        format!("{:.4} s", m.seconds)
+    } else {
+        format!("{:.3} s", m.seconds)
+    };
     println!(
-        "| {} | {} | {:.3} s | {rate} | {share} | {} |",
-        m.what, m.engine, m.seconds, m.note
+        "| {} | {} | {time} | {rate} | {share} | {} |",
+        m.what, m.engine, m.note
     );
 }
 

@@ -387,6 +387,75 @@ impl Conv {
     }
 }
 
+impl Conv {
+    /// A 1x1 convolution to one channel (a network's head) on AVX-512: 16 pixels at a time, their
+    /// channels in groups of 8 turned into planes in registers and multiplied by the broadcast
+    /// weights. Returns `false`, leaving `out` untouched, where it does not apply (another
+    /// shape, input channels not a multiple of 8, no AVX-512, or not chosen in this process).
+    pub(crate) fn forward_head(&self, input: &Nhwc, out: &mut Nhwc) -> bool {
+        if self.kernel != 1
+            || self.cout != 1
+            || self.splits.len() != 1
+            || self.cin() % 8 != 0
+            || direct_disabled()
+            || engine_isa() != Isa::Avx512
+        {
+            return false;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(simd) = V4::try_new() {
+            let c = self.cin();
+            let pixels = out.data.len();
+            let chunk = (pixels / (4 * rayon::current_num_threads())).next_multiple_of(16).max(4096);
+            out.data
+                .par_chunks_mut(chunk)
+                .zip(input.data.par_chunks(chunk * c))
+                .for_each(|(dst, src)| {
+                    simd.vectorize(
+                        #[inline(always)]
+                        || self.head_chunk(simd, src, dst),
+                    )
+                });
+            return true;
+        }
+        false
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn head_chunk(&self, simd: V4, src: &[f32], dst: &mut [f32]) {
+        let c = self.cin();
+        let whole = dst.len() / 16 * 16;
+        let (body, tail) = dst.split_at_mut(whole);
+        for (i, d) in body.chunks_exact_mut(16).enumerate() {
+            let px = &src[i * 16 * c..][..16 * c];
+            let mut acc = simd.splat_f32x16(self.bias[0]);
+            for g in 0..c / 8 {
+                let mut pairs = [simd.splat_f32x16(0.0); 8];
+                for (j, pair) in pairs.iter_mut().enumerate() {
+                    let lanes: &mut [f32] =
+                        pulp::bytemuck::cast_slice_mut(std::slice::from_mut(pair));
+                    let (first, second) = lanes.split_at_mut(8);
+                    first.copy_from_slice(&px[2 * j * c + 8 * g..][..8]);
+                    second.copy_from_slice(&px[(2 * j + 1) * c + 8 * g..][..8]);
+                }
+                let channels = untranspose_8x16(simd, pairs);
+                for (ch, v) in channels.into_iter().enumerate() {
+                    let wv = simd.splat_f32x16(self.weight[8 * g + ch]);
+                    acc = simd.mul_add_f32x16(v, wv, acc);
+                }
+            }
+            let acc = if self.relu { simd.max_f32x16(acc, simd.splat_f32x16(0.0)) } else { acc };
+            d.copy_from_slice(pulp::bytemuck::cast_slice(std::slice::from_ref(&acc)));
+        }
+        for (p, d) in tail.iter_mut().enumerate() {
+            let px = &src[(whole + p) * c..][..c];
+            let v = self.bias[0] + px.iter().zip(&self.weight).map(|(a, b)| a * b).sum::<f32>();
+            *d = if self.relu { v.max(0.0) } else { v };
+        }
+    }
+}
+
 /// Output channels per block of the pixel-lane kernel.
 #[cfg(target_arch = "x86_64")]
 const PX_COUT: usize = 8;

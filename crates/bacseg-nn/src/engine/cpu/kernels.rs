@@ -284,6 +284,9 @@ impl Conv {
         {
             return out;
         }
+        if self.forward_head(first, &mut out) {
+            return out;
+        }
         self.forward_gemm(inputs, &mut out);
         out
     }

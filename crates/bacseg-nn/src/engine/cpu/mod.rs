@@ -340,6 +340,13 @@ impl Net {
                     "im2col+GEMM".to_string(),
                     time(&mut |o| conv.forward_gemm(&refs, o)),
                 )];
+                if conv.kernel == 1 && conv.cout == 1 {
+                    let mut ran = false;
+                    let t = time(&mut |o| ran = conv.forward_head(refs[0], o));
+                    if ran {
+                        paths.push(("head AVX-512".to_string(), t));
+                    }
+                }
                 if conv.kernel > 1 {
                     for isa in isa::Isa::supported() {
                         if let Some(b) = direct::blocking(isa, conv.cout) {
@@ -362,6 +369,9 @@ impl Net {
                         / 1e9,
                     chosen: match conv.direct_blocking() {
                         Some(b) if conv.kernel > 1 => format!("direct {b:?}"),
+                        _ if paths.iter().any(|(p, _)| p == "head AVX-512") => {
+                            "head AVX-512".into()
+                        }
                         _ => "im2col+GEMM".into(),
                     },
                     paths,

@@ -332,3 +332,19 @@ fn every_direct_convolution_path_this_cpu_runs_matches_burn() {
         }
     );
 }
+
+#[test]
+fn one_channel_head_matches_burn() {
+    // The 1x1 convolution to one channel (AVX-512 path where the CPU has it, else the GEMM):
+    // 8 and 24 input channels, widths with a tail of fewer than 16 pixels.
+    let device = Device::default();
+    for (cin, width) in [(8, 37), (24, 16), (8, 5)] {
+        let conv = Conv2dConfig::new([cin, 1], [1, 1]).init(&device);
+        let x = random([2, cin, 3, width], &device);
+        let want = conv.forward(x.clone());
+        let engine = compile_conv("test", &conv, None, vec![cin], false).unwrap();
+        let got = engine.forward(&[&to_nhwc(x)], vec![f32::NAN; 500]);
+        let err = relative_error(&got, want);
+        assert!(err < 1e-5, "{cin} channels, width {width}: {err}");
+    }
+}
