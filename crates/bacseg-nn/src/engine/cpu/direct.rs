@@ -406,7 +406,9 @@ impl Conv {
         if let Some(simd) = V4::try_new() {
             let c = self.cin();
             let pixels = out.data.len();
-            let chunk = (pixels / (4 * rayon::current_num_threads())).next_multiple_of(16).max(4096);
+            let chunk = (pixels / (4 * rayon::current_num_threads()))
+                .next_multiple_of(16)
+                .max(4096);
             out.data
                 .par_chunks_mut(chunk)
                 .zip(input.data.par_chunks(chunk * c))
@@ -445,7 +447,11 @@ impl Conv {
                     acc = simd.mul_add_f32x16(v, wv, acc);
                 }
             }
-            let acc = if self.relu { simd.max_f32x16(acc, simd.splat_f32x16(0.0)) } else { acc };
+            let acc = if self.relu {
+                simd.max_f32x16(acc, simd.splat_f32x16(0.0))
+            } else {
+                acc
+            };
             d.copy_from_slice(pulp::bytemuck::cast_slice(std::slice::from_ref(&acc)));
         }
         for (p, d) in tail.iter_mut().enumerate() {
