@@ -761,7 +761,7 @@ fn weight_grad_direct8(
             let mut buf = vec![0.0f32; scratch];
             for r in g * per_group..((g + 1) * per_group).min(rows) {
                 // Padding columns stay zero: only the inner columns are written.
-                conv.direct_input_rows(inputs, r, h, w, &mut buf);
+                conv.padded_input_rows(inputs, r / h, r % h, 1, &mut buf);
                 let d = &dzv[r * w..(r + 1) * w];
                 simd.vectorize(|| accumulate_weight_rows(simd, conv, &buf, d, w, &mut acc));
             }

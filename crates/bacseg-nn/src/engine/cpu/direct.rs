@@ -53,71 +53,43 @@ struct Avx512x8(V4);
 #[derive(Clone, Copy)]
 struct Avx512x16(V4);
 
-#[cfg(target_arch = "x86_64")]
-impl Lanes for Avx2x8 {
-    type V = f32x8;
-    const LANES: usize = 8;
-    #[inline(always)]
-    fn splat(self, v: f32) -> f32x8 {
-        self.0.splat_f32x8(v)
-    }
-    #[inline(always)]
-    fn fma(self, a: f32x8, b: f32x8, c: f32x8) -> f32x8 {
-        self.0.mul_add_f32x8(a, b, c)
-    }
-    #[inline(always)]
-    fn max(self, a: f32x8, b: f32x8) -> f32x8 {
-        self.0.max_f32x8(a, b)
-    }
-    #[inline(always)]
-    fn run<R>(self, f: impl FnOnce() -> R) -> R {
-        self.0.vectorize(f)
-    }
+/// `Lanes` for a token wrapper: its vector type, lane count and pulp's operations on it.
+macro_rules! lanes {
+    ($name:ident, $v:ty, $lanes:expr, $splat:ident, $fma:ident, $max:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        impl Lanes for $name {
+            type V = $v;
+            const LANES: usize = $lanes;
+            #[inline(always)]
+            fn splat(self, v: f32) -> $v {
+                self.0.$splat(v)
+            }
+            #[inline(always)]
+            fn fma(self, a: $v, b: $v, c: $v) -> $v {
+                self.0.$fma(a, b, c)
+            }
+            #[inline(always)]
+            fn max(self, a: $v, b: $v) -> $v {
+                self.0.$max(a, b)
+            }
+            #[inline(always)]
+            fn run<R>(self, f: impl FnOnce() -> R) -> R {
+                self.0.vectorize(f)
+            }
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-impl Lanes for Avx512x8 {
-    type V = f32x8;
-    const LANES: usize = 8;
-    #[inline(always)]
-    fn splat(self, v: f32) -> f32x8 {
-        self.0.splat_f32x8(v)
-    }
-    #[inline(always)]
-    fn fma(self, a: f32x8, b: f32x8, c: f32x8) -> f32x8 {
-        self.0.mul_add_f32x8(a, b, c)
-    }
-    #[inline(always)]
-    fn max(self, a: f32x8, b: f32x8) -> f32x8 {
-        self.0.max_f32x8(a, b)
-    }
-    #[inline(always)]
-    fn run<R>(self, f: impl FnOnce() -> R) -> R {
-        self.0.vectorize(f)
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-impl Lanes for Avx512x16 {
-    type V = f32x16;
-    const LANES: usize = 16;
-    #[inline(always)]
-    fn splat(self, v: f32) -> f32x16 {
-        self.0.splat_f32x16(v)
-    }
-    #[inline(always)]
-    fn fma(self, a: f32x16, b: f32x16, c: f32x16) -> f32x16 {
-        self.0.mul_add_f32x16(a, b, c)
-    }
-    #[inline(always)]
-    fn max(self, a: f32x16, b: f32x16) -> f32x16 {
-        self.0.max_f32x16(a, b)
-    }
-    #[inline(always)]
-    fn run<R>(self, f: impl FnOnce() -> R) -> R {
-        self.0.vectorize(f)
-    }
-}
+lanes!(Avx2x8, f32x8, 8, splat_f32x8, mul_add_f32x8, max_f32x8);
+lanes!(Avx512x8, f32x8, 8, splat_f32x8, mul_add_f32x8, max_f32x8);
+lanes!(
+    Avx512x16,
+    f32x16,
+    16,
+    splat_f32x16,
+    mul_add_f32x16,
+    max_f32x16
+);
 
 /// Values of padded input rows one task copies (about half a core's L2 cache).
 const TASK_VALUES: usize = 64 * 1024;
@@ -254,7 +226,7 @@ impl Conv {
                         super::kernels::COLUMNS.with_borrow_mut(|scratch| {
                             scratch.clear();
                             scratch.resize((rows + self.kernel - 1) * row_values, 0.0);
-                            self.padded_rows(inputs, img, y0, rows, scratch);
+                            self.padded_input_rows(inputs, img, y0, rows, scratch);
                             simd.run(
                                 #[inline(always)]
                                 || {
@@ -266,34 +238,6 @@ impl Conv {
                         });
                     });
             });
-    }
-
-    /// The input rows `y0 - pad .. y0 + rows + pad` of image `img` into `scratch`, each laid
-    /// out as every map's `pad + w + pad` pixels in concatenation order (zero outside the
-    /// image). `scratch` is zeroed.
-    fn padded_rows(
-        &self,
-        inputs: &[&Nhwc],
-        img: usize,
-        y0: usize,
-        rows: usize,
-        scratch: &mut [f32],
-    ) {
-        let pad = self.kernel / 2;
-        let (h, w) = (inputs[0].h, inputs[0].w);
-        let row_values = (w + 2 * pad) * self.cin();
-        for i in 0..rows + self.kernel - 1 {
-            let sy = (y0 + i).wrapping_sub(pad);
-            if sy >= h {
-                continue;
-            }
-            let mut o = i * row_values;
-            for (map, &c) in inputs.iter().zip(&self.splits) {
-                scratch[o + pad * c..o + (pad + w) * c]
-                    .copy_from_slice(&map.data[(img * h + sy) * w * c..][..w * c]);
-                o += (w + 2 * pad) * c;
-            }
-        }
     }
 
     /// A task's output rows from its padded input rows, channel block by channel block.
@@ -748,19 +692,24 @@ const UNTRANSPOSE_IDX: [[[u32; 16]; 2]; 3] = {
     inv
 };
 
+/// Lanes of `x` and `y` picked by `idx` (below 16 from `x`, from 16 `y`'s).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn permute2(simd: V4, x: f32x16, idx: &[u32; 16], y: f32x16) -> f32x16 {
+    use core::arch::x86_64::{__m512, __m512i};
+    let idx: __m512i = pulp::cast(*idx);
+    let r: __m512 = simd
+        .avx512f
+        ._mm512_permutex2var_ps(pulp::cast(x), idx, pulp::cast(y));
+    pulp::cast(r)
+}
+
 /// [`transpose_8x16`] undone: eight vectors of two pixels' 8 channels (16 pixels of a map of
 /// 8 channels, as they lie in memory) as eight vectors of one channel's 16 pixels.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn untranspose_8x16(simd: V4, out: [f32x16; 8]) -> [f32x16; 8] {
-    use core::arch::x86_64::{__m512, __m512i};
-    let perm = |x: f32x16, idx: &[u32; 16], y: f32x16| -> f32x16 {
-        let idx: __m512i = pulp::cast(*idx);
-        let r: __m512 = simd
-            .avx512f
-            ._mm512_permutex2var_ps(pulp::cast(x), idx, pulp::cast(y));
-        pulp::cast(r)
-    };
+    let perm = |x, idx, y| permute2(simd, x, idx, y);
     let [r1, r2, r3] = &UNTRANSPOSE_IDX;
     let mut c = [out[0]; 8];
     for g in 0..4 {
@@ -788,14 +737,7 @@ fn untranspose_8x16(simd: V4, out: [f32x16; 8]) -> [f32x16; 8] {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn transpose_8x16(simd: V4, a: [f32x16; 8]) -> [f32x16; 8] {
-    use core::arch::x86_64::{__m512, __m512i};
-    let perm = |x: f32x16, idx: &[u32; 16], y: f32x16| -> f32x16 {
-        let idx: __m512i = pulp::cast(*idx);
-        let r: __m512 = simd
-            .avx512f
-            ._mm512_permutex2var_ps(pulp::cast(x), idx, pulp::cast(y));
-        pulp::cast(r)
-    };
+    let perm = |x, idx, y| permute2(simd, x, idx, y);
     let [r1, r2, r3] = &TRANSPOSE_IDX;
     // Round 1: b[2m] pixels 0-7, b[2m+1] pixels 8-15, of channels 2m and 2m + 1.
     let mut b = [a[0]; 8];

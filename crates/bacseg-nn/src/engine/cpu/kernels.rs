@@ -386,24 +386,25 @@ impl Conv {
 }
 
 impl Conv {
-    /// The input rows under output row `r` (image-major) into `rows`: per kernel row, per
-    /// map, `w` pixels between `k / 2` padding pixels on each side (zero above and below the
-    /// image).
-    pub(crate) fn direct_input_rows(
+    /// Input rows `y0 - k/2 .. y0 + rows + k/2` of image `img` into `buf`, one after another,
+    /// each laid out as every map's `k/2 + w + k/2` pixels in concatenation order: the `w`
+    /// pixels of each map are written (zero above and below the image), the `k/2` padding
+    /// pixels on each side are not (the caller zeroes them once).
+    pub(crate) fn padded_input_rows(
         &self,
         inputs: &[&Nhwc],
-        r: usize,
-        h: usize,
-        w: usize,
-        rows: &mut [f32],
+        img: usize,
+        y0: usize,
+        rows: usize,
+        buf: &mut [f32],
     ) {
         let pad = self.kernel / 2;
-        let (img, y) = (r / h, r % h);
+        let (h, w) = (inputs[0].h, inputs[0].w);
         let mut o = 0;
-        for ky in 0..self.kernel {
-            let sy = (y + ky).wrapping_sub(pad);
+        for i in 0..rows + self.kernel - 1 {
+            let sy = (y0 + i).wrapping_sub(pad);
             for (map, &c) in inputs.iter().zip(&self.splits) {
-                let inner = &mut rows[o + pad * c..o + (pad + w) * c];
+                let inner = &mut buf[o + pad * c..o + (pad + w) * c];
                 o += (w + 2 * pad) * c;
                 if sy < h {
                     inner.copy_from_slice(&map.data[(img * h + sy) * w * c..][..w * c]);

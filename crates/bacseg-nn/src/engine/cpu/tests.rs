@@ -104,46 +104,6 @@ fn convolution_reads_a_concatenation_in_place() {
 }
 
 #[test]
-fn direct_convolution_of_eight_channels_matches_burn() {
-    // 8 output channels take the direct path: 3x3 and 5x5 kernels, one input or a
-    // concatenation (1 + 3 channels), widths with and without a tail of fewer than 4 pixels,
-    // with and without ReLU, into a reused buffer full of garbage.
-    let device = Device::default();
-    for (kernel, splits, width, relu) in [
-        (3, vec![1], 8, true),
-        (3, vec![1, 3], 7, false),
-        (5, vec![2, 6], 9, true),
-        (3, vec![8], 1, true),
-    ] {
-        let cin: usize = splits.iter().sum();
-        let pad = kernel / 2;
-        let conv = Conv2dConfig::new([cin, 8], [kernel, kernel])
-            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
-            .init(&device);
-        let bn = random_batch_norm(8, &device);
-        let parts: Vec<Tensor<4>> = splits
-            .iter()
-            .map(|&c| random([2, c, 6, width], &device))
-            .collect();
-        let want = bn.forward(conv.forward(Tensor::cat(parts.clone(), 1)));
-        let want = if relu {
-            burn::tensor::activation::relu(want)
-        } else {
-            want
-        };
-        let engine = compile_conv("test", &conv, Some(&bn), splits.clone(), relu).unwrap();
-        let maps: Vec<Nhwc> = parts.into_iter().map(to_nhwc).collect();
-        let refs: Vec<&Nhwc> = maps.iter().collect();
-        let got = engine.forward(&refs, vec![f32::NAN; 5000]);
-        let err = relative_error(&got, want);
-        assert!(
-            err < 1e-5,
-            "kernel {kernel}, splits {splits:?}, width {width}: {err}"
-        );
-    }
-}
-
-#[test]
 fn blocked_and_whole_image_paths_agree_with_burn_on_larger_maps() {
     // 40x40 with 24 channels in: both the per-block path (small weights) and, with 160 output
     // channels, the single-GEMM path of the deep levels.
@@ -310,6 +270,13 @@ fn every_direct_convolution_path_this_cpu_runs_matches_burn() {
             let refs: Vec<&Nhwc> = maps.iter().collect();
             let mut got = Nhwc::with_buffer(2, 9, width, cout, vec![f32::NAN; 50_000]);
             assert!(engine.forward_direct(path, &refs, &mut got), "{path:?} ran");
+            // And the path the engine picks itself in this process.
+            let chosen = engine.forward(&refs, vec![f32::NAN; 50_000]);
+            let err_chosen = relative_error(&chosen, want.clone());
+            assert!(
+                err_chosen < 1e-5,
+                "engine's choice for {cout} channels: {err_chosen}"
+            );
             let err = relative_error(&got, want);
             assert!(
                 err < 1e-5,
