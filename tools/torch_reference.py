@@ -8,7 +8,10 @@ and a bacseg weight file loads into PyTorch with ``load_state_dict(strict=True)`
 Needs PyTorch (CPU is enough) and safetensors; never run by CI:
 
     python3 -m venv /tmp/torchvenv
-    /tmp/torchvenv/bin/pip install torch safetensors numpy
+    /tmp/torchvenv/bin/pip install torch safetensors numpy opencv-python-headless onnx onnxruntime
+
+(opencv-python-headless for ``predict-time``, the whole-mammogram timing of ``bacseg bench``;
+onnx and onnxruntime for the bench's ONNX Runtime row.)
 
 Commands (run from the repository root):
 
