@@ -189,30 +189,23 @@ impl Conv {
         }
     }
 
-    /// Split the output into tasks of whole rows of one image and run them.
-    fn run_direct<S: Lanes, const V: usize, const P: usize>(
+    /// Split `out` into tasks of whole output rows of one image, as many as the input rows a
+    /// task copies (`row_values` each, plus the kernel's extra rows) allow within
+    /// [`TASK_VALUES`] and at least a few per thread, and run `task(image, first row, rows,
+    /// output rows, per-thread scratch)` on each in parallel.
+    fn for_each_task(
         &self,
-        simd: S,
-        inputs: &[&Nhwc],
         out: &mut Nhwc,
+        row_values: usize,
+        task: impl Fn(usize, usize, usize, &mut [f32], &mut Vec<f32>) + Sync,
     ) {
         let (h, w, cout) = (out.h, out.w, out.c);
-        assert_eq!(cout, self.cout, "output channels");
-        if out.data.is_empty() {
-            return;
-        }
-        let pad = self.kernel / 2;
-        let row_values = (w + 2 * pad) * self.cin();
         let threads = rayon::current_num_threads();
-        // Rows per task: the padded input rows fit the budget, and there are tasks for every
-        // thread (a few each, for balance) even on the deepest levels' few rows.
         let fit = (TASK_VALUES / row_values)
             .saturating_sub(self.kernel - 1)
             .max(1);
         let spread = (out.n * h).div_ceil(4 * threads).max(1);
         let rows_per_task = fit.min(spread).min(h);
-        let weights: &[S::V] = pulp::bytemuck::cast_slice(&self.weight);
-        let bias: &[S::V] = pulp::bytemuck::cast_slice(&self.bias);
         out.data
             .par_chunks_mut(h * w * cout)
             .enumerate()
@@ -221,23 +214,39 @@ impl Conv {
                     .par_chunks_mut(rows_per_task * w * cout)
                     .enumerate()
                     .for_each(|(t, dst)| {
-                        let y0 = t * rows_per_task;
                         let rows = dst.len() / (w * cout);
                         super::kernels::COLUMNS.with_borrow_mut(|scratch| {
-                            scratch.clear();
-                            scratch.resize((rows + self.kernel - 1) * row_values, 0.0);
-                            self.padded_input_rows(inputs, img, y0, rows, scratch);
-                            simd.run(
-                                #[inline(always)]
-                                || {
-                                    self.direct_task::<S, V, P>(
-                                        simd, weights, bias, scratch, w, rows, dst,
-                                    )
-                                },
-                            );
+                            task(img, t * rows_per_task, rows, dst, scratch)
                         });
                     });
             });
+    }
+
+    /// Split the output into tasks of whole rows of one image and run them.
+    fn run_direct<S: Lanes, const V: usize, const P: usize>(
+        &self,
+        simd: S,
+        inputs: &[&Nhwc],
+        out: &mut Nhwc,
+    ) {
+        let (w, cout) = (out.w, out.c);
+        assert_eq!(cout, self.cout, "output channels");
+        if out.data.is_empty() {
+            return;
+        }
+        let pad = self.kernel / 2;
+        let row_values = (w + 2 * pad) * self.cin();
+        let weights: &[S::V] = pulp::bytemuck::cast_slice(&self.weight);
+        let bias: &[S::V] = pulp::bytemuck::cast_slice(&self.bias);
+        self.for_each_task(out, row_values, |img, y0, rows, dst, scratch| {
+            scratch.clear();
+            scratch.resize((rows + self.kernel - 1) * row_values, 0.0);
+            self.padded_input_rows(inputs, img, y0, rows, scratch);
+            simd.run(
+                #[inline(always)]
+                || self.direct_task::<S, V, P>(simd, weights, bias, scratch, w, rows, dst),
+            );
+        });
     }
 
     /// A task's output rows from its padded input rows, channel block by channel block.
@@ -422,7 +431,7 @@ impl Conv {
     /// broadcast once for 48 pixels. The accumulators (8 channels x 48 pixels) are written back
     /// channels-last through a small transpose.
     fn forward_pixel_lanes(&self, simd: V4, inputs: &[&Nhwc], out: &mut Nhwc) {
-        let (h, w, cout) = (out.h, out.w, out.c);
+        let (w, cout) = (out.w, out.c);
         assert_eq!(cout, self.cout, "output channels");
         assert_eq!(cout % PX_COUT, 0, "output channels in blocks of 8");
         if out.data.is_empty() {
@@ -435,34 +444,18 @@ impl Conv {
         let plane_w = (pad + w).next_multiple_of(16) + 16 * PX_VECTORS + 2 * pad;
         let cin = self.cin();
         let row_values = plane_w * cin;
-        let threads = rayon::current_num_threads();
-        let fit = (TASK_VALUES / row_values).saturating_sub(k - 1).max(1);
-        let spread = (out.n * h).div_ceil(4 * threads).max(1);
-        let rows_per_task = fit.min(spread).min(h);
-        out.data
-            .par_chunks_mut(h * w * cout)
-            .enumerate()
-            .for_each(|(img, image_out)| {
-                image_out
-                    .par_chunks_mut(rows_per_task * w * cout)
-                    .enumerate()
-                    .for_each(|(t, dst)| {
-                        let y0 = t * rows_per_task;
-                        let rows = dst.len() / (w * cout);
-                        super::kernels::COLUMNS.with_borrow_mut(|scratch| {
-                            // Every value is written by plane_rows: no zeroing here.
-                            scratch.resize((rows + k - 1) * row_values, 0.0);
-                            let scratch = &mut scratch[..(rows + k - 1) * row_values];
-                            simd.vectorize(
-                                #[inline(always)]
-                                || {
-                                    self.plane_rows(simd, inputs, img, y0, rows, plane_w, scratch);
-                                    self.pixel_lane_task(simd, scratch, plane_w, w, rows, dst)
-                                },
-                            );
-                        });
-                    });
-            });
+        self.for_each_task(out, row_values, |img, y0, rows, dst, scratch| {
+            // Every value is written by plane_rows: no zeroing here.
+            scratch.resize((rows + k - 1) * row_values, 0.0);
+            let scratch = &mut scratch[..(rows + k - 1) * row_values];
+            simd.vectorize(
+                #[inline(always)]
+                || {
+                    self.plane_rows(simd, inputs, img, y0, rows, plane_w, scratch);
+                    self.pixel_lane_task(simd, scratch, plane_w, w, rows, dst)
+                },
+            );
+        });
     }
 
     /// Input rows `y0 - pad .. y0 + rows + pad` of image `img` as planes: row `i`, channel `c`
