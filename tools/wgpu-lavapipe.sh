@@ -2,8 +2,8 @@
 # The GPU code path without a GPU: the `wgpu` release build on Mesa's lavapipe (a Vulkan driver
 # that runs on the CPU, slow but exact). Usage: tools/wgpu-lavapipe.sh [WORKDIR]
 # Installs lavapipe when missing (Debian's mesa-vulkan-drivers, as root), builds
-# `bacseg-cli --features wgpu` in target/wgpu, makes a small synthetic dataset, trains a small
-# DT-UNet on the wgpu device (config.json must record the Wgpu backend), predicts a synthetic
+# `bacseg-cli --features wgpu` in target/wgpu (the `ci` profile), makes a small synthetic
+# dataset, trains a small DT-UNet on the wgpu device (config.json must record the Wgpu backend), predicts a synthetic
 # image with burn on the wgpu device and with the CPU engine from the same run, and fails
 # unless the two probability maps agree within 2/65535 and the masks are identical
 # (tools/png_diff.py). `.ci/run` runs it, so that the wgpu path cannot rot unnoticed.
@@ -27,8 +27,9 @@ export VK_ICD_FILENAMES
 # The Vulkan loader complains on every start without one (nothing is displayed).
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
 
-cargo build --release --locked -p bacseg-cli --features wgpu --target-dir target/wgpu
-bin=target/wgpu/release/bacseg
+# The `ci` profile (Cargo.toml): release optimisation without thin LTO over one codegen unit.
+cargo build --profile ci --locked -p bacseg-cli --features wgpu --target-dir target/wgpu
+bin=target/wgpu/ci/bacseg
 rm -rf "$work"
 mkdir -p "$work"
 start=$SECONDS
