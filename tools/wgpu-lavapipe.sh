@@ -3,8 +3,8 @@
 # that runs on the CPU, slow but exact). Usage: tools/wgpu-lavapipe.sh [WORKDIR]
 # Installs lavapipe when missing (Debian's mesa-vulkan-drivers, as root), builds
 # `bacseg-cli --features wgpu` in target/wgpu (the `ci` profile), makes a small synthetic
-# dataset, trains a small DT-UNet on the wgpu device (config.json must record the Wgpu backend), predicts a synthetic
-# image with burn on the wgpu device and with the CPU engine from the same run, and fails
+# dataset, trains a small DT-UNet on the wgpu device (config.json must record the Wgpu
+# backend), predicts a synthetic image with burn on the wgpu device and with the CPU engine from the same run, and fails
 # unless the two probability maps agree within 2/65535 and the masks are identical
 # (tools/png_diff.py). `.ci/run` runs it, so that the wgpu path cannot rot unnoticed.
 set -euo pipefail
