@@ -307,7 +307,10 @@ fn the_cpu_engine_is_refused_for_architectures_it_does_not_run() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cpu engine runs dt-unet and unet"), "{err}");
+    assert!(
+        err.contains("cpu engine runs dt-unet, unet and scunet"),
+        "{err}"
+    );
 }
 
 /// Two `predict` processes on one output directory: every image is predicted by exactly one

@@ -62,6 +62,12 @@ pub trait SegmentationModel: Module {
         None
     }
 
+    /// The network itself, for an engine that compiles particular architectures to recognise
+    /// the one it has (the CPU engine's SCU-Net); `None` for networks no engine looks for.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
     /// The network as an ONNX model (graph written with [`crate::onnx`]), for the architectures exported (`None`
     /// for the others).
     fn onnx(&self) -> Option<Result<Vec<u8>, NnError>> {

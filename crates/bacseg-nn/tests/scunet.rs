@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use bacseg_nn::engine::cpu::{Net, Nhwc};
 use bacseg_nn::{NnError, OutputActivation, Precision, SegmentationModel, load_scunet_checkpoint};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
@@ -98,6 +99,34 @@ fn output_matches_pytorch_float64_on_a_real_crop() {
         // The crop holds calcified vessels: the published threshold marks some of it.
         assert!(y.iter().filter(|&&v| v > 0.65).count() > 20);
     }
+}
+
+#[test]
+fn cpu_engine_matches_pytorch_float64_on_a_real_crop() {
+    let Some(dir) = scunet_dir() else { return };
+    let device = Device::default();
+    let (_, shape, raw) = fixture_tensor("input_u8");
+    let (h, w) = (shape[0], shape[1]);
+    let (_, _, reference) = fixture_tensor("output_f64");
+    let reference = f64_values(&reference);
+    let model = load_scunet_checkpoint(&dir.join(CHECKPOINTS[0]), Precision::F32, &device).unwrap();
+    let mut net = Net::for_model(&model)
+        .expect("the CPU engine runs SCU-Net")
+        .unwrap();
+    // Channels last, the grey value in each of the three channels.
+    let input: Vec<f32> = raw
+        .iter()
+        .flat_map(|&v| [f32::from(v) / 255.0; 3])
+        .collect();
+    let y = net.forward(&Nhwc::new(1, h, w, 3, input)).unwrap();
+    let max_diff = y
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (f64::from(*a) - b).abs())
+        .fold(0.0, f64::max);
+    eprintln!("CPU engine: max |bacseg - PyTorch float64| = {max_diff:.3e}");
+    assert!(max_diff < 1e-4, "{max_diff}");
+    assert!(y.iter().filter(|&&v| v > 0.65).count() > 20);
 }
 
 #[test]

@@ -33,7 +33,7 @@ use bacseg_core::resample::resize;
 use bacseg_core::stitch::BlendMode;
 use bacseg_nn::engine::{
     Engine, InferConfig, PUBLISHED_SCUNET_STRIDE, PUBLISHED_SCUNET_TILE, Prediction, Runner,
-    predict_image_with, predict_published_scunet,
+    predict_image_with, predict_published_scunet_with,
 };
 use bacseg_nn::{Architecture, Network, Precision};
 use serde::Serialize;
@@ -121,7 +121,7 @@ impl PredictConfig {
         let engine = self.infer.engine;
         check_pairing(
             Some(model.architecture()),
-            model.is_published_scunet(),
+            model.precision(),
             self.pipeline,
             engine,
         )?;
@@ -163,13 +163,16 @@ impl PredictConfig {
 /// are read (the architecture of a run directory is known only once loaded: then
 /// [`PredictConfig::validate`] checks it).
 pub fn check_source(source: &ModelSource, pipeline: Pipeline, engine: Engine) -> Result<()> {
-    let published = matches!(source, ModelSource::PublishedScuNet { .. });
-    check_pairing(source.architecture(), published, pipeline, engine)
+    let precision = match source {
+        ModelSource::PublishedScuNet { precision, .. } => *precision,
+        _ => Precision::F32,
+    };
+    check_pairing(source.architecture(), precision, pipeline, engine)
 }
 
 fn check_pairing(
     arch: Option<Architecture>,
-    published_scunet: bool,
+    precision: Precision,
     pipeline: Pipeline,
     engine: Engine,
 ) -> Result<()> {
@@ -179,11 +182,16 @@ fn check_pairing(
             "the published SCU-Net pipeline runs SCU-Net models; this is a {name} model"
         )));
     }
-    if engine == Engine::Cpu && (published_scunet || arch.is_some_and(|a| !a.has_cpu_engine())) {
+    if engine == Engine::Cpu && arch.is_some_and(|a| !a.has_cpu_engine()) {
         return Err(Error::config(format!(
-            "the cpu engine runs dt-unet and unet models; this is a {name} model (use the burn \
-             or ort engine)"
+            "the cpu engine runs dt-unet, unet and scunet models; this is a {name} model (use \
+             the burn or ort engine)"
         )));
+    }
+    if engine == Engine::Cpu && precision == Precision::F64 {
+        return Err(Error::config(
+            "the cpu engine runs f32 weights: use the burn engine for f64",
+        ));
     }
     Ok(())
 }
@@ -240,7 +248,7 @@ pub struct ImagePrediction {
 pub struct Predictor<'m> {
     model: &'m Model,
     config: PredictConfig,
-    runner: Option<Runner<'m, Network>>,
+    runner: Runner<'m, Network>,
 }
 
 impl<'m> Predictor<'m> {
@@ -248,24 +256,19 @@ impl<'m> Predictor<'m> {
     /// run fails here rather than on the first image.
     pub fn new(model: &'m Model, config: PredictConfig) -> Result<Self> {
         config.validate(model)?;
-        let runner = match config.pipeline {
-            Pipeline::PublishedScuNet => None,
-            Pipeline::Bacseg => Some(Runner::new(model.network(), config.infer.engine).map_err(
-                |e| {
-                    // An engine this build or machine does not have is a configuration problem.
-                    let e = Error::from(e);
-                    let kind = match config.infer.engine {
-                        Engine::Ort => crate::error::ErrorKind::Config,
-                        _ => e.kind(),
-                    };
-                    Error::with_source(
-                        kind,
-                        format!("the {} engine", config.infer.engine.name()),
-                        e,
-                    )
-                },
-            )?),
-        };
+        let runner = Runner::new(model.network(), config.infer.engine).map_err(|e| {
+            // An engine this build or machine does not have is a configuration problem.
+            let e = Error::from(e);
+            let kind = match config.infer.engine {
+                Engine::Ort => crate::error::ErrorKind::Config,
+                _ => e.kind(),
+            };
+            Error::with_source(
+                kind,
+                format!("the {} engine", config.infer.engine.name()),
+                e,
+            )
+        })?;
         Ok(Self {
             model,
             config,
@@ -283,7 +286,7 @@ impl<'m> Predictor<'m> {
 
     /// The engine that runs the forward passes.
     pub fn engine(&self) -> Engine {
-        self.runner.as_ref().map_or(Engine::Burn, |r| r.engine())
+        self.runner.engine()
     }
 
     /// Predict BAC on one mammogram.
@@ -310,9 +313,12 @@ impl<'m> Predictor<'m> {
                 col_mm: mm,
                 source: bacseg_core::mammogram::SpacingSource::User,
             }));
-        let (prob, breast, display) = match self.runner.as_mut() {
-            Some(runner) => bacseg_pipeline(self.model, runner, &self.config, image, &mut t)?,
-            None => published_scunet(self.model, &self.config, image.get(), &mut t)?,
+        let runner = &mut self.runner;
+        let (prob, breast, display) = match self.config.pipeline {
+            Pipeline::Bacseg => bacseg_pipeline(self.model, runner, &self.config, image, &mut t)?,
+            Pipeline::PublishedScuNet => {
+                published_scunet(self.model, runner, &self.config, image.get(), &mut t)?
+            }
         };
         let s = Instant::now();
         let mask = self.config.postprocess.apply(&prob, spacing);
@@ -422,6 +428,7 @@ fn bacseg_pipeline(
 /// from that same median-filtered image.
 fn published_scunet(
     model: &Model,
+    runner: &mut Runner<'_, Network>,
     config: &PredictConfig,
     m: &Mammogram,
     t: &mut Timings,
@@ -432,7 +439,8 @@ fn published_scunet(
     let display = grey_display(&pre.image);
     drop(pre.image);
     t.preprocess_s = s.elapsed().as_secs_f64();
-    let pred = predict_published_scunet(model.network(), &grey, config.infer.batch)?;
+    let pred = predict_published_scunet_with(model.network(), runner, &grey, config.infer.batch)?;
+    runner.release_buffers();
     t.add_prediction(&pred);
     Ok((pred.prob, pre.breast, display))
 }

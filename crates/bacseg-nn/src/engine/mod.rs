@@ -481,9 +481,20 @@ pub fn published_scunet_keeps(tile: &[f32]) -> bool {
 /// element-wise maximum over a map that starts at 0 (so skipped tiles and negative outputs
 /// leave 0). `model` applies the published normalisation and its output activation (`clamp` for
 /// the published weights: the merged map is the published map clamped to [0, 1], so the
-/// published `> 0.65` threshold selects the same pixels).
+/// published `> 0.65` threshold selects the same pixels). The forward passes run on burn; see
+/// [`predict_published_scunet_with`] for another engine.
 pub fn predict_published_scunet<M: SegmentationModel>(
     model: &M,
+    grey: &Raster<f32>,
+    batch: usize,
+) -> Result<Prediction, InferError> {
+    predict_published_scunet_with(model, &mut Runner::Burn(model), grey, batch)
+}
+
+/// As [`predict_published_scunet`], with the forward passes on `runner` (made for `model`).
+pub fn predict_published_scunet_with<M: SegmentationModel>(
+    model: &M,
+    runner: &mut Runner<'_, M>,
     grey: &Raster<f32>,
     batch: usize,
 ) -> Result<Prediction, InferError> {
@@ -505,15 +516,15 @@ pub fn predict_published_scunet<M: SegmentationModel>(
     let mut kept = 0;
     let mut pending: Vec<(usize, usize)> = Vec::with_capacity(batch);
     let mut data: Vec<f32> = Vec::with_capacity(batch * n * n);
-    let flush = |pending: &mut Vec<(usize, usize)>,
-                 data: &mut Vec<f32>,
-                 prob: &mut ProbMap|
+    let mut flush = |pending: &mut Vec<(usize, usize)>,
+                     data: &mut Vec<f32>,
+                     prob: &mut ProbMap|
      -> Result<f64, InferError> {
         if pending.is_empty() {
             return Ok(0.0);
         }
         let t = Instant::now();
-        let out = patch_probabilities(model, std::mem::take(data), n, false)?;
+        let out = runner.probabilities(std::mem::take(data), n, false)?;
         let spent = t.elapsed().as_secs_f64();
         for (&(x0, y0), tile) in pending.iter().zip(out.chunks_exact(n * n)) {
             for (dy, row) in tile.chunks_exact(n).enumerate() {
@@ -550,7 +561,7 @@ pub fn predict_published_scunet<M: SegmentationModel>(
         grid_patches: grid.len(),
         forward_s,
         blend_s,
-        engine: Engine::Burn,
+        engine: runner.engine(),
     })
 }
 

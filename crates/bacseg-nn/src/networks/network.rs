@@ -27,9 +27,13 @@ pub enum Architecture {
 }
 
 impl Architecture {
-    /// Whether the CPU inference engine ([`crate::engine::cpu`]) runs this architecture.
+    /// Whether the CPU inference engine ([`crate::engine::cpu`]) runs this architecture (SCU-Net
+    /// with f32 weights).
     pub fn has_cpu_engine(self) -> bool {
-        matches!(self, Architecture::DtUnet | Architecture::Unet)
+        matches!(
+            self,
+            Architecture::DtUnet | Architecture::Unet | Architecture::ScuNet
+        )
     }
 
     /// Every architecture, in the order of the reference comparison.
@@ -180,6 +184,9 @@ impl SegmentationModel for Network {
     }
     fn onnx(&self) -> Option<Result<Vec<u8>, NnError>> {
         each!(self, m => m.onnx())
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        each!(self, m => m.as_any())
     }
     fn in_channels(&self) -> usize {
         each!(self, m => m.in_channels())

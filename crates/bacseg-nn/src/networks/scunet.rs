@@ -335,6 +335,10 @@ impl SegmentationModel for ScuNet {
         Some(onnx_graph(self))
     }
 
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     fn in_channels(&self) -> usize {
         self.level1_0.conv.weight.lazy_shape().dims::<4>()[1]
     }
@@ -360,6 +364,14 @@ impl ScuNet {
     /// The input normalisation `(x - mean) / std` applied by [`SegmentationModel::forward`].
     pub fn input_normalisation(&self) -> (f64, f64) {
         (self.input_mean, self.input_std)
+    }
+
+    /// Precision of the weights.
+    pub fn precision(&self) -> Precision {
+        match self.dtype() {
+            FloatDType::F64 => Precision::F64,
+            _ => Precision::F32,
+        }
     }
 
     /// Precision of the weights.

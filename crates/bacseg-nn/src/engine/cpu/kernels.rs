@@ -72,7 +72,7 @@ impl Nhwc {
 /// row-major `k x n` `rhs` and an `m x n` `dst` with row stride `dst_rs` (all unit column
 /// stride); `dst` is overwritten. `threads > 1` lets the GEMM split itself over rayon.
 #[allow(clippy::too_many_arguments)]
-fn matmul(
+pub(crate) fn matmul(
     dst: &mut [f32],
     dst_rs: usize,
     lhs: &[f32],
@@ -167,7 +167,7 @@ pub(crate) fn matmul_strided(
 }
 
 /// Add `bias` to every pixel of a channels-last block and clamp at 0 when `relu`.
-fn bias_relu(block: &mut [f32], bias: &[f32], relu: bool) {
+pub(crate) fn bias_relu(block: &mut [f32], bias: &[f32], relu: bool) {
     for px in block.chunks_exact_mut(bias.len()) {
         if relu {
             for (v, b) in px.iter_mut().zip(bias) {

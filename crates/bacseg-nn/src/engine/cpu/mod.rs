@@ -16,6 +16,7 @@
 pub(crate) mod direct;
 pub mod isa;
 pub mod kernels;
+pub mod scunet;
 
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::{BatchNorm, PaddingConfig2d};
@@ -24,9 +25,12 @@ use burn::tensor::Tensor;
 pub use kernels::Nhwc;
 use kernels::{Conv, ConvTranspose2x2, max_pool2x2, resize_bilinear_aligned};
 
+pub use scunet::ScuNetNet;
+
 use crate::error::NnError;
 use crate::model::SegmentationModel;
 use crate::networks::blocks::{DoubleConv, UnetParts};
+use crate::networks::scunet::{Precision, ScuNet};
 
 /// How a decoder level doubles its input's resolution.
 #[derive(Debug, Clone)]
@@ -56,18 +60,112 @@ pub struct LayerTiming {
     pub paths: Vec<(String, f64)>,
 }
 
+/// A network compiled for the CPU engine.
+#[derive(Debug, Clone)]
+pub enum Net {
+    /// DT-UNet, UNet.
+    Unet(UnetNet),
+    /// The published SCU-Net (f32 weights).
+    ScuNet(Box<ScuNetNet>),
+}
+
+impl Net {
+    /// `model` compiled for this engine, for the architectures it runs (U-Net-shaped ones and
+    /// SCU-Net with f32 weights: `None` for the others). BatchNorm layers use their running
+    /// statistics.
+    pub fn for_model<M: SegmentationModel>(model: &M) -> Option<Result<Self, NnError>> {
+        if let Some(parts) = model.unet_parts() {
+            return Some(UnetNet::compile(&parts).map(Net::Unet));
+        }
+        model
+            .as_any()
+            .and_then(|m| m.downcast_ref::<ScuNet>())
+            .filter(|s| s.precision() == Precision::F32)
+            .map(|s| ScuNetNet::compile(s).map(|n| Net::ScuNet(Box::new(n))))
+    }
+
+    /// Compile a U-Net from its layers.
+    pub fn compile(parts: &UnetParts<'_>) -> Result<Self, NnError> {
+        UnetNet::compile(parts).map(Net::Unet)
+    }
+
+    /// Architecture name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Net::Unet(n) => n.name(),
+            Net::ScuNet(_) => "scunet",
+        }
+    }
+
+    /// Image channels the network takes.
+    pub fn in_channels(&self) -> usize {
+        match self {
+            Net::Unet(n) => n.in_channels(),
+            Net::ScuNet(n) => n.in_channels(),
+        }
+    }
+
+    /// Free the buffers kept for the next forward pass (they are made again when needed).
+    pub fn release_buffers(&mut self) {
+        match self {
+            Net::Unet(n) => n.pool = Buffers::default(),
+            Net::ScuNet(n) => n.pool = Buffers::default(),
+        }
+    }
+
+    /// The network's output (logits for bacseg's networks, the raw head output for SCU-Net)
+    /// `[n, h, w]` (one channel) for channels-last images `[n, h, w, in_channels]` on the
+    /// network's input scale ([0, 1] grey values).
+    pub fn forward(&mut self, x: &Nhwc) -> Result<Vec<f32>, NnError> {
+        match self {
+            Net::Unet(n) => n.forward(x),
+            Net::ScuNet(n) => n.forward(x),
+        }
+    }
+
+    /// Per-layer timings of a `batch x side x side` forward pass on every path this CPU runs
+    /// ([`UnetNet::layer_profile`]; empty for SCU-Net).
+    pub fn layer_profile(&self, batch: usize, side: usize, repeats: usize) -> Vec<LayerTiming> {
+        match self {
+            Net::Unet(n) => n.layer_profile(batch, side, repeats),
+            Net::ScuNet(_) => Vec::new(),
+        }
+    }
+}
+
+/// Buffers of the previous forward pass, reused by the next.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Buffers(Vec<Vec<f32>>);
+
+impl Buffers {
+    /// A buffer from the previous pass for `len` values: the smallest that holds them, else
+    /// the largest (grown by the kernel), else a new one.
+    pub(crate) fn take(&mut self, len: usize) -> Vec<f32> {
+        let pool = &mut self.0;
+        let fits = (0..pool.len())
+            .filter(|&i| pool[i].capacity() >= len)
+            .min_by_key(|&i| pool[i].capacity());
+        let pick = fits.or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
+        pick.map(|i| pool.swap_remove(i)).unwrap_or_default()
+    }
+
+    /// Give a buffer back for the next [`take`](Self::take).
+    pub(crate) fn put(&mut self, buffer: Vec<f32>) {
+        self.0.push(buffer);
+    }
+}
+
 /// A compiled U-Net: max-pooled encoder levels of two convolutions, decoder levels that
 /// upsample, concatenate `[skip, upsampled]` and convolve twice, and a 1x1 head.
 #[derive(Debug, Clone)]
-pub struct Net {
+pub struct UnetNet {
     name: &'static str,
     in_channels: usize,
     down: Vec<[Conv; 2]>,
     /// Deepest first.
     up: Vec<UpLevel>,
     head: Conv,
-    /// Buffers of the previous forward pass, reused by the next.
-    pool: Vec<Vec<f32>>,
+    pool: Buffers,
 }
 
 pub(crate) fn values<const D: usize>(
@@ -122,6 +220,42 @@ pub(crate) fn compile_conv(
             ),
         ));
     }
+    fold_conv(model, conv, bn, splits, relu)
+}
+
+/// A BatchNorm in inference mode as the per-channel `(scale, shift)` of
+/// `y = scale * x + shift`, computed in f64.
+pub(crate) fn batch_norm_affine(
+    model: &'static str,
+    bn: &BatchNorm,
+) -> Result<(Vec<f32>, Vec<f32>), NnError> {
+    let gamma = values(bn.gamma.val(), model, "BatchNorm gamma")?;
+    let beta = values(bn.beta.val(), model, "BatchNorm beta")?;
+    let mean = values(bn.running_mean.value(), model, "BatchNorm mean")?;
+    let var = values(bn.running_var.value(), model, "BatchNorm variance")?;
+    // y = gamma * (z - mean) / sqrt(var + eps) + beta = scale * z + shift.
+    Ok((0..gamma.len())
+        .map(|i| {
+            let s = f64::from(gamma[i]) / (f64::from(var[i]) + bn.epsilon).sqrt();
+            (
+                s as f32,
+                (f64::from(beta[i]) - s * f64::from(mean[i])) as f32,
+            )
+        })
+        .unzip())
+}
+
+/// A burn convolution's weights and bias with an optional BatchNorm after it folded in, as an
+/// engine convolution of the same kernel (its stride, padding, dilation and groups are the
+/// caller's to check and to run).
+pub(crate) fn fold_conv(
+    model: &'static str,
+    conv: &Conv2d,
+    bn: Option<&BatchNorm>,
+    splits: Vec<usize>,
+    relu: bool,
+) -> Result<Conv, NnError> {
+    let [kh, _] = conv.kernel_size;
     let [cout, cin, _, _] = conv.weight.dims();
     if cin != splits.iter().sum::<usize>() {
         return Err(unsupported(
@@ -135,25 +269,7 @@ pub(crate) fn compile_conv(
         .as_ref()
         .map(|b| values(b.val(), model, "convolution bias"))
         .transpose()?;
-    let affine = bn
-        .map(|bn| -> Result<(Vec<f32>, Vec<f32>), NnError> {
-            let gamma = values(bn.gamma.val(), model, "BatchNorm gamma")?;
-            let beta = values(bn.beta.val(), model, "BatchNorm beta")?;
-            let mean = values(bn.running_mean.value(), model, "BatchNorm mean")?;
-            let var = values(bn.running_var.value(), model, "BatchNorm variance")?;
-            // y = gamma * (z - mean) / sqrt(var + eps) + beta = scale * z + shift, in f64.
-            let (scale, shift) = (0..gamma.len())
-                .map(|i| {
-                    let s = f64::from(gamma[i]) / (f64::from(var[i]) + bn.epsilon).sqrt();
-                    (
-                        s as f32,
-                        (f64::from(beta[i]) - s * f64::from(mean[i])) as f32,
-                    )
-                })
-                .unzip();
-            Ok((scale, shift))
-        })
-        .transpose()?;
+    let affine = bn.map(|bn| batch_norm_affine(model, bn)).transpose()?;
     Ok(Conv::from_oihw(
         &weight,
         kh,
@@ -215,13 +331,7 @@ pub(crate) fn compile_transposed(
     ))
 }
 
-impl Net {
-    /// `model` compiled for this engine, for the architectures it runs (U-Net-shaped ones:
-    /// `None` for the others). BatchNorm layers use their running statistics.
-    pub fn for_model<M: SegmentationModel>(model: &M) -> Option<Result<Self, NnError>> {
-        model.unet_parts().map(|parts| Self::compile(&parts))
-    }
-
+impl UnetNet {
     /// Compile a U-Net from its layers.
     pub fn compile(parts: &UnetParts<'_>) -> Result<Self, NnError> {
         let UnetParts {
@@ -269,7 +379,7 @@ impl Net {
             down: compiled_down,
             up: compiled_up,
             head,
-            pool: Vec::new(),
+            pool: Buffers::default(),
         })
     }
 
@@ -448,24 +558,9 @@ impl Net {
         timings
     }
 
-    /// Free the buffers kept for the next forward pass (they are made again when needed).
-    pub fn release_buffers(&mut self) {
-        self.pool = Vec::new();
-    }
-
     /// Image channels the network takes.
     pub fn in_channels(&self) -> usize {
         self.in_channels
-    }
-
-    /// A buffer from the previous pass for `len` values: the smallest that holds them, else
-    /// the largest (grown by the kernel), else a new one.
-    fn buffer(&mut self, len: usize) -> Vec<f32> {
-        let fits = (0..self.pool.len())
-            .filter(|&i| self.pool[i].capacity() >= len)
-            .min_by_key(|&i| self.pool[i].capacity());
-        let pick = fits.or_else(|| (0..self.pool.len()).max_by_key(|&i| self.pool[i].capacity()));
-        pick.map(|i| self.pool.swap_remove(i)).unwrap_or_default()
     }
 
     /// Logits `[n, h, w]` (one channel) of channels-last images `[n, h, w, in_channels]`; height
@@ -488,17 +583,17 @@ impl Net {
         let mut pixels = x.pixels();
         for [c1, c2] in &down {
             let mid = match skips.last() {
-                None => c1.forward(&[x], self.buffer(pixels * c1.cout)),
+                None => c1.forward(&[x], self.pool.take(pixels * c1.cout)),
                 Some(prev) => {
                     pixels /= 4;
-                    let pooled = max_pool2x2(prev, self.buffer(pixels * prev.c));
-                    let mid = c1.forward(&[&pooled], self.buffer(pixels * c1.cout));
-                    self.pool.push(pooled.data);
+                    let pooled = max_pool2x2(prev, self.pool.take(pixels * prev.c));
+                    let mid = c1.forward(&[&pooled], self.pool.take(pixels * c1.cout));
+                    self.pool.put(pooled.data);
                     mid
                 }
             };
-            let out = c2.forward(&[&mid], self.buffer(pixels * c2.cout));
-            self.pool.push(mid.data);
+            let out = c2.forward(&[&mid], self.pool.take(pixels * c2.cout));
+            self.pool.put(mid.data);
             skips.push(out);
         }
         let mut deep = skips.pop().expect("at least one level");
@@ -506,21 +601,21 @@ impl Net {
             let skip = skips.pop().expect("one skip per decoder level");
             let pixels = skip.pixels();
             let upsampled = match &level.upsample {
-                Upsample::Transposed(t) => t.forward(&deep, self.buffer(pixels * t.cout)),
+                Upsample::Transposed(t) => t.forward(&deep, self.pool.take(pixels * t.cout)),
                 Upsample::Bilinear => {
-                    resize_bilinear_aligned(&deep, skip.h, skip.w, self.buffer(pixels * deep.c))
+                    resize_bilinear_aligned(&deep, skip.h, skip.w, self.pool.take(pixels * deep.c))
                 }
             };
-            self.pool.push(std::mem::take(&mut deep.data));
+            self.pool.put(std::mem::take(&mut deep.data));
             let [c1, c2] = &level.convs;
-            let mid = c1.forward(&[&skip, &upsampled], self.buffer(pixels * c1.cout));
-            self.pool.push(upsampled.data);
-            self.pool.push(skip.data);
-            deep = c2.forward(&[&mid], self.buffer(pixels * c2.cout));
-            self.pool.push(mid.data);
+            let mid = c1.forward(&[&skip, &upsampled], self.pool.take(pixels * c1.cout));
+            self.pool.put(upsampled.data);
+            self.pool.put(skip.data);
+            deep = c2.forward(&[&mid], self.pool.take(pixels * c2.cout));
+            self.pool.put(mid.data);
         }
         let out = self.head.forward(&[&deep], Vec::new());
-        self.pool.push(deep.data);
+        self.pool.put(deep.data);
         self.down = down;
         self.up = up;
         Ok(out.data)

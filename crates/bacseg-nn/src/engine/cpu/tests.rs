@@ -315,3 +315,66 @@ fn one_channel_head_matches_burn() {
         assert!(err < 1e-5, "{cin} channels, width {width}: {err}");
     }
 }
+
+/// `bn` with random statistics and affine parameters (its epsilon kept).
+fn randomise_batch_norm(bn: &mut BatchNorm, device: &Device) {
+    let epsilon = bn.epsilon;
+    *bn = random_batch_norm(bn.gamma.dims()[0], device);
+    bn.epsilon = epsilon;
+}
+
+/// `act` with random slopes, positive and negative (as many as it had).
+fn randomise_prelu(act: &mut burn::nn::PRelu, device: &Device) {
+    let n = act.alpha.dims()[0];
+    act.alpha = Param::from_tensor(Tensor::<1>::random(
+        [n],
+        Distribution::Uniform(-0.5, 0.5),
+        device,
+    ));
+}
+
+#[test]
+fn scunet_matches_burn_and_reuses_its_buffers() {
+    let device = Device::default();
+    let mut model = crate::ScuNetConfig::new().init(&device).unwrap();
+    for layer in [
+        &mut model.level1_0,
+        &mut model.level1_1,
+        &mut model.level1_2,
+        &mut model.level2_0.conv1x1,
+        &mut model.level3_0.conv1x1,
+    ] {
+        randomise_batch_norm(&mut layer.bn, &device);
+        randomise_prelu(&mut layer.act, &device);
+    }
+    for (bn, act) in [
+        (&mut model.b1.bn, &mut model.b1.act),
+        (&mut model.b2.bn, &mut model.b2.act),
+        (&mut model.level2_0.bn, &mut model.level2_0.act),
+        (&mut model.level3_0.bn, &mut model.level3_0.act),
+        (&mut model.up3.conv.bn1, &mut model.up3.conv.act1),
+        (&mut model.up3.conv.bn2, &mut model.up3.conv.act2),
+        (&mut model.up4.conv.bn1, &mut model.up4.conv.act1),
+        (&mut model.up4.conv.bn2, &mut model.up4.conv.act2),
+    ] {
+        randomise_batch_norm(bn, &device);
+        randomise_prelu(act, &device);
+    }
+    let model = model.valid();
+    let mut net = crate::engine::cpu::Net::for_model(&model).unwrap().unwrap();
+    assert_eq!((net.name(), net.in_channels()), ("scunet", 3));
+    for (n, h, w) in [(2, 32, 48), (1, 16, 16), (2, 32, 48)] {
+        let x = random([n, 3, h, w], &device);
+        let want = model.forward(x.clone());
+        let got = net.forward(&to_nhwc(x)).unwrap();
+        let err = relative_error(&Nhwc::new(n, h, w, 1, got), want);
+        eprintln!("scunet {n}x{h}x{w}: relative error {err:.2e}");
+        assert!(err < 1e-5, "{n}x{h}x{w}: relative error {err}");
+    }
+    let bad = Nhwc::new(1, 12, 16, 3, vec![0.0; 576]);
+    let err = net.forward(&bad).unwrap_err();
+    assert!(err.to_string().contains("multiples of 8"), "{err}");
+    // Weights in f64 are burn's to run.
+    let f64_model = model.with_precision(crate::Precision::F64);
+    assert!(crate::engine::cpu::Net::for_model(&f64_model).is_none());
+}
