@@ -30,6 +30,7 @@ use std::time::Instant;
 
 use bacseg_core::io::{write_mask_png, write_unit_png16};
 use bacseg_core::mammogram::{Mammogram, PixelSpacing, SpacingSource};
+use bacseg_core::metrics::{ConfusionCounts, EmptyPolicy};
 use bacseg_core::preprocess::{Preprocess, Preprocessed, preprocess};
 use bacseg_core::raster::{Mask, Raster};
 use bacseg_core::stitch::BlendMode;
@@ -45,7 +46,8 @@ use bacseg_nn::{
 };
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::Model;
+use crate::model::{Model, ModelSource};
+use crate::predict::{PredictConfig, Predictor};
 
 /// GFLOP of one reference DT-UNet forward pass on a 512x512 patch (what PyTorch and ONNX
 /// Runtime are timed on).
@@ -83,6 +85,10 @@ pub struct BenchOptions {
     pub torch_python: Option<PathBuf>,
     /// Where `torch_reference.py` and `onnx_check.py` are (the repository's `tools/`).
     pub tools: PathBuf,
+    /// A published SCU-Net checkpoint (`.pt`): the whole mammogram is also predicted with the
+    /// published preset end to end (preprocessing, tiles, forward passes, postprocessing) on
+    /// the default engine and on burn, and the two masks compared.
+    pub scunet: Option<PathBuf>,
 }
 
 impl Default for BenchOptions {
@@ -100,6 +106,7 @@ impl Default for BenchOptions {
             image: None,
             torch_python: None,
             tools: PathBuf::from("tools"),
+            scunet: None,
         }
     }
 }
@@ -605,6 +612,9 @@ fn whole_section(
             ),
         ));
     }
+    if let Some(path) = &options.scunet {
+        scunet_whole(&m, path, report)?;
+    }
     report(BenchEvent::PeakMemory(peak_rss()));
     if let Some(t) = torch {
         let image = dir.path().join("pre.png");
@@ -624,6 +634,55 @@ fn whole_section(
             RatioKind::Speed,
             forward / on.forward,
         ));
+    }
+    Ok(())
+}
+
+/// The published SCU-Net preset on mammogram `m` with the checkpoint at `path`, end to end, on
+/// the default engine and on burn (when the default is not burn already), the masks compared.
+fn scunet_whole(m: &Mammogram, path: &Path, report: &mut dyn FnMut(BenchEvent)) -> Result<()> {
+    let model = Model::load(&ModelSource::published_scunet(Some(path.to_path_buf())))?;
+    let mut masks = Vec::new();
+    for engine in [Engine::Auto, Engine::Burn] {
+        let mut config = PredictConfig::published_scunet();
+        config.infer.engine = engine;
+        let mut predictor = Predictor::new(&model, config)?;
+        if engine == Engine::Burn && masks.len() == 1 && predictor.engine() == Engine::Burn {
+            break;
+        }
+        let start = Instant::now();
+        let pred = predictor.predict(m)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let t = &pred.timings;
+        let agreement = match masks.first() {
+            Some(first) => {
+                let counts = ConfusionCounts::from_masks(&pred.mask, first)
+                    .map_err(|e| Error::new(ErrorKind::Runtime, e.to_string()))?;
+                let dice = counts.metrics(EmptyPolicy::One).f1.unwrap_or(1.0);
+                format!(
+                    ", mask Dice {dice:.4} against the {}'s ({} of {} pixels differ)",
+                    Engine::Auto.name(),
+                    counts.fp + counts.fn_,
+                    counts.total()
+                )
+            }
+            None => String::new(),
+        };
+        report(measurement(
+            format!(
+                "scunet published preset, whole {}x{} mammogram",
+                m.width(),
+                m.height()
+            ),
+            t.engine,
+            seconds,
+            None,
+            format!(
+                "{} of {} tiles, forward {:.1} s, {} mask pixels{agreement}",
+                t.patches, t.grid_patches, t.forward_s, pred.burden.area_px
+            ),
+        ));
+        masks.push(pred.mask);
     }
     Ok(())
 }

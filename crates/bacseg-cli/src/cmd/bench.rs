@@ -51,6 +51,10 @@ pub struct Args {
     /// Where tools/torch_reference.py is.
     #[arg(long, default_value = "tools")]
     tools: PathBuf,
+    /// A published SCU-Net checkpoint (.pt; `bacseg weights fetch scunet` downloads one): also
+    /// predict the whole mammogram with the published preset on the default engine and on burn.
+    #[arg(long, value_name = "PT")]
+    scunet: Option<PathBuf>,
 }
 
 fn list<T: std::str::FromStr>(what: &str, text: &str) -> Result<Vec<T>> {
@@ -90,6 +94,7 @@ impl Args {
             image: self.image,
             torch_python: self.torch_python,
             tools: self.tools,
+            scunet: self.scunet,
         })
     }
 }
