@@ -75,7 +75,7 @@ impl CacheObserver for TrainProgress {
         }
         match self.caching.as_ref().and_then(|(_, b)| b.as_ref()) {
             Some(b) => b.set_position(done as u64),
-            None if done == total || done % 10 == 0 => {
+            None if done == total || done.is_multiple_of(10) => {
                 eprintln!("bacseg: cached {done}/{total} {what} images");
             }
             None => {}

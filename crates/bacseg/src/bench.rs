@@ -462,7 +462,11 @@ fn forward_section(
                 gflop,
                 per_patch(timing.burn),
             ));
-            for (engine, seconds) in [("cpu", timing.cpu), ("ort (ONNX Runtime)", timing.ort)] {
+            for (engine, seconds) in [
+                ("cpu", timing.cpu),
+                ("cpu bf16", timing.cpu_bf16),
+                ("ort (ONNX Runtime)", timing.ort),
+            ] {
                 if let Some(s) = seconds {
                     let note = format!("{}, {:.2}x burn's speed", per_patch(s), timing.burn / s);
                     report(measurement(what.as_str(), engine, s, gflop, note));
@@ -638,43 +642,51 @@ fn whole_section(
     Ok(())
 }
 
-/// The published SCU-Net preset on mammogram `m` with the checkpoint at `path`, end to end, on
-/// the default engine and on burn (when the default is not burn already), the masks compared.
+/// The published SCU-Net preset on mammogram `m` with the checkpoint at `path`, end to end: on
+/// the default engine, on burn (when the default is not burn already) and, on a CPU with
+/// AVX512_BF16, on the CPU engine in bf16; each mask compared with the default engine's.
 fn scunet_whole(m: &Mammogram, path: &Path, report: &mut dyn FnMut(BenchEvent)) -> Result<()> {
     let model = Model::load(&ModelSource::published_scunet(Some(path.to_path_buf())))?;
-    let mut masks = Vec::new();
-    for engine in [Engine::Auto, Engine::Burn] {
-        let mut config = PredictConfig::published_scunet();
-        config.infer.engine = engine;
-        let mut predictor = Predictor::new(&model, config)?;
-        if engine == Engine::Burn && masks.len() == 1 && predictor.engine() == Engine::Burn {
-            break;
-        }
+    let config = |engine: Engine, bf16: bool| {
+        let mut c = PredictConfig::published_scunet();
+        c.infer.engine = engine;
+        c.infer.bf16 = bf16;
+        c
+    };
+    let mut runs = vec![Predictor::new(&model, config(Engine::Auto, false))?];
+    if runs[0].engine() != Engine::Burn {
+        runs.push(Predictor::new(&model, config(Engine::Burn, false))?);
+    }
+    if runs[0].engine() == Engine::Cpu && bacseg_nn::engine::cpu::bf16::available() {
+        runs.push(Predictor::new(&model, config(Engine::Cpu, true))?);
+    }
+    let mut first: Option<Mask> = None;
+    for predictor in &mut runs {
         let start = Instant::now();
         let pred = predictor.predict(m)?;
         let seconds = start.elapsed().as_secs_f64();
         let t = &pred.timings;
-        let agreement = match masks.first() {
-            Some(first) => {
-                let counts = ConfusionCounts::from_masks(&pred.mask, first)
+        let agreement = match &first {
+            Some(mask) => {
+                let counts = ConfusionCounts::from_masks(&pred.mask, mask)
                     .map_err(|e| Error::new(ErrorKind::Runtime, e.to_string()))?;
                 let dice = counts.metrics(EmptyPolicy::One).f1.unwrap_or(1.0);
                 format!(
-                    ", mask Dice {dice:.4} against the {}'s ({} of {} pixels differ)",
-                    Engine::Auto.name(),
+                    ", mask Dice {dice:.4} against the default engine's ({} of {} pixels differ)",
                     counts.fp + counts.fn_,
                     counts.total()
                 )
             }
             None => String::new(),
         };
+        let bf16 = predictor.config().infer.bf16;
         report(measurement(
             format!(
                 "scunet published preset, whole {}x{} mammogram",
                 m.width(),
                 m.height()
             ),
-            t.engine,
+            if bf16 { "cpu bf16" } else { t.engine },
             seconds,
             None,
             format!(
@@ -682,7 +694,7 @@ fn scunet_whole(m: &Mammogram, path: &Path, report: &mut dyn FnMut(BenchEvent)) 
                 t.patches, t.grid_patches, t.forward_s, pred.burden.area_px
             ),
         ));
-        masks.push(pred.mask);
+        first.get_or_insert(pred.mask);
     }
     Ok(())
 }
@@ -722,6 +734,8 @@ struct ForwardTiming {
     burn: f64,
     /// For the architectures the CPU engine runs.
     cpu: Option<f64>,
+    /// The CPU engine with its convolutions in bf16, on a CPU with AVX512_BF16.
+    cpu_bf16: Option<f64>,
     /// The `ort` engine, in a build that has it, for the architectures it runs, when ONNX
     /// Runtime loads.
     ort: Option<f64>,
@@ -752,10 +766,14 @@ fn time_forwards(
         })?;
     }
     let burn = time_forward(net, b, n, repeats);
-    let cpu = match bacseg_nn::engine::cpu::Net::for_model(net) {
-        Some(compiled) => Some(time_forward_cpu(&mut compiled?, b, n, repeats)?),
-        None => None,
-    };
+    let (mut cpu, mut cpu_bf16) = (None, None);
+    if let Some(compiled) = bacseg_nn::engine::cpu::Net::for_model(net) {
+        let mut compiled = compiled?;
+        cpu = Some(time_forward_cpu(&mut compiled, b, n, repeats)?);
+        if compiled.set_bf16(true) > 0 {
+            cpu_bf16 = Some(time_forward_cpu(&mut compiled, b, n, repeats)?);
+        }
+    }
     let gflop = b as f64 * net.forward_flops([n, n]) as f64 / 1e9;
     let ort = match onnx.and_then(|bytes| time_ort(&bytes, net.in_channels(), b, n, repeats)) {
         Some(Ok(seconds)) => Some(seconds),
@@ -768,6 +786,7 @@ fn time_forwards(
     Ok(ForwardTiming {
         burn,
         cpu,
+        cpu_bf16,
         ort,
         gflop,
     })
@@ -857,6 +876,7 @@ fn time_whole(
             tta: false,
             min_breast_fraction,
             engine: Engine::Auto,
+            bf16: false,
         };
         let start = Instant::now();
         let pred = predict_image(model.network(), &pre.image, breast, &cfg)?;

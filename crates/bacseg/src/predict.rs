@@ -256,7 +256,7 @@ impl<'m> Predictor<'m> {
     /// run fails here rather than on the first image.
     pub fn new(model: &'m Model, config: PredictConfig) -> Result<Self> {
         config.validate(model)?;
-        let runner = Runner::new(model.network(), config.infer.engine).map_err(|e| {
+        let mut runner = Runner::new(model.network(), config.infer.engine).map_err(|e| {
             // An engine this build or machine does not have is a configuration problem.
             let e = Error::from(e);
             let kind = match config.infer.engine {
@@ -269,6 +269,11 @@ impl<'m> Predictor<'m> {
                 e,
             )
         })?;
+        if config.infer.bf16 {
+            runner
+                .set_bf16()
+                .map_err(|e| Error::with_source(crate::error::ErrorKind::Config, "bf16", e))?;
+        }
         Ok(Self {
             model,
             config,

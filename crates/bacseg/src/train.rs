@@ -169,7 +169,7 @@ impl Trainer {
         new.patches.validate()?;
         let network = new.model.build_seeded(&Device::default(), new.train.seed)?;
         let multiple = network.input_multiple();
-        if new.patches.patch % multiple != 0 {
+        if !new.patches.patch.is_multiple_of(multiple) {
             return Err(Error::config(format!(
                 "patch {} is not a multiple of {multiple}, the input multiple of this {}",
                 new.patches.patch, new.model.architecture

@@ -133,10 +133,10 @@ fn cycles_in(src: &Path) -> Vec<Vec<String>> {
                 found.push(start.to_vec());
                 break;
             }
-            if seen.insert(next.clone()) {
-                if let Some(out) = graph.get(&next) {
-                    stack.extend(out.iter().cloned());
-                }
+            if seen.insert(next.clone())
+                && let Some(out) = graph.get(&next)
+            {
+                stack.extend(out.iter().cloned());
             }
         }
     }

@@ -79,7 +79,7 @@ fn write_image(path: &std::path::Path, w: usize, h: usize) {
             if x * x + y * y > r * r {
                 return 40;
             }
-            let line = (i / w) % 97 == 0 && (i % w) % 3 != 0;
+            let line = (i / w).is_multiple_of(97) && !(i % w).is_multiple_of(3);
             if line {
                 4000
             } else {

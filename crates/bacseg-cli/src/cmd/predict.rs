@@ -92,6 +92,11 @@ pub struct Args {
     /// Test-time augmentation: also predict the mirrored patches and average.
     #[arg(long)]
     tta: bool,
+    /// Reduced precision, chosen knowingly: the CPU engine's convolutions in bf16 with f32
+    /// accumulation (CPUs with AVX512_BF16 only; see docs/cli.md for the speed and the masks'
+    /// agreement with f32).
+    #[arg(long)]
+    bf16: bool,
     /// Probability above which a pixel is BAC (default 0.5; 0.65 with --preset scunet).
     #[arg(long)]
     threshold: Option<f32>,
@@ -198,6 +203,7 @@ fn config(args: &Args, model: &Model) -> bacseg::Result<PredictConfig> {
     if model.run_defaults().is_none() || args.override_preprocess || preset {
         c.preprocess = args.preprocess.to_config()?;
     }
+    c.infer.bf16 = args.bf16;
     if let Some(t) = args.threshold {
         c.postprocess.threshold = t;
     }

@@ -79,6 +79,12 @@ pub struct InferConfig {
     /// Which implementation runs the forward passes.
     #[serde(default)]
     pub engine: Engine,
+    /// Reduced precision, for users who choose it knowingly: the CPU engine's convolutions in
+    /// bf16 (weights and activations rounded to bf16, products accumulated in f32) on a CPU
+    /// with AVX512_BF16; an error elsewhere (another engine, another CPU). f32 by default.
+    /// docs/cli.md (`predict --bf16`) has the measured speed and mask agreement.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bf16: bool,
 }
 
 impl Default for InferConfig {
@@ -91,6 +97,7 @@ impl Default for InferConfig {
             tta: false,
             min_breast_fraction: 0.05,
             engine: Engine::Auto,
+            bf16: false,
         }
     }
 }
@@ -276,6 +283,25 @@ impl<'m, M: SegmentationModel> Runner<'m, M> {
         ))
     }
 
+    /// Run the CPU engine's convolutions in bf16 ([`InferConfig::bf16`]); an error on another
+    /// engine or a CPU without AVX512_BF16. Returns the number of convolutions in bf16.
+    pub fn set_bf16(&mut self) -> Result<usize, InferError> {
+        let Runner::Cpu { net, .. } = self else {
+            return Err(InferError::Other(format!(
+                "bf16 runs on the cpu engine only, not on {}",
+                self.engine().name()
+            )));
+        };
+        if !cpu::bf16::available() {
+            return Err(InferError::Other(
+                "bf16 needs a CPU with AVX512_BF16 and the CPU engine's AVX-512 kernels; this \
+                 one has not (run in f32)"
+                    .into(),
+            ));
+        }
+        Ok(net.set_bf16(true))
+    }
+
     /// Engine name for reports.
     pub fn engine(&self) -> Engine {
         match self {
@@ -400,6 +426,9 @@ pub fn predict_image<M: SegmentationModel>(
     cfg: &InferConfig,
 ) -> Result<Prediction, InferError> {
     let mut runner = Runner::new(model, cfg.engine)?;
+    if cfg.bf16 {
+        runner.set_bf16()?;
+    }
     predict_image_with(model, &mut runner, image, breast, cfg)
 }
 
@@ -595,6 +624,7 @@ mod tests {
             tta: false,
             min_breast_fraction: 0.5,
             engine: Engine::Burn,
+            bf16: false,
         };
         let pred = predict_image(&model, &image, &breast, &cfg).unwrap();
         assert_eq!(pred.prob.size(), image.size());
@@ -652,6 +682,7 @@ mod tests {
             tta,
             min_breast_fraction: 0.05,
             engine,
+            bf16: false,
         };
         let burn = predict_image(model, &image, &breast, &cfg(Engine::Burn)).unwrap();
         let other = predict_image(model, &image, &breast, &cfg(engine)).unwrap();

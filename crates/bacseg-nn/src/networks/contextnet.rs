@@ -57,7 +57,7 @@ impl ContextNetConfig {
         if self.in_channels == 0 || self.expansion == 0 {
             return fail("in_channels and expansion must be at least 1");
         }
-        if self.base_width < 2 || self.base_width % 2 != 0 {
+        if self.base_width < 2 || !self.base_width.is_multiple_of(2) {
             return fail("base_width must be even and at least 2");
         }
         Ok(())

@@ -597,6 +597,7 @@ fn flipped_conv(conv: &Conv, buffer: Vec<f32>) -> Conv {
         weight,
         bias: vec![0.0; cin],
         relu: false,
+        bf16: None,
     }
 }
 
@@ -1208,7 +1209,11 @@ impl TrainNet {
     /// pass needs. Returns the logits `[n, h, w]`.
     pub fn forward(&mut self, x: Nhwc) -> Result<&[f32], NnError> {
         let m = self.input_multiple();
-        if x.c != self.in_channels || x.h % m != 0 || x.w % m != 0 || x.pixels() == 0 {
+        if x.c != self.in_channels
+            || !x.h.is_multiple_of(m)
+            || !x.w.is_multiple_of(m)
+            || x.pixels() == 0
+        {
             return Err(NnError::InputShape {
                 model: self.name,
                 shape: [x.n, x.c, x.h, x.w],

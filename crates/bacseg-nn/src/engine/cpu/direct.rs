@@ -115,15 +115,15 @@ pub(crate) enum Blocking {
 /// The blocking the direct convolution uses for `cout` output channels with instruction set
 /// `isa`, or `None` where it does not run (then the im2col + GEMM path does).
 pub(crate) fn blocking(isa: Isa, cout: usize) -> Option<Blocking> {
-    if !cfg!(target_arch = "x86_64") || cout == 0 || cout % 8 != 0 {
+    if !cfg!(target_arch = "x86_64") || cout == 0 || !cout.is_multiple_of(8) {
         return None;
     }
     match isa {
         Isa::Avx512 if cout <= 16 => Some(Blocking::Avx512Px8),
-        Isa::Avx512 if cout % 32 == 0 => Some(Blocking::Avx512C32),
-        Isa::Avx512 if cout % 16 == 0 => Some(Blocking::Avx512C16),
+        Isa::Avx512 if cout.is_multiple_of(32) => Some(Blocking::Avx512C32),
+        Isa::Avx512 if cout.is_multiple_of(16) => Some(Blocking::Avx512C16),
         Isa::Avx512 => Some(Blocking::Avx512C8),
-        Isa::Avx2 if cout % 16 == 0 => Some(Blocking::Avx2C16),
+        Isa::Avx2 if cout.is_multiple_of(16) => Some(Blocking::Avx2C16),
         Isa::Avx2 => Some(Blocking::Avx2C8),
         Isa::Portable => None,
     }
@@ -193,7 +193,7 @@ impl Conv {
     /// task copies (`row_values` each, plus the kernel's extra rows) allow within
     /// [`TASK_VALUES`] and at least a few per thread, and run `task(image, first row, rows,
     /// output rows, per-thread scratch)` on each in parallel.
-    fn for_each_task(
+    pub(super) fn for_each_task(
         &self,
         out: &mut Nhwc,
         row_values: usize,
@@ -349,7 +349,7 @@ impl Conv {
         if self.kernel != 1
             || self.cout != 1
             || self.splits.len() != 1
-            || self.cin() % 8 != 0
+            || !self.cin().is_multiple_of(8)
             || direct_disabled()
             || engine_isa() != Isa::Avx512
         {

@@ -200,6 +200,8 @@ pub struct Conv {
     pub(crate) weight: Vec<f32>,
     pub(crate) bias: Vec<f32>,
     pub(crate) relu: bool,
+    /// The weights as bf16 pairs when the convolution runs in bf16 (see [`super::bf16`]).
+    pub(crate) bf16: Option<Vec<u32>>,
 }
 
 /// Pixels per im2col block: enough rows for the GEMM to run at speed, few enough for the block
@@ -257,7 +259,19 @@ impl Conv {
             weight: packed,
             bias,
             relu,
+            bf16: None,
         }
+    }
+
+    /// Run in bf16 from now on where this convolution can (`true`, on a CPU with AVX512_BF16:
+    /// see [`super::bf16`]), or in f32 (`false`). Returns whether it runs in bf16.
+    pub fn set_bf16(&mut self, on: bool) -> bool {
+        self.bf16 = if on && super::bf16::available() {
+            self.pack_bf16()
+        } else {
+            None
+        };
+        self.bf16.is_some()
     }
 
     pub(crate) fn cin(&self) -> usize {
@@ -278,6 +292,9 @@ impl Conv {
             );
         }
         let mut out = Nhwc::with_buffer(n, h, w, self.cout, out);
+        if self.forward_bf16(inputs, &mut out) {
+            return out;
+        }
         if self.kernel > 1
             && let Some(blocking) = self.direct_blocking()
             && self.forward_direct(blocking, inputs, &mut out)

@@ -13,6 +13,7 @@
 //! [`crate::train::cpu`] is the training engine on the same kernels (forward with saved
 //! activations, backward passes, AdamW).
 
+pub mod bf16;
 pub(crate) mod direct;
 pub mod isa;
 pub mod kernels;
@@ -64,7 +65,7 @@ pub struct LayerTiming {
 #[derive(Debug, Clone)]
 pub enum Net {
     /// DT-UNet, UNet.
-    Unet(UnetNet),
+    Unet(Box<UnetNet>),
     /// The published SCU-Net (f32 weights).
     ScuNet(Box<ScuNetNet>),
 }
@@ -75,7 +76,7 @@ impl Net {
     /// statistics.
     pub fn for_model<M: SegmentationModel>(model: &M) -> Option<Result<Self, NnError>> {
         if let Some(parts) = model.unet_parts() {
-            return Some(UnetNet::compile(&parts).map(Net::Unet));
+            return Some(UnetNet::compile(&parts).map(|n| Net::Unet(Box::new(n))));
         }
         model
             .as_any()
@@ -86,7 +87,7 @@ impl Net {
 
     /// Compile a U-Net from its layers.
     pub fn compile(parts: &UnetParts<'_>) -> Result<Self, NnError> {
-        UnetNet::compile(parts).map(Net::Unet)
+        UnetNet::compile(parts).map(|n| Net::Unet(Box::new(n)))
     }
 
     /// Architecture name.
@@ -121,6 +122,28 @@ impl Net {
             Net::Unet(n) => n.forward(x),
             Net::ScuNet(n) => n.forward(x),
         }
+    }
+
+    /// Run the convolutions in bf16 (`on`: weights and activations rounded to bf16, products
+    /// accumulated in f32; see [`bf16`]) where the CPU has AVX512_BF16 and a layer's shape
+    /// allows it (output channels a multiple of 16, input maps of even channel counts), or all
+    /// in f32 again. Returns the number of convolutions that run in bf16 (0 on a CPU without
+    /// AVX512_BF16).
+    pub fn set_bf16(&mut self, on: bool) -> usize {
+        let convs: Vec<&mut Conv> = match self {
+            Net::Unet(n) => n
+                .down
+                .iter_mut()
+                .flatten()
+                .chain(n.up.iter_mut().flat_map(|l| l.convs.iter_mut()))
+                .chain(std::iter::once(&mut n.head))
+                .collect(),
+            Net::ScuNet(n) => n.convs_mut(),
+        };
+        convs
+            .into_iter()
+            .filter_map(|c| c.set_bf16(on).then_some(()))
+            .count()
     }
 
     /// Per-layer timings of a `batch x side x side` forward pass on every path this CPU runs
@@ -567,7 +590,11 @@ impl UnetNet {
     /// and width must be multiples of 2^(levels - 1).
     pub fn forward(&mut self, x: &Nhwc) -> Result<Vec<f32>, NnError> {
         let m = 1 << self.up.len();
-        if x.c != self.in_channels || x.h % m != 0 || x.w % m != 0 || x.pixels() == 0 {
+        if x.c != self.in_channels
+            || !x.h.is_multiple_of(m)
+            || !x.w.is_multiple_of(m)
+            || x.pixels() == 0
+        {
             return Err(NnError::InputShape {
                 model: self.name,
                 shape: [x.n, x.c, x.h, x.w],

@@ -578,10 +578,32 @@ impl ScuNetNet {
         self.in_channels
     }
 
+    /// The convolutions that run through [`Conv::forward`] (not the stride-2 ones).
+    pub(crate) fn convs_mut(&mut self) -> Vec<&mut Conv> {
+        let [a, b] = &mut self.stem_convs;
+        let [c, d] = &mut self.up3.0;
+        let [e, f] = &mut self.up4.0;
+        vec![
+            &mut a.conv,
+            &mut b.conv,
+            &mut self.level2.reduce,
+            &mut self.level3.reduce,
+            &mut c.conv,
+            &mut d.conv,
+            &mut e.conv,
+            &mut f.conv,
+            &mut self.head,
+        ]
+    }
+
     /// The head's output `[n, h, w]` for channels-last images `[n, h, w, in_channels]` of [0, 1]
     /// grey values (normalised here, as `ScuNet::forward` does); sides must be multiples of 8.
     pub fn forward(&mut self, x: &Nhwc) -> Result<Vec<f32>, NnError> {
-        if x.c != self.in_channels || x.h % 8 != 0 || x.w % 8 != 0 || x.pixels() == 0 {
+        if x.c != self.in_channels
+            || !x.h.is_multiple_of(8)
+            || !x.w.is_multiple_of(8)
+            || x.pixels() == 0
+        {
             return Err(NnError::InputShape {
                 model: NAME,
                 shape: [x.n, x.c, x.h, x.w],

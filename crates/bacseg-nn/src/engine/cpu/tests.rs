@@ -378,3 +378,101 @@ fn scunet_matches_burn_and_reuses_its_buffers() {
     let f64_model = model.with_precision(crate::Precision::F64);
     assert!(crate::engine::cpu::Net::for_model(&f64_model).is_none());
 }
+
+#[test]
+fn bf16_convolution_matches_f32_on_bf16_rounded_values() {
+    // The bf16 kernel against the f32 engine given the same values rounded to bf16: equal up
+    // to the order of the f32 additions. 3x3 and 1x1 kernels, one input or a concatenation,
+    // 16 and 32 output channels (both blockings), widths with 4-pixel and single-pixel tails.
+    use super::bf16::{available, round_to_bf16};
+    if !available() {
+        eprintln!("bf16 convolution skipped: this CPU has no AVX512_BF16");
+        return;
+    }
+    let device = Device::default();
+    for (kernel, splits, cout, side) in [
+        (3, vec![8], 16, 21),
+        (3, vec![16, 8], 32, 19),
+        (3, vec![32], 64, 13),
+        (1, vec![64], 32, 9),
+    ] {
+        let cin: usize = splits.iter().sum();
+        let conv = Conv2dConfig::new([cin, cout], [kernel, kernel])
+            .with_padding(PaddingConfig2d::Same)
+            .init(&device);
+        let weight = values(conv.weight.val(), "test", "weights").unwrap();
+        let bias = values(conv.bias.as_ref().unwrap().val(), "test", "bias").unwrap();
+        let rounded: Vec<f32> = weight.iter().map(|&v| round_to_bf16(v)).collect();
+        let mut fast = Conv::from_oihw(
+            &weight,
+            kernel,
+            splits.clone(),
+            cout,
+            Some(&bias),
+            None,
+            true,
+        );
+        let exact = Conv::from_oihw(
+            &rounded,
+            kernel,
+            splits.clone(),
+            cout,
+            Some(&bias),
+            None,
+            true,
+        );
+        assert!(fast.set_bf16(true), "{splits:?} -> {cout}");
+        let maps: Vec<Nhwc> = splits
+            .iter()
+            .map(|&c| to_nhwc(random([2, c, side, side], &device)))
+            .collect();
+        let rounded_maps: Vec<Nhwc> = maps
+            .iter()
+            .map(|m| {
+                Nhwc::new(
+                    m.n,
+                    m.h,
+                    m.w,
+                    m.c,
+                    m.data.iter().map(|&v| round_to_bf16(v)).collect(),
+                )
+            })
+            .collect();
+        let got = fast.forward(&maps.iter().collect::<Vec<_>>(), vec![f32::NAN; 7]);
+        let want = exact.forward(&rounded_maps.iter().collect::<Vec<_>>(), Vec::new());
+        let scale = want.data.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let err = got
+            .data
+            .iter()
+            .zip(&want.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+            / scale;
+        assert!(
+            err < 1e-5,
+            "{kernel}x{kernel} {splits:?} -> {cout}: relative error {err}"
+        );
+        // And the rounding itself stays small against the f32 convolution.
+        let f32_out = Conv::from_oihw(
+            &weight,
+            kernel,
+            splits.clone(),
+            cout,
+            Some(&bias),
+            None,
+            true,
+        )
+        .forward(&maps.iter().collect::<Vec<_>>(), Vec::new());
+        let err = got
+            .data
+            .iter()
+            .zip(&f32_out.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+            / scale;
+        assert!(err < 2e-2, "{splits:?} -> {cout}: bf16 against f32 {err}");
+    }
+    // Shapes it does not take stay in f32.
+    let odd = Conv::from_oihw(&[0.5; 24], 1, vec![3], 8, None, None, false);
+    assert!(!odd.clone().set_bf16(true));
+}
