@@ -176,6 +176,9 @@ pub struct Header {
     /// How the peak was obtained (`BACSEG_PEAK_GFLOPS`, or measured on this machine with the
     /// instruction set the CPU engine uses).
     pub peak_source: String,
+    /// The bf16 dot-product peak in GFLOP/s, measured on this machine where the CPU engine
+    /// runs bf16 (AVX512_BF16); the bf16 measurements' shares are of it.
+    pub bf16_peak_gflops: Option<f64>,
     /// The CPU (`model name` of /proc/cpuinfo; empty where unknown).
     pub cpu: String,
     /// The instruction set of the CPU engine's own kernels in this run (`AVX-512`, `AVX2/FMA`).
@@ -212,6 +215,8 @@ pub struct Measurement {
     pub gflop: Option<f64>,
     /// Details (per-patch time, parts of a step, comparisons); may be empty.
     pub note: String,
+    /// Computed in bf16: its share is of the bf16 peak ([`Header::bf16_peak_gflops`]).
+    pub bf16: bool,
 }
 
 impl Measurement {
@@ -286,6 +291,7 @@ fn measurement(
         seconds,
         gflop,
         note: note.into(),
+        bf16: false,
     })
 }
 
@@ -314,6 +320,10 @@ pub fn run_bench(options: &BenchOptions, report: &mut dyn FnMut(BenchEvent)) -> 
         device: device.clone(),
         peak_gflops: peak,
         peak_source: how,
+        bf16_peak_gflops: bacseg_nn::engine::cpu::bf16::measure_peak(
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0.25,
+        ),
         cpu: cpu_model(),
         isa: bacseg_nn::engine::cpu::isa::engine_isa().name(),
         repeats: options.repeats,
@@ -469,7 +479,11 @@ fn forward_section(
             ] {
                 if let Some(s) = seconds {
                     let note = format!("{}, {:.2}x burn's speed", per_patch(s), timing.burn / s);
-                    report(measurement(what.as_str(), engine, s, gflop, note));
+                    let mut m = measurement(what.as_str(), engine, s, gflop, note);
+                    if let BenchEvent::Measurement(m) = &mut m {
+                        m.bf16 = engine == "cpu bf16";
+                    }
+                    report(m);
                 }
             }
             if arch == Architecture::DtUnet && b == 1 && n == 512 && options.is_reference() {

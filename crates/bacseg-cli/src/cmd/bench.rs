@@ -100,8 +100,14 @@ impl Args {
 }
 
 /// One printed measurement.
-fn row(m: &Measurement, peak: f64) {
+fn row(m: &Measurement, peak: f64, bf16_peak: Option<f64>) {
     let rate = m.gflops().map_or("-".into(), |r| format!("{r:.1}"));
+    // bf16 work is a share of the bf16 peak.
+    let peak = if m.bf16 {
+        bf16_peak.unwrap_or(f64::NAN)
+    } else {
+        peak
+    };
     let share = m
         .share_of_peak(peak)
         .map_or("-".into(), |s| format!("{s:.0}%"));
@@ -121,11 +127,16 @@ pub fn run(args: Args) -> Result<()> {
     let options = args.options()?;
     // The machine's peak, from the header, for the share of it each measurement reached.
     let mut peak = f64::NAN;
+    let mut bf16_peak = None;
     run_bench(&options, &mut |event: BenchEvent| match event {
         BenchEvent::Header(h) => {
             peak = h.peak_gflops;
+            bf16_peak = h.bf16_peak_gflops;
+            let bf16 = bf16_peak.map_or(String::new(), |p| {
+                format!("; bf16 peak {p:.0} GFLOP/s (measured, VDPBF16PS loop)")
+            });
             println!(
-                "bacseg {} ({:?}) on {}; CPU engine kernels: {}; fp32 peak {peak:.0} GFLOP/s ({}); median of {} runs",
+                "bacseg {} ({:?}) on {}; CPU engine kernels: {}; fp32 peak {peak:.0} GFLOP/s ({}){bf16}; median of {} runs",
                 h.version,
                 h.device,
                 if h.cpu.is_empty() {
@@ -141,7 +152,7 @@ pub fn run(args: Args) -> Result<()> {
             println!("|---|---|---|---|---|---|");
         }
         BenchEvent::Section(_) => {}
-        BenchEvent::Measurement(m) => row(&m, peak),
+        BenchEvent::Measurement(m) => row(&m, peak, bf16_peak),
         BenchEvent::Ratio(r) => {
             println!(
                 "| {} | {} | {:.2}x | | | |",

@@ -20,6 +20,8 @@
 #[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::*;
 
+use std::time::Instant;
+
 use super::isa::{Isa, engine_isa};
 use super::kernels::{Conv, Nhwc};
 
@@ -263,4 +265,61 @@ unsafe fn bf16_tile<const V: usize, const Q: usize>(
             }
         }
     }
+}
+
+/// The bf16 peak of this CPU on `threads` threads at once, in GFLOP/s: a loop of `VDPBF16PS` on
+/// 12 independent accumulators (4 flops per 32-bit lane: two products, two additions), best
+/// of three runs of about `seconds` after a warm-up; `None` where bf16 is not [`available`].
+pub fn measure_peak(threads: usize, seconds: f64) -> Option<f64> {
+    if !available() {
+        return None;
+    }
+    let threads = threads.max(1);
+    let probe = 200_000;
+    let start = Instant::now();
+    std::hint::black_box(dot_loop(probe));
+    let per_iteration = start.elapsed().as_secs_f64().max(1e-9) / probe as f64;
+    let iterations = ((seconds / per_iteration) as u64).max(probe);
+    let run = |iterations: u64| {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| std::hint::black_box(dot_loop(iterations)));
+            }
+        });
+        threads as f64 * (iterations * 12 * 16 * 4) as f64 / start.elapsed().as_secs_f64() / 1e9
+    };
+    run(iterations / 2);
+    Some((0..3).map(|_| run(iterations)).fold(0.0, f64::max))
+}
+
+/// `iterations` rounds of 12 dot-product instructions (only called where [`available`]).
+fn dot_loop(iterations: u64) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: callers check `available()`: the CPU has AVX512F and AVX512_BF16.
+        unsafe { dot_loop_avx512bf16(iterations) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = iterations;
+        0.0
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn dot_loop_avx512bf16(iterations: u64) -> f32 {
+    let a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3), _mm512_set1_ps(2e-3));
+    let b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5), _mm512_set1_ps(0.25));
+    let mut acc = [_mm512_setzero_ps(); 12];
+    for _ in 0..iterations {
+        for v in &mut acc {
+            *v = _mm512_dpbf16_ps(*v, a, b);
+        }
+    }
+    _mm512_reduce_add_ps(
+        acc.iter()
+            .fold(_mm512_setzero_ps(), |s, &v| _mm512_add_ps(s, v)),
+    )
 }
