@@ -61,6 +61,17 @@ pub fn round_to_bf16(v: f32) -> f32 {
 }
 
 impl Conv {
+    /// Run in bf16 from now on where this convolution can (`true`, on a CPU with AVX512_BF16),
+    /// or in f32 (`false`). Returns whether it runs in bf16.
+    pub fn set_bf16(&mut self, on: bool) -> bool {
+        self.bf16 = if on && available() {
+            self.pack_bf16()
+        } else {
+            None
+        };
+        self.bf16.is_some()
+    }
+
     /// The weights as bf16 pairs, `[kernel * kernel * cin / 2, cout]` words (weight rows `2j`
     /// and `2j + 1`, which are neighbouring channels of one map and tap, in word `j`), where
     /// this convolution can run in bf16: output channels a multiple of 16, every input map an

@@ -263,17 +263,6 @@ impl Conv {
         }
     }
 
-    /// Run in bf16 from now on where this convolution can (`true`, on a CPU with AVX512_BF16:
-    /// see [`super::bf16`]), or in f32 (`false`). Returns whether it runs in bf16.
-    pub fn set_bf16(&mut self, on: bool) -> bool {
-        self.bf16 = if on && super::bf16::available() {
-            self.pack_bf16()
-        } else {
-            None
-        };
-        self.bf16.is_some()
-    }
-
     pub(crate) fn cin(&self) -> usize {
         self.splits.iter().sum()
     }
