@@ -20,9 +20,7 @@
 #[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::*;
 
-use std::time::Instant;
-
-use super::isa::{Isa, engine_isa};
+use super::isa::{Isa, engine_isa, measure_loop};
 use super::kernels::{Conv, Nhwc};
 
 /// Whether this process runs bf16 convolutions: the CPU has AVX512_BF16 and the engine's
@@ -97,8 +95,7 @@ impl Conv {
     }
 
     /// Input rows `y0 - k/2 .. y0 + rows + k/2` of image `img` as bf16 words, laid out like
-    /// [`Conv::padded_input_rows`] with two channels per word (padding words left as they are:
-    /// the caller zeroes them).
+    /// [`Conv::padded_input_rows`] with two channels per word.
     fn padded_input_words(
         &self,
         inputs: &[&Nhwc],
@@ -107,25 +104,11 @@ impl Conv {
         rows: usize,
         buf: &mut [u32],
     ) {
-        let pad = self.kernel / 2;
-        let (h, w) = (inputs[0].h, inputs[0].w);
-        let mut o = 0;
-        for i in 0..rows + self.kernel - 1 {
-            let sy = (y0 + i).wrapping_sub(pad);
-            for (map, &c) in inputs.iter().zip(&self.splits) {
-                let half = c / 2;
-                let inner = &mut buf[o + pad * half..o + (pad + w) * half];
-                o += (w + 2 * pad) * half;
-                if sy < h {
-                    let src = &map.data[(img * h + sy) * w * c..][..w * c];
-                    for (word, two) in inner.iter_mut().zip(src.chunks_exact(2)) {
-                        *word = pair(two[0], two[1]);
-                    }
-                } else {
-                    inner.fill(0);
-                }
+        self.padded_rows(inputs, img, y0, rows, buf, 2, 0, |words, values| {
+            for (word, two) in words.iter_mut().zip(values.chunks_exact(2)) {
+                *word = pair(two[0], two[1]);
             }
-        }
+        });
     }
 
     /// The convolution in bf16 into `out` (shaped already) when this process runs bf16 and
@@ -285,23 +268,10 @@ pub fn measure_peak(threads: usize, seconds: f64) -> Option<f64> {
     if !available() {
         return None;
     }
-    let threads = threads.max(1);
-    let probe = 200_000;
-    let start = Instant::now();
-    std::hint::black_box(dot_loop(probe));
-    let per_iteration = start.elapsed().as_secs_f64().max(1e-9) / probe as f64;
-    let iterations = ((seconds / per_iteration) as u64).max(probe);
-    let run = |iterations: u64| {
-        let start = Instant::now();
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| std::hint::black_box(dot_loop(iterations)));
-            }
-        });
-        threads as f64 * (iterations * 12 * 16 * 4) as f64 / start.elapsed().as_secs_f64() / 1e9
-    };
-    run(iterations / 2);
-    Some((0..3).map(|_| run(iterations)).fold(0.0, f64::max))
+    Some(measure_loop(threads, seconds, |iterations| {
+        std::hint::black_box(dot_loop(iterations));
+        (iterations * 12 * 16 * 4) as f64
+    }))
 }
 
 /// `iterations` rounds of 12 dot-product instructions (only called where [`available`]).

@@ -165,24 +165,33 @@ fn fma_loop(isa: Isa, iterations: u64) -> f32 {
 /// three runs of about `seconds` each (after a warm-up that brings the cores to their
 /// steady clock).
 pub fn measure_peak(isa: Isa, threads: usize, seconds: f64) -> f64 {
+    measure_loop(threads, seconds, |iterations| {
+        std::hint::black_box(fma_loop(isa, iterations));
+        loop_flops(isa, iterations)
+    })
+}
+
+/// The FLOP/s of `run` (a loop of the given number of iterations, returning the flops it did)
+/// on `threads` threads at once, in GFLOP/s: the best of three runs of about `seconds` each,
+/// after a warm-up that brings the cores to their steady clock. The iterations for `seconds`
+/// come from a short calibration run on one thread.
+pub(crate) fn measure_loop(threads: usize, seconds: f64, run: impl Fn(u64) -> f64 + Sync) -> f64 {
     let threads = threads.max(1);
-    // Iterations for about `seconds`, from a short calibration run on one thread.
     let probe = 200_000;
     let start = Instant::now();
-    std::hint::black_box(fma_loop(isa, probe));
+    run(probe);
     let per_iteration = start.elapsed().as_secs_f64().max(1e-9) / probe as f64;
     let iterations = ((seconds / per_iteration) as u64).max(probe);
-    let run = |iterations: u64| {
+    let timed = |iterations: u64| {
         let start = Instant::now();
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| std::hint::black_box(fma_loop(isa, iterations)));
-            }
+        let flops: f64 = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads).map(|_| s.spawn(|| run(iterations))).collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
         });
-        threads as f64 * loop_flops(isa, iterations) / start.elapsed().as_secs_f64() / 1e9
+        flops / start.elapsed().as_secs_f64() / 1e9
     };
-    run(iterations / 2);
-    (0..3).map(|_| run(iterations)).fold(0.0, f64::max)
+    timed(iterations / 2);
+    (0..3).map(|_| timed(iterations)).fold(0.0, f64::max)
 }
 
 /// The measured peak of every instruction set this CPU can run, on all its threads, measured

@@ -404,18 +404,39 @@ impl Conv {
         rows: usize,
         buf: &mut [f32],
     ) {
+        self.padded_rows(inputs, img, y0, rows, buf, 1, 0.0, |dst, src| {
+            dst.copy_from_slice(src)
+        });
+    }
+
+    /// [`padded_input_rows`](Self::padded_input_rows) into units of `per` channels each, a
+    /// row's values of each map written by `convert(units, values)`, rows outside the image
+    /// filled with `zero`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn padded_rows<T: Copy>(
+        &self,
+        inputs: &[&Nhwc],
+        img: usize,
+        y0: usize,
+        rows: usize,
+        buf: &mut [T],
+        per: usize,
+        zero: T,
+        convert: impl Fn(&mut [T], &[f32]),
+    ) {
         let pad = self.kernel / 2;
         let (h, w) = (inputs[0].h, inputs[0].w);
         let mut o = 0;
         for i in 0..rows + self.kernel - 1 {
             let sy = (y0 + i).wrapping_sub(pad);
             for (map, &c) in inputs.iter().zip(&self.splits) {
-                let inner = &mut buf[o + pad * c..o + (pad + w) * c];
-                o += (w + 2 * pad) * c;
+                let units = c / per;
+                let inner = &mut buf[o + pad * units..o + (pad + w) * units];
+                o += (w + 2 * pad) * units;
                 if sy < h {
-                    inner.copy_from_slice(&map.data[(img * h + sy) * w * c..][..w * c]);
+                    convert(inner, &map.data[(img * h + sy) * w * c..][..w * c]);
                 } else {
-                    inner.fill(0.0);
+                    inner.fill(zero);
                 }
             }
         }

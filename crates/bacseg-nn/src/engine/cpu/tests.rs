@@ -403,24 +403,9 @@ fn bf16_convolution_matches_f32_on_bf16_rounded_values() {
         let weight = values(conv.weight.val(), "test", "weights").unwrap();
         let bias = values(conv.bias.as_ref().unwrap().val(), "test", "bias").unwrap();
         let rounded: Vec<f32> = weight.iter().map(|&v| round_to_bf16(v)).collect();
-        let mut fast = Conv::from_oihw(
-            &weight,
-            kernel,
-            splits.clone(),
-            cout,
-            Some(&bias),
-            None,
-            true,
-        );
-        let exact = Conv::from_oihw(
-            &rounded,
-            kernel,
-            splits.clone(),
-            cout,
-            Some(&bias),
-            None,
-            true,
-        );
+        let make =
+            |w: &[f32]| Conv::from_oihw(w, kernel, splits.clone(), cout, Some(&bias), None, true);
+        let (mut fast, exact) = (make(&weight), make(&rounded));
         assert!(fast.set_bf16(true), "{splits:?} -> {cout}");
         let maps: Vec<Nhwc> = splits
             .iter()
@@ -453,16 +438,7 @@ fn bf16_convolution_matches_f32_on_bf16_rounded_values() {
             "{kernel}x{kernel} {splits:?} -> {cout}: relative error {err}"
         );
         // And the rounding itself stays small against the f32 convolution.
-        let f32_out = Conv::from_oihw(
-            &weight,
-            kernel,
-            splits.clone(),
-            cout,
-            Some(&bias),
-            None,
-            true,
-        )
-        .forward(&maps.iter().collect::<Vec<_>>(), Vec::new());
+        let f32_out = make(&weight).forward(&maps.iter().collect::<Vec<_>>(), Vec::new());
         let err = got
             .data
             .iter()
