@@ -613,15 +613,21 @@ fn whole_section(
     // The weights PyTorch loads for the same comparison.
     save_pytorch_safetensors(&network, &weights)?;
     let model = Model::from_network(spec, network, weights.clone());
-    let (on, off) = time_whole(&model, &pre, n, batch)?;
-    for (skip, t) in [("on", &on), ("off", &off)] {
+    let (on, off, bf16) = time_whole(&model, &pre, n, batch)?;
+    let runs = [
+        ("on", Some(&on), ""),
+        ("off", Some(&off), ""),
+        ("on", bf16.as_ref(), " bf16"),
+    ];
+    for (skip, t, precision) in runs {
+        let Some(t) = t else { continue };
         report(measurement(
             format!(
                 "dt-unet whole {}x{} mammogram, breast skipping {skip}, batch {batch}",
                 m.width(),
                 m.height()
             ),
-            t.engine,
+            format!("{}{precision}", t.engine),
             t.seconds,
             None,
             format!(
@@ -872,16 +878,17 @@ struct WholeTiming {
 }
 
 /// The preprocessed mammogram predicted by `model` with breast skipping and without it (every
-/// patch of the grid predicted).
+/// patch of the grid predicted), and with skipping in bf16 where the default engine is the CPU
+/// engine on a CPU with AVX512_BF16.
 fn time_whole(
     model: &Model,
     pre: &Preprocessed,
     patch: usize,
     batch: usize,
-) -> Result<(WholeTiming, WholeTiming)> {
+) -> Result<(WholeTiming, WholeTiming, Option<WholeTiming>)> {
     // Without skipping, every patch of the grid is predicted: the breast is the whole image.
     let everything: Mask = Raster::filled(pre.image.width(), pre.image.height(), true);
-    let run = |breast: &Mask, min_breast_fraction: f64| -> Result<WholeTiming> {
+    let run = |breast: &Mask, min_breast_fraction: f64, bf16: bool| -> Result<WholeTiming> {
         let cfg = InferConfig {
             patch,
             stride: (patch / 2).max(1),
@@ -890,7 +897,7 @@ fn time_whole(
             tta: false,
             min_breast_fraction,
             engine: Engine::Auto,
-            bf16: false,
+            bf16,
         };
         let start = Instant::now();
         let pred = predict_image(model.network(), &pre.image, breast, &cfg)?;
@@ -902,7 +909,12 @@ fn time_whole(
             engine: pred.engine.name(),
         })
     };
-    Ok((run(&pre.breast, 0.05)?, run(&everything, 0.0)?))
+    let on = run(&pre.breast, 0.05, false)?;
+    let off = run(&everything, 0.0, false)?;
+    let bf16 = (on.engine == Engine::Cpu.name() && bacseg_nn::engine::cpu::bf16::available())
+        .then(|| run(&pre.breast, 0.05, true))
+        .transpose()?;
+    Ok((on, off, bf16))
 }
 
 /// PyTorch eager (and ONNX Runtime) through the repository's Python tools.
