@@ -14,6 +14,22 @@ use crate::loss::loss;
 use crate::model::SegmentationModel;
 use crate::{DtUnetConfig, Module, UnetConfig};
 
+/// burn's random numbers may come from one generator per backend, shared by the tests of this
+/// file running on other threads: each test holds this lock while it seeds, draws and compares.
+static RANDOM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Seeds the backend's generator (`BACSEG_TRAIN_TEST_SEED` overrides `default`, to try other
+/// draws) and returns the lock that keeps other tests from drawing meanwhile.
+fn seeded(device: &Device, default: u64) -> std::sync::MutexGuard<'static, ()> {
+    let guard = RANDOM.lock().unwrap_or_else(|e| e.into_inner());
+    let seed = std::env::var("BACSEG_TRAIN_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    device.seed(seed);
+    guard
+}
+
 /// Every float parameter (and running statistic) of a module: id, values.
 #[derive(Default)]
 struct Values(Vec<(ParamId, String, Vec<f32>)>, Vec<String>, Vec<usize>);
@@ -107,7 +123,12 @@ fn compare<M: SegmentationModel>(
     let xv = x.clone().into_data().try_to_vec::<f32>().unwrap();
     let tv = t.clone().into_data().try_to_vec::<f32>().unwrap();
     let cfg = AdamW::new(1e-2, Some(0.5));
-    let lr = 1e-2;
+    // ReLU and max pooling have kinks: where a value lies within rounding of one, two correct
+    // implementations route a gradient differently, and with a large step the trajectories
+    // then part ways (with lr 1e-2, 2-6% of random draws failed after three steps). A small
+    // step keeps the difference the kinks see at rounding level; the update errors this test
+    // looks for are measured in units of the step, so they show the same.
+    let lr = 1e-4;
 
     let mut net = TrainNet::from_parts(&model.unet_parts().unwrap()).unwrap();
 
@@ -262,9 +283,20 @@ fn check(case: Case, what: &str) {
     );
 }
 
+// Fixed draws, each chosen (of seeds 1-12) for the widest margin between a ReLU input and
+// zero over all its steps: 3.3e-5, 2.4e-4 and 5.6e-4, against differences of about 1e-6
+// between burn and the engine. With random draws a ReLU input within rounding of zero made
+// 2% of the UNet draws differ in one BatchNorm's gradient by 4-13% from the first step on
+// (the engine passes the gradient where burn's input rounded to the other side: both are
+// right), and that is what failed CI once.
+const SEED_DT_UNET: u64 = 7;
+const SEED_UNET: u64 = 6;
+const SEED_OPTIMIZER: u64 = 7;
+
 #[test]
 fn dt_unet_gradients_and_updates_match_burn() {
     let device = Device::default();
+    let _draws = seeded(&device, SEED_DT_UNET);
     let model = DtUnetConfig::new()
         .with_widths(vec![4, 8, 16, 8])
         .init(&device)
@@ -286,6 +318,7 @@ fn dt_unet_gradients_and_updates_match_burn() {
 #[test]
 fn unet_gradients_and_updates_match_burn() {
     let device = Device::default();
+    let _draws = seeded(&device, SEED_UNET);
     let model = UnetConfig::new()
         .with_widths(vec![4, 8])
         .init(&device)
@@ -344,6 +377,7 @@ fn mean_param_difference<M: Module>(a: &M, b: &M) -> f64 {
 fn optimizer_state_moves_between_burn_and_the_engine() {
     use burn::optim::OptimizerRecord;
     let device = Device::default().autodiff();
+    let _draws = seeded(&device, SEED_OPTIMIZER);
     let model = DtUnetConfig::new()
         .with_widths(vec![4, 8, 8])
         .init(&device)
