@@ -291,14 +291,14 @@ fn published_scunet_pipeline_on_a_real_crop() {
 #[test]
 fn the_cpu_engine_is_refused_for_architectures_it_does_not_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let weights = tmp.path().join("segnet.safetensors");
+    let weights = tmp.path().join("contextnet.safetensors");
     std::fs::write(&weights, b"not read: the option is checked first").unwrap();
     let out = bacseg(&[
         "predict",
         "--model",
         s(&weights),
         "--arch",
-        "segnet",
+        "contextnet",
         "--engine",
         "cpu",
         "--out",
@@ -308,7 +308,7 @@ fn the_cpu_engine_is_refused_for_architectures_it_does_not_run() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("cpu engine runs dt-unet, unet and scunet"),
+        err.contains("cpu engine runs dt-unet, unet, segnet and scunet"),
         "{err}"
     );
 }

@@ -184,7 +184,7 @@ fn check_pairing(
     }
     if engine == Engine::Cpu && arch.is_some_and(|a| !a.has_cpu_engine()) {
         return Err(Error::config(format!(
-            "the cpu engine runs dt-unet, unet and scunet models; this is a {name} model (use \
+            "the cpu engine runs dt-unet, unet, segnet and scunet models; this is a {name} model (use \
              the burn or ort engine)"
         )));
     }

@@ -32,7 +32,7 @@ impl Architecture {
     pub fn has_cpu_engine(self) -> bool {
         matches!(
             self,
-            Architecture::DtUnet | Architecture::Unet | Architecture::ScuNet
+            Architecture::DtUnet | Architecture::Unet | Architecture::SegNet | Architecture::ScuNet
         )
     }
 

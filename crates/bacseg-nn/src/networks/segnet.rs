@@ -136,6 +136,10 @@ impl SegmentationModel for SegNet {
         Some(onnx_graph(self))
     }
 
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     fn in_channels(&self) -> usize {
         self.enc
             .first()

@@ -18,6 +18,7 @@ pub(crate) mod direct;
 pub mod isa;
 pub mod kernels;
 pub mod scunet;
+pub mod segnet;
 
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::{BatchNorm, PaddingConfig2d};
@@ -27,11 +28,13 @@ pub use kernels::Nhwc;
 use kernels::{Conv, ConvTranspose2x2, max_pool2x2, resize_bilinear_aligned};
 
 pub use scunet::ScuNetNet;
+pub use segnet::SegNetNet;
 
 use crate::error::NnError;
 use crate::model::SegmentationModel;
 use crate::networks::blocks::{DoubleConv, UnetParts};
 use crate::networks::scunet::{Precision, ScuNet};
+use crate::networks::segnet::SegNet;
 
 /// How a decoder level doubles its input's resolution.
 #[derive(Debug, Clone)]
@@ -68,19 +71,23 @@ pub enum Net {
     Unet(Box<UnetNet>),
     /// The published SCU-Net (f32 weights).
     ScuNet(Box<ScuNetNet>),
+    /// SegNet.
+    SegNet(Box<SegNetNet>),
 }
 
 impl Net {
-    /// `model` compiled for this engine, for the architectures it runs (U-Net-shaped ones and
-    /// SCU-Net with f32 weights: `None` for the others). BatchNorm layers use their running
-    /// statistics.
+    /// `model` compiled for this engine, for the architectures it runs (U-Net-shaped ones,
+    /// SegNet and SCU-Net with f32 weights: `None` for the others). BatchNorm layers use their
+    /// running statistics.
     pub fn for_model<M: SegmentationModel>(model: &M) -> Option<Result<Self, NnError>> {
         if let Some(parts) = model.unet_parts() {
             return Some(UnetNet::compile(&parts).map(|n| Net::Unet(Box::new(n))));
         }
-        model
-            .as_any()
-            .and_then(|m| m.downcast_ref::<ScuNet>())
+        let any = model.as_any()?;
+        if let Some(s) = any.downcast_ref::<SegNet>() {
+            return Some(SegNetNet::compile(s).map(|n| Net::SegNet(Box::new(n))));
+        }
+        any.downcast_ref::<ScuNet>()
             .filter(|s| s.precision() == Precision::F32)
             .map(|s| ScuNetNet::compile(s).map(|n| Net::ScuNet(Box::new(n))))
     }
@@ -95,6 +102,7 @@ impl Net {
         match self {
             Net::Unet(n) => n.name(),
             Net::ScuNet(_) => "scunet",
+            Net::SegNet(_) => "segnet",
         }
     }
 
@@ -103,6 +111,7 @@ impl Net {
         match self {
             Net::Unet(n) => n.in_channels(),
             Net::ScuNet(n) => n.in_channels(),
+            Net::SegNet(n) => n.in_channels(),
         }
     }
 
@@ -111,6 +120,7 @@ impl Net {
         match self {
             Net::Unet(n) => n.pool = Buffers::default(),
             Net::ScuNet(n) => n.pool = Buffers::default(),
+            Net::SegNet(n) => n.pool = Buffers::default(),
         }
     }
 
@@ -121,6 +131,7 @@ impl Net {
         match self {
             Net::Unet(n) => n.forward(x),
             Net::ScuNet(n) => n.forward(x),
+            Net::SegNet(n) => n.forward(x),
         }
     }
 
@@ -139,6 +150,7 @@ impl Net {
                 .chain(std::iter::once(&mut n.head))
                 .collect(),
             Net::ScuNet(n) => n.convs_mut(),
+            Net::SegNet(n) => n.convs_mut(),
         };
         convs
             .into_iter()
@@ -147,11 +159,11 @@ impl Net {
     }
 
     /// Per-layer timings of a `batch x side x side` forward pass on every path this CPU runs
-    /// ([`UnetNet::layer_profile`]; empty for SCU-Net).
+    /// ([`UnetNet::layer_profile`]; empty for SCU-Net and SegNet).
     pub fn layer_profile(&self, batch: usize, side: usize, repeats: usize) -> Vec<LayerTiming> {
         match self {
             Net::Unet(n) => n.layer_profile(batch, side, repeats),
-            Net::ScuNet(_) => Vec::new(),
+            Net::ScuNet(_) | Net::SegNet(_) => Vec::new(),
         }
     }
 }

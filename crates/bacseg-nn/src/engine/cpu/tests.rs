@@ -452,3 +452,152 @@ fn bf16_convolution_matches_f32_on_bf16_rounded_values() {
     let odd = Conv::from_oihw(&[0.5; 24], 1, vec![3], 8, None, None, false);
     assert!(!odd.clone().set_bf16(true));
 }
+
+/// Values for the SegNet test from a generator of its own (burn's is one per process, shared
+/// with the tests running meanwhile): the same draws on every run, so the margin to a
+/// pooling tie checked below holds on every run too. `BACSEG_ENGINE_TEST_SEED` overrides the
+/// seed, to try other draws.
+struct Draws(rand_chacha::ChaCha8Rng);
+
+impl Draws {
+    fn new(default: u64) -> Self {
+        use rand::SeedableRng;
+        let seed = std::env::var("BACSEG_ENGINE_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default);
+        Self(rand_chacha::ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    fn tensor<const D: usize>(
+        &mut self,
+        shape: [usize; D],
+        lo: f32,
+        hi: f32,
+        device: &Device,
+    ) -> Tensor<D> {
+        use rand::Rng;
+        let values: Vec<f32> = (0..shape.iter().product())
+            .map(|_| self.0.random_range(lo..hi))
+            .collect();
+        Tensor::from_data(burn::tensor::TensorData::new(values, shape), device)
+    }
+
+    /// `layer`'s weights within He-uniform bounds, its BatchNorm with non-trivial statistics.
+    fn conv_bn(&mut self, layer: &mut crate::networks::blocks::ConvBn, device: &Device) {
+        let dims = layer.conv.weight.dims();
+        let bound = (6.0 / (dims[1] * dims[2] * dims[3]) as f32).sqrt();
+        layer.conv.weight = Param::from_tensor(self.tensor(dims, -bound, bound, device));
+        if let Some(bias) = &layer.conv.bias {
+            let n = bias.dims()[0];
+            layer.conv.bias = Some(Param::from_tensor(self.tensor([n], -0.1, 0.1, device)));
+        }
+        let c = layer.bn.gamma.dims()[0];
+        layer.bn.gamma = Param::from_tensor(self.tensor([c], 0.5, 1.5, device));
+        layer.bn.beta = Param::from_tensor(self.tensor([c], -0.5, 0.5, device));
+        layer.bn.running_mean = RunningState::new(self.tensor([c], -0.3, 0.3, device));
+        layer.bn.running_var = RunningState::new(self.tensor([c], 0.2, 2.0, device));
+    }
+}
+
+/// The smallest gap, over the 2x2 pooling windows of `map` (NCHW, burn's) whose two largest
+/// values are not both zero, between those two values relative to the map's largest
+/// magnitude: float rounding smaller than this cannot move a pooled value.
+fn pooling_margin(map: Tensor<4>) -> f32 {
+    let m = to_nhwc(map);
+    let scale = m.data.iter().fold(f32::MIN_POSITIVE, |s, v| s.max(v.abs()));
+    let at =
+        |img: usize, y: usize, x: usize, ch: usize| m.data[((img * m.h + y) * m.w + x) * m.c + ch];
+    let mut margin = f32::INFINITY;
+    for img in 0..m.n {
+        for y in (0..m.h - 1).step_by(2) {
+            for x in (0..m.w - 1).step_by(2) {
+                for ch in 0..m.c {
+                    let mut v = [
+                        at(img, y, x, ch),
+                        at(img, y, x + 1, ch),
+                        at(img, y + 1, x, ch),
+                        at(img, y + 1, x + 1, ch),
+                    ];
+                    v.sort_by(|a, b| b.total_cmp(a));
+                    if v[0] != 0.0 || v[1] != 0.0 {
+                        margin = margin.min((v[0] - v[1]) / scale);
+                    }
+                }
+            }
+        }
+    }
+    margin
+}
+
+#[test]
+fn segnet_matches_burn_and_reuses_its_buffers() {
+    let device = Device::default();
+    let mut draws = Draws::new(13);
+    let mut model = crate::SegNetConfig::new()
+        .with_widths(vec![4, 8, 8])
+        .with_convs(vec![2, 1, 2])
+        .init(&device)
+        .unwrap();
+    for stage in model.enc.iter_mut().chain(model.dec.iter_mut()) {
+        for layer in stage.layers.iter_mut() {
+            draws.conv_bn(layer, &device);
+        }
+    }
+    let model = model.valid();
+    let mut net = crate::engine::cpu::Net::for_model(&model).unwrap().unwrap();
+    assert_eq!((net.name(), net.in_channels()), ("segnet", 1));
+    for (n, h, w) in [(2, 16, 24), (1, 8, 8), (2, 16, 24)] {
+        let x = draws.tensor([n, 1, h, w], 0.0, 1.0, &device);
+        // The engine and burn round differently; a pooling window whose two largest values
+        // are within that rounding could pool either, so the draws must keep clear of it.
+        let mut map = x.clone();
+        let mut smallest = f32::INFINITY;
+        for stage in &model.enc {
+            map = stage.forward(map);
+            let margin = pooling_margin(map.clone());
+            smallest = smallest.min(margin);
+            assert!(
+                margin > 1e-4,
+                "{n}x{h}x{w}: a pooling window within {margin:.1e} of a tie (try another \
+                 BACSEG_ENGINE_TEST_SEED)"
+            );
+            map = burn_max_pool(map);
+        }
+        let want = model.forward(x.clone());
+        let got = net.forward(&to_nhwc(x)).unwrap();
+        let err = relative_error(&Nhwc::new(n, h, w, 1, got), want);
+        eprintln!("segnet {n}x{h}x{w}: relative error {err:.2e}, pooling margin {smallest:.1e}");
+        assert!(err < 1e-5, "{n}x{h}x{w}: relative error {err}");
+    }
+    let bad = Nhwc::new(1, 12, 16, 1, vec![0.0; 192]);
+    let err = net.forward(&bad).unwrap_err();
+    assert!(err.to_string().contains("multiples of 8"), "{err}");
+}
+
+#[test]
+fn pooling_with_argmax_and_unpooling_invert_each_other() {
+    // Channels-last 1x4x4x2: channel 0 counts up, channel 1 down; every window's maximum is
+    // at a different corner for the two channels.
+    let data: Vec<f32> = (0..16).flat_map(|i| [i as f32, 15.0 - i as f32]).collect();
+    let x = Nhwc::new(1, 4, 4, 2, data);
+    let mut which = vec![9u8; 8];
+    let pooled = segnet::max_pool2x2_argmax(&x, Vec::new(), &mut which);
+    assert_eq!(pooled.data, [5.0, 15.0, 7.0, 13.0, 13.0, 7.0, 15.0, 5.0]);
+    assert_eq!(which, [3, 0, 3, 0, 3, 0, 3, 0]);
+    let back = segnet::max_unpool2x2(&pooled, &which, vec![1.0; 3]);
+    for (i, pair) in back.data.chunks(2).enumerate() {
+        let (y, x) = (i / 4, i % 4);
+        let want0 = if y % 2 == 1 && x % 2 == 1 {
+            i as f32
+        } else {
+            0.0
+        };
+        let want1 = if y % 2 == 0 && x % 2 == 0 {
+            15.0 - i as f32
+        } else {
+            0.0
+        };
+        assert_eq!(pair, [want0, want1], "position {y},{x}");
+    }
+}
