@@ -56,7 +56,7 @@ pub use bacseg_nn as nn;
 pub use batch::{BatchOptions, BatchSummary, Shard, collect_inputs, predict_files};
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Model, ModelSource};
-pub use predict::{ImagePrediction, Pipeline, PredictConfig, Predictor};
+pub use predict::{ImagePrediction, Pipeline, PredictConfig, Predictor, Prepared};
 
 use std::path::Path;
 

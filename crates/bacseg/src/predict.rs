@@ -199,7 +199,12 @@ fn check_pairing(
 /// Wall time of each step for one image, seconds, and the patches run.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
 pub struct Timings {
+    /// Decoding the input.
     pub load_s: f64,
+    /// In a batch: how long the image's prediction waited for its decoding and
+    /// preprocessing, `load_s + preprocess_s` when they ran in turn, less when they ran while
+    /// the previous image was predicted ([`crate::batch::BatchOptions::decode_ahead`]).
+    pub waited_s: f64,
     pub preprocess_s: f64,
     pub forward_s: f64,
     pub blend_s: f64,
@@ -307,11 +312,22 @@ impl<'m> Predictor<'m> {
         self.predict_inner(Input::Owned(image))
     }
 
-    fn predict_inner(&mut self, image: Input<'_>) -> Result<ImagePrediction> {
+    /// Predict BAC on an image [`PredictConfig::prepare`] preprocessed with this predictor's
+    /// configuration (its pipeline, scale and preprocessing; anything else is a configuration
+    /// error). `timings.preprocess_s` is the preparation's.
+    pub fn predict_prepared(&mut self, prepared: Prepared) -> Result<ImagePrediction> {
+        if !prepared.made_with(&self.config) {
+            return Err(Error::config(
+                "the image was prepared with another pipeline, scale or preprocessing than \
+                 this predictor's",
+            ));
+        }
         let start = Instant::now();
-        let mut t = Timings::default();
-        let spacing = image
-            .get()
+        let mut t = Timings {
+            preprocess_s: prepared.preprocess_s,
+            ..Timings::default()
+        };
+        let spacing = prepared
             .spacing
             .or(self.config.default_spacing_mm.map(|mm| PixelSpacing {
                 row_mm: mm,
@@ -319,10 +335,30 @@ impl<'m> Predictor<'m> {
                 source: bacseg_core::mammogram::SpacingSource::User,
             }));
         let runner = &mut self.runner;
-        let (prob, breast, display) = match self.config.pipeline {
-            Pipeline::Bacseg => bacseg_pipeline(self.model, runner, &self.config, image, &mut t)?,
-            Pipeline::PublishedScuNet => {
-                published_scunet(self.model, runner, &self.config, image.get(), &mut t)?
+        let (prob, breast, display) = match prepared.stage {
+            Stage::Bacseg { image, breast } => bacseg_pipeline(
+                self.model,
+                runner,
+                &self.config,
+                image,
+                breast,
+                (prepared.width, prepared.height),
+                &mut t,
+            )?,
+            Stage::Published {
+                grey,
+                breast,
+                display,
+            } => {
+                let pred = predict_published_scunet_with(
+                    self.model.network(),
+                    runner,
+                    &grey,
+                    self.config.infer.batch,
+                )?;
+                runner.release_buffers();
+                t.add_prediction(&pred);
+                (pred.prob, breast, display)
             }
         };
         let s = Instant::now();
@@ -335,7 +371,7 @@ impl<'m> Predictor<'m> {
             &Grading::default(),
         );
         t.postprocess_s = s.elapsed().as_secs_f64();
-        t.total_s = start.elapsed().as_secs_f64();
+        t.total_s = t.preprocess_s + start.elapsed().as_secs_f64();
         Ok(ImagePrediction {
             prob,
             mask,
@@ -345,6 +381,61 @@ impl<'m> Predictor<'m> {
             spacing,
             timings: t,
         })
+    }
+
+    fn predict_inner(&mut self, image: Input<'_>) -> Result<ImagePrediction> {
+        let prepared = prepare(&self.config, image)?;
+        self.predict_prepared(prepared)
+    }
+}
+
+/// A mammogram preprocessed for a pipeline ([`PredictConfig::prepare`]), ready for
+/// [`Predictor::predict_prepared`]. Preparing needs only the configuration, not the engine,
+/// so a batch prepares the next image on another thread while the current one is predicted.
+#[derive(Debug)]
+pub struct Prepared {
+    stage: Stage,
+    /// The input's pixel spacing, if it records one.
+    spacing: Option<PixelSpacing>,
+    /// The input's size: outputs are at this size.
+    width: usize,
+    height: usize,
+    /// What it was made with, checked by [`Predictor::predict_prepared`].
+    pipeline: Pipeline,
+    scale: f64,
+    preprocess: Preprocess,
+    /// Seconds the preparation took.
+    pub preprocess_s: f64,
+}
+
+impl Prepared {
+    fn made_with(&self, config: &PredictConfig) -> bool {
+        self.pipeline == config.pipeline
+            && self.scale == config.scale
+            && self.preprocess == config.preprocess
+    }
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// bacseg's pipeline: the preprocessed image in 16 bits, as the training cache holds it
+    /// (the values the network was trained on), at the configured scale, and its breast mask.
+    Bacseg { image: Raster<u16>, breast: Mask },
+    /// The published SCU-Net pipeline: 8-bit grey values after the 5x5 median, and the breast
+    /// mask and display image from that same filtered image.
+    Published {
+        grey: Raster<f32>,
+        breast: Mask,
+        display: Raster<u8>,
+    },
+}
+
+impl PredictConfig {
+    /// Preprocess `image` for this configuration's pipeline (its pixels are freed as soon as
+    /// preprocessing no longer needs them): the first half of [`Predictor::predict`], for
+    /// [`Predictor::predict_prepared`] to finish. Thread-safe and engine-free.
+    pub fn prepare(&self, image: Mammogram) -> Result<Prepared> {
+        prepare(self, Input::Owned(image))
     }
 }
 
@@ -366,44 +457,76 @@ impl Input<'_> {
 /// The probability map, the breast mask and the 8-bit display image, all at the input's size.
 type Found = (ProbMap, Mask, Raster<u8>);
 
-/// The preprocessed image in 8-bit grey.
 fn grey_display<T: UnitValue>(image: &Raster<T>) -> Raster<u8> {
     image.map(|&v| (v.unit().clamp(0.0, 1.0) * 255.0).round() as u8)
 }
 
-/// bacseg's pipeline on `input` (its pixels freed after preprocessing when it is owned).
+/// Preprocess `input` for `config`'s pipeline (its pixels freed after preprocessing when it
+/// is owned).
+fn prepare(config: &PredictConfig, input: Input<'_>) -> Result<Prepared> {
+    let s = Instant::now();
+    let m = input.get();
+    let (width, height, spacing) = (m.width(), m.height(), m.spacing);
+    let stage = match config.pipeline {
+        Pipeline::Bacseg => {
+            let f = config.scale;
+            let pre = if f == 1.0 {
+                match input {
+                    Input::Borrowed(m) => preprocess(m, &config.preprocess),
+                    Input::Owned(m) => preprocess_pixels(m.pixels, &config.preprocess),
+                }
+            } else {
+                let (sw, sh) = (
+                    ((width as f64 * f).round() as usize).max(1),
+                    ((height as f64 * f).round() as usize).max(1),
+                );
+                // Preprocessing reads pixels only (the spacing is the input's, used at full
+                // size).
+                let scaled = resize(&m.pixels, sw, sh);
+                drop(input);
+                preprocess_pixels(scaled, &config.preprocess)
+            };
+            Stage::Bacseg {
+                image: unit_to_u16(&pre.image),
+                breast: pre.breast,
+            }
+        }
+        Pipeline::PublishedScuNet => {
+            let grey = median_filter(&grey8(m), 2);
+            drop(input);
+            let pre = preprocess_denoised(&grey, &config.preprocess);
+            Stage::Published {
+                display: grey_display(&pre.image),
+                breast: pre.breast,
+                grey,
+            }
+        }
+    };
+    Ok(Prepared {
+        stage,
+        spacing,
+        width,
+        height,
+        pipeline: config.pipeline,
+        scale: config.scale,
+        preprocess: config.preprocess.clone(),
+        preprocess_s: s.elapsed().as_secs_f64(),
+    })
+}
+
+/// bacseg's pipeline from the prepared image: patches through the engine, blending, back to
+/// the input's size `(w, h)`, probabilities outside the breast set to zero.
 fn bacseg_pipeline(
     model: &Model,
     runner: &mut Runner<'_, Network>,
     config: &PredictConfig,
-    input: Input<'_>,
+    image: Raster<u16>,
+    mut breast: Mask,
+    (w, h): (usize, usize),
     t: &mut Timings,
 ) -> Result<Found> {
-    let s = Instant::now();
-    let m = input.get();
-    let (w, h) = (m.width(), m.height());
     let f = config.scale;
-    let mut pre = if f == 1.0 {
-        match input {
-            Input::Borrowed(m) => preprocess(m, &config.preprocess),
-            Input::Owned(m) => preprocess_pixels(m.pixels, &config.preprocess),
-        }
-    } else {
-        let (sw, sh) = (
-            ((w as f64 * f).round() as usize).max(1),
-            ((h as f64 * f).round() as usize).max(1),
-        );
-        // Preprocessing reads pixels only (the spacing is the input's, used at full size).
-        let scaled = resize(&m.pixels, sw, sh);
-        drop(input);
-        preprocess_pixels(scaled, &config.preprocess)
-    };
-    // Held in 16 bits from here on, as the training cache holds it: the values the network
-    // was trained on, and 2 bytes per pixel less while the map is blended.
-    let image = unit_to_u16(&pre.image);
-    drop(pre.image);
-    t.preprocess_s = s.elapsed().as_secs_f64();
-    let mut pred = predict_image_with(model.network(), runner, &image, &pre.breast, &config.infer)?;
+    let mut pred = predict_image_with(model.network(), runner, &image, &breast, &config.infer)?;
     // The engine's buffers are not held while the map is postprocessed, measured and written
     // (the peak of a large image); making them again costs milliseconds per image.
     runner.release_buffers();
@@ -413,41 +536,19 @@ fn bacseg_pipeline(
     if f != 1.0 {
         // Back to the input's pixel grid: outputs and measures are at full resolution.
         pred.prob = resize(&pred.prob, w, h).map(|p| p.clamp(0.0, 1.0));
-        pre.breast = resize(&pre.breast.map(|&b| f32::from(u8::from(b))), w, h).map(|&v| v >= 0.5);
+        breast = resize(&breast.map(|&b| f32::from(u8::from(b))), w, h).map(|&v| v >= 0.5);
         display = resize(&display.map(|&v| f32::from(v)), w, h)
             .map(|&v| v.round().clamp(0.0, 255.0) as u8);
     }
     // No BAC outside the breast: the background, burned-in labels and markers are not tissue.
     if config.preprocess.breast_mask.enabled {
-        for (p, &inside) in pred.prob.data_mut().iter_mut().zip(pre.breast.data()) {
+        for (p, &inside) in pred.prob.data_mut().iter_mut().zip(breast.data()) {
             if !inside {
                 *p = 0.0;
             }
         }
     }
-    Ok((pred.prob, pre.breast, display))
-}
-
-/// The published SCU-Net pipeline on the image's 8-bit grey values after a 5x5 median; the
-/// breast mask and the display image (for the overlay and the burden's breast fraction) come
-/// from that same median-filtered image.
-fn published_scunet(
-    model: &Model,
-    runner: &mut Runner<'_, Network>,
-    config: &PredictConfig,
-    m: &Mammogram,
-    t: &mut Timings,
-) -> Result<Found> {
-    let s = Instant::now();
-    let grey = median_filter(&grey8(m), 2);
-    let pre = preprocess_denoised(&grey, &config.preprocess);
-    let display = grey_display(&pre.image);
-    drop(pre.image);
-    t.preprocess_s = s.elapsed().as_secs_f64();
-    let pred = predict_published_scunet_with(model.network(), runner, &grey, config.infer.batch)?;
-    runner.release_buffers();
-    t.add_prediction(&pred);
-    Ok((pred.prob, pre.breast, display))
+    Ok((pred.prob, breast, display))
 }
 
 /// 8-bit grey values (0-255) of a mammogram, as the published SCU-Net pipeline reads its PNGs:

@@ -87,6 +87,37 @@ fn settings_are_checked_against_the_model_before_any_image() {
     assert!(e.to_string().contains("published SCU-Net"), "{e}");
 }
 
+/// Preparing on another thread and predicting the prepared image gives what `predict` gives;
+/// an image prepared with other settings is refused.
+#[test]
+fn an_image_prepared_elsewhere_predicts_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let mut config = PredictConfig::for_model(&model);
+    config.infer.patch = 64;
+    config.infer.stride = 32;
+    let mut predictor = Predictor::new(&model, config.clone()).unwrap();
+    let direct = predictor.predict(&image()).unwrap();
+    let prepared = std::thread::spawn({
+        let config = config.clone();
+        move || config.prepare(image()).unwrap()
+    })
+    .join()
+    .unwrap();
+    assert!(prepared.preprocess_s > 0.0);
+    let found = predictor.predict_prepared(prepared).unwrap();
+    assert_eq!(found.prob.data(), direct.prob.data());
+    assert_eq!(found.mask.data(), direct.mask.data());
+    assert_eq!(found.breast.data(), direct.breast.data());
+    assert_eq!(found.burden.area_px, direct.burden.area_px);
+    let mut other = config.clone();
+    other.scale = 0.5;
+    let e = predictor
+        .predict_prepared(other.prepare(image()).unwrap())
+        .unwrap_err();
+    assert_eq!(e.kind(), bacseg::ErrorKind::Config, "{e}");
+}
+
 /// Write `image()` with brightness `offset` added as a 16-bit PNG.
 fn write_image(path: &std::path::Path, offset: f32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

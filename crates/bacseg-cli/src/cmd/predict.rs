@@ -54,7 +54,8 @@ pub struct Args {
     /// threshold 0.65). Patch, blending and resampling options do not apply.
     #[arg(long, value_parser = ["scunet"], conflicts_with_all = ["patch", "stride", "overlap", "blend", "tta", "scale", "min_breast_fraction"])]
     preset: Option<String>,
-    /// What runs the forward passes: `cpu` (bacseg's CPU engine: DT-UNet and UNet), `burn`
+    /// What runs the forward passes: `cpu` (bacseg's CPU engine: DT-UNet, UNet, SegNet and
+    /// SCU-Net), `burn`
     /// (any architecture, on burn's device: the GPU in a wgpu or cuda build), `ort` (ONNX
     /// Runtime on the exported model, any architecture: a build with `--features ort` and an
     /// installed libonnxruntime, found through ORT_DYLIB_PATH), or `auto` (cpu where it applies
@@ -137,6 +138,10 @@ pub struct Args {
     /// $BACSEG_ANONYMIZE_KEY, else one made and kept in OUT/.bacseg-anonymize-key.
     #[arg(long)]
     anonymize_paths: bool,
+    /// Decode each image only when its turn comes, instead of while the image before it is
+    /// predicted (saves one decoded image's memory; see docs/cli.md#predict).
+    #[arg(long)]
+    no_decode_ahead: bool,
     /// Use these preprocessing options instead of the training run's.
     #[arg(long)]
     override_preprocess: bool,
@@ -253,6 +258,7 @@ pub fn run(args: Args) -> Result<()> {
         overlay_size: args.overlay_size,
         shard,
         anonymize_key,
+        decode_ahead: !args.no_decode_ahead,
     };
     let mut progress = PredictProgress::new(&predictor);
     let summary = bacseg::predict_files(&mut predictor, &inputs.files, &options, &mut progress)?;
