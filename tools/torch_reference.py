@@ -535,6 +535,8 @@ def cmd_bench(args) -> int:
     gflop = 8.900313088
     print(f"pytorch {torch.__version__} eager, {args.threads} threads: reference DT-UNet forward "
           f"1x1x512x512 median {median:.3f} s over {args.repeats} ({gflop / median:.1f} GFLOP/s)")
+    if args.no_train:
+        return 0
     # The training step of the Rust bench: batch 4 x 1 x 256 x 256, soft Dice (smoothing 1,
     # over the batch) on sigmoid outputs, AdamW (lr 1e-3, burn's defaults otherwise).
     model = DtUnet().train()
@@ -644,6 +646,7 @@ def main() -> int:
     bench = sub.add_parser("bench", help="time the reference DT-UNet forward and training step")
     bench.add_argument("--threads", type=int, default=2)
     bench.add_argument("--repeats", type=int, default=10)
+    bench.add_argument("--no-train", action="store_true", help="time the forward pass only")
     bench.set_defaults(run=cmd_bench)
     tt = sub.add_parser("train-time", help="time the DT-UNet training loop at any shape")
     tt.add_argument("--side", type=int, default=256)

@@ -289,28 +289,26 @@ fn published_scunet_pipeline_on_a_real_crop() {
 }
 
 #[test]
-fn the_cpu_engine_is_refused_for_architectures_it_does_not_run() {
+fn the_cpu_engine_is_refused_for_f64_weights() {
     let tmp = tempfile::tempdir().unwrap();
-    let weights = tmp.path().join("contextnet.safetensors");
+    let weights = tmp.path().join("scunet.pt");
     std::fs::write(&weights, b"not read: the option is checked first").unwrap();
+    let model = format!("scunet:{}", weights.display());
     let out = bacseg(&[
         "predict",
         "--model",
-        s(&weights),
-        "--arch",
-        "contextnet",
+        &model,
         "--engine",
         "cpu",
+        "--precision",
+        "f64",
         "--out",
         s(&tmp.path().join("pred")),
         s(&weights),
     ]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("cpu engine runs dt-unet, unet, segnet and scunet"),
-        "{err}"
-    );
+    assert!(err.contains("the cpu engine runs f32 weights"), "{err}");
 }
 
 /// Two `predict` processes on one output directory: every image is predicted by exactly one

@@ -354,7 +354,7 @@ pub fn run_bench(options: &BenchOptions, report: &mut dyn FnMut(BenchEvent)) -> 
             burn_train,
             cpu_train,
         };
-        torch_section(t, options.repeats, &onnx_path, ours, report)?;
+        torch_section(t, options, &onnx_path, ours, report)?;
     }
     if options.whole {
         report(BenchEvent::Section(Section::Whole));
@@ -376,12 +376,13 @@ struct Ours {
 /// was) on the reference DT-UNet, compared with `ours`.
 fn torch_section(
     t: &Torch<'_>,
-    repeats: usize,
+    options: &BenchOptions,
     onnx_path: &Path,
     ours: Ours,
     report: &mut dyn FnMut(BenchEvent),
 ) -> Result<()> {
-    let (forward, train) = t.bench(repeats)?;
+    let repeats = options.repeats;
+    let (forward, train) = t.bench(repeats, options.train)?;
     let what = "dt-unet forward 1x512x512";
     let gflop = Some(REFERENCE_DT_UNET_512_GFLOP);
     report(measurement(what, "PyTorch eager", forward, gflop, ""));
@@ -958,9 +959,15 @@ impl Torch<'_> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Median seconds of the reference DT-UNet forward (1x1x512x512) and training step.
-    fn bench(&self, repeats: usize) -> Result<(f64, Option<f64>)> {
-        let text = self.call(&["bench", "--repeats", &repeats.to_string()])?;
+    /// Median seconds of the reference DT-UNet forward (1x1x512x512) and, with `train`, its
+    /// training step.
+    fn bench(&self, repeats: usize, train: bool) -> Result<(f64, Option<f64>)> {
+        let repeats = repeats.to_string();
+        let mut args = vec!["bench", "--repeats", &repeats];
+        if !train {
+            args.push("--no-train");
+        }
+        let text = self.call(&args)?;
         let seconds_after = |marker: &str| -> Option<f64> {
             let line = text.lines().find(|l| l.contains(marker))?;
             let rest = &line[line.find("median ")? + "median ".len()..];

@@ -182,12 +182,6 @@ fn check_pairing(
             "the published SCU-Net pipeline runs SCU-Net models; this is a {name} model"
         )));
     }
-    if engine == Engine::Cpu && arch.is_some_and(|a| !a.has_cpu_engine()) {
-        return Err(Error::config(format!(
-            "the cpu engine runs dt-unet, unet, segnet and scunet models; this is a {name} model (use \
-             the burn or ort engine)"
-        )));
-    }
     if engine == Engine::Cpu && precision == Precision::F64 {
         return Err(Error::config(
             "the cpu engine runs f32 weights: use the burn engine for f64",

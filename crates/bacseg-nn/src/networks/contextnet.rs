@@ -266,6 +266,10 @@ impl SegmentationModel for ContextNet {
         Some(onnx_graph(self))
     }
 
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     fn in_channels(&self) -> usize {
         self.shallow.conv.conv.weight.lazy_shape().dims::<4>()[1]
     }

@@ -27,15 +27,6 @@ pub enum Architecture {
 }
 
 impl Architecture {
-    /// Whether the CPU inference engine ([`crate::engine::cpu`]) runs this architecture (SCU-Net
-    /// with f32 weights).
-    pub fn has_cpu_engine(self) -> bool {
-        matches!(
-            self,
-            Architecture::DtUnet | Architecture::Unet | Architecture::SegNet | Architecture::ScuNet
-        )
-    }
-
     /// Every architecture, in the order of the reference comparison.
     pub const ALL: [Architecture; 5] = [
         Architecture::DtUnet,

@@ -527,6 +527,99 @@ impl ConvTranspose2x2 {
     }
 }
 
+/// A 3x3 convolution with stride 2 and padding 1 of `x` (`ceil(h / 2) x ceil(w / 2)` outputs)
+/// into `out`'s buffer, as im2col blocks of output rows times the weights (the weight rows are
+/// in (kernel row, kernel column, channel) order, which is what the copy below writes); bias
+/// and ReLU (when `conv.relu`) in the epilogue, then `post` on each block of whole pixels
+/// while it is in cache.
+pub(crate) fn conv3x3_stride2(
+    conv: &Conv,
+    x: &Nhwc,
+    out: Vec<f32>,
+    post: &(dyn Fn(&mut [f32]) + Sync),
+) -> Nhwc {
+    let (c, cout) = (x.c, conv.cout);
+    debug_assert_eq!((conv.kernel, conv.cin()), (3, c), "a 3x3 convolution of x");
+    let (oh, ow) = (x.h.div_ceil(2), x.w.div_ceil(2));
+    let kk = 9 * c;
+    let mut out = Nhwc::with_buffer(x.n, oh, ow, cout, out);
+    if out.data.is_empty() {
+        return out;
+    }
+    let block_rows = (BLOCK_VALUES / (ow * kk)).max(1);
+    out.data
+        .par_chunks_mut(block_rows * ow * cout)
+        .enumerate()
+        .for_each(|(b, dst)| {
+            let m = dst.len() / cout;
+            COLUMNS.with_borrow_mut(|cols| {
+                cols.resize(m * kk, 0.0);
+                for (ri, r) in (b * block_rows..b * block_rows + m / ow).enumerate() {
+                    let (img, y) = (r / oh, r % oh);
+                    for xo in 0..ow {
+                        let d = &mut cols[(ri * ow + xo) * kk..][..kk];
+                        for ky in 0..3 {
+                            let sy = (2 * y + ky).wrapping_sub(1);
+                            for kx in 0..3 {
+                                let sx = (2 * xo + kx).wrapping_sub(1);
+                                let seg = &mut d[(ky * 3 + kx) * c..][..c];
+                                if sy < x.h && sx < x.w {
+                                    seg.copy_from_slice(
+                                        &x.data[((img * x.h + sy) * x.w + sx) * c..][..c],
+                                    );
+                                } else {
+                                    seg.fill(0.0);
+                                }
+                            }
+                        }
+                    }
+                }
+                matmul(dst, cout, cols, kk, &conv.weight, m, cout, kk, 1);
+            });
+            bias_relu(dst, &conv.bias, conv.relu);
+            post(dst);
+        });
+    out
+}
+
+/// Bilinear resizing to `oh x ow` with half-pixel centres (`F.interpolate(...,
+/// mode="bilinear", align_corners=False)`, no antialiasing), into `out`'s buffer.
+pub fn resize_bilinear_half_pixel(x: &Nhwc, oh: usize, ow: usize, out: Vec<f32>) -> Nhwc {
+    let c = x.c;
+    let mut out = Nhwc::with_buffer(x.n, oh, ow, c, out);
+    if out.data.is_empty() {
+        return out;
+    }
+    let cols: Vec<_> = (0..ow).map(|o| half_pixel_coord(o, ow, x.w)).collect();
+    out.data
+        .par_chunks_mut(ow * c)
+        .enumerate()
+        .for_each(|(r, dst)| {
+            let (img, y) = (r / oh, r % oh);
+            let (y0, y1, fy) = half_pixel_coord(y, oh, x.h);
+            let row0 = &x.data[(img * x.h + y0) * x.w * c..][..x.w * c];
+            let row1 = &x.data[(img * x.h + y1) * x.w * c..][..x.w * c];
+            for (d, &(x0, x1, fx)) in dst.chunks_exact_mut(c).zip(&cols) {
+                for ch in 0..c {
+                    let top = row0[x0 * c + ch] * (1.0 - fx) + row0[x1 * c + ch] * fx;
+                    let bottom = row1[x0 * c + ch] * (1.0 - fx) + row1[x1 * c + ch] * fx;
+                    d[ch] = top * (1.0 - fy) + bottom * fy;
+                }
+            }
+        });
+    out
+}
+
+/// The two source positions of output position `o` of `out_len` in bilinear resizing from
+/// `in_len` with half-pixel centres (source `(o + 0.5) * in / out - 0.5`, clamped to the
+/// edges), and the weight of the second.
+pub(crate) fn half_pixel_coord(o: usize, out_len: usize, in_len: usize) -> (usize, usize, f32) {
+    let s = ((o as f64 + 0.5) * in_len as f64 / out_len as f64 - 0.5).max(0.0);
+    let i0 = (s.floor() as usize).min(in_len - 1);
+    let i1 = (i0 + 1).min(in_len - 1);
+    (i0, i1, (s - i0 as f64) as f32)
+}
+
 /// The two source positions of output position `o` of `out_len` in bilinear resizing from
 /// `in_len` with aligned corners, and the weight of the second.
 pub(crate) fn aligned_coord(o: usize, out_len: usize, in_len: usize) -> (usize, usize, f32) {

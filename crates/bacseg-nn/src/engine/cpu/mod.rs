@@ -14,6 +14,7 @@
 //! activations, backward passes, AdamW).
 
 pub mod bf16;
+pub mod contextnet;
 pub(crate) mod direct;
 pub mod isa;
 pub mod kernels;
@@ -27,12 +28,14 @@ use burn::tensor::Tensor;
 pub use kernels::Nhwc;
 use kernels::{Conv, ConvTranspose2x2, max_pool2x2, resize_bilinear_aligned};
 
+pub use contextnet::ContextNetNet;
 pub use scunet::ScuNetNet;
 pub use segnet::SegNetNet;
 
 use crate::error::NnError;
 use crate::model::SegmentationModel;
 use crate::networks::blocks::{DoubleConv, UnetParts};
+use crate::networks::contextnet::ContextNet;
 use crate::networks::scunet::{Precision, ScuNet};
 use crate::networks::segnet::SegNet;
 
@@ -73,12 +76,14 @@ pub enum Net {
     ScuNet(Box<ScuNetNet>),
     /// SegNet.
     SegNet(Box<SegNetNet>),
+    /// ContextNet.
+    ContextNet(Box<ContextNetNet>),
 }
 
 impl Net {
     /// `model` compiled for this engine, for the architectures it runs (U-Net-shaped ones,
-    /// SegNet and SCU-Net with f32 weights: `None` for the others). BatchNorm layers use their
-    /// running statistics.
+    /// SegNet, ContextNet, and SCU-Net with f32 weights: `None` for the others). BatchNorm
+    /// layers use their running statistics.
     pub fn for_model<M: SegmentationModel>(model: &M) -> Option<Result<Self, NnError>> {
         if let Some(parts) = model.unet_parts() {
             return Some(UnetNet::compile(&parts).map(|n| Net::Unet(Box::new(n))));
@@ -86,6 +91,9 @@ impl Net {
         let any = model.as_any()?;
         if let Some(s) = any.downcast_ref::<SegNet>() {
             return Some(SegNetNet::compile(s).map(|n| Net::SegNet(Box::new(n))));
+        }
+        if let Some(c) = any.downcast_ref::<ContextNet>() {
+            return Some(ContextNetNet::compile(c).map(|n| Net::ContextNet(Box::new(n))));
         }
         any.downcast_ref::<ScuNet>()
             .filter(|s| s.precision() == Precision::F32)
@@ -103,6 +111,7 @@ impl Net {
             Net::Unet(n) => n.name(),
             Net::ScuNet(_) => "scunet",
             Net::SegNet(_) => "segnet",
+            Net::ContextNet(_) => "contextnet",
         }
     }
 
@@ -112,6 +121,7 @@ impl Net {
             Net::Unet(n) => n.in_channels(),
             Net::ScuNet(n) => n.in_channels(),
             Net::SegNet(n) => n.in_channels(),
+            Net::ContextNet(n) => n.in_channels(),
         }
     }
 
@@ -121,6 +131,7 @@ impl Net {
             Net::Unet(n) => n.pool = Buffers::default(),
             Net::ScuNet(n) => n.pool = Buffers::default(),
             Net::SegNet(n) => n.pool = Buffers::default(),
+            Net::ContextNet(n) => n.pool = Buffers::default(),
         }
     }
 
@@ -132,6 +143,7 @@ impl Net {
             Net::Unet(n) => n.forward(x),
             Net::ScuNet(n) => n.forward(x),
             Net::SegNet(n) => n.forward(x),
+            Net::ContextNet(n) => n.forward(x),
         }
     }
 
@@ -151,6 +163,7 @@ impl Net {
                 .collect(),
             Net::ScuNet(n) => n.convs_mut(),
             Net::SegNet(n) => n.convs_mut(),
+            Net::ContextNet(n) => n.convs_mut(),
         };
         convs
             .into_iter()
@@ -159,11 +172,11 @@ impl Net {
     }
 
     /// Per-layer timings of a `batch x side x side` forward pass on every path this CPU runs
-    /// ([`UnetNet::layer_profile`]; empty for SCU-Net and SegNet).
+    /// ([`UnetNet::layer_profile`]; empty for the other architectures).
     pub fn layer_profile(&self, batch: usize, side: usize, repeats: usize) -> Vec<LayerTiming> {
         match self {
             Net::Unet(n) => n.layer_profile(batch, side, repeats),
-            Net::ScuNet(_) | Net::SegNet(_) => Vec::new(),
+            Net::ScuNet(_) | Net::SegNet(_) | Net::ContextNet(_) => Vec::new(),
         }
     }
 }

@@ -15,9 +15,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, PRelu, PaddingConfig2d};
 use rayon::prelude::*;
 
-use super::kernels::{
-    BLOCK_VALUES, COLUMNS, Conv, Nhwc, bias_relu, matmul, resize_bilinear_aligned,
-};
+use super::kernels::{BLOCK_VALUES, Conv, Nhwc, conv3x3_stride2, resize_bilinear_aligned};
 use super::{Buffers, batch_norm_affine, compile_conv, fold_conv, unsupported, values};
 use crate::error::NnError;
 use crate::networks::scunet::{BnPrelu, ContextDown, ConvBnPrelu, DoubleConvPrelu, ScuNet};
@@ -119,53 +117,12 @@ impl Stride2 {
         Ok(Self { conv: folded, act })
     }
 
-    /// The convolution of `x` at every second pixel, as im2col blocks of output rows times the
-    /// weights (the weight rows are in (kernel row, kernel column, channel) order, which is
-    /// what the copy below writes).
     fn forward(&self, x: &Nhwc, out: Vec<f32>) -> Nhwc {
-        let (c, cout) = (x.c, self.conv.cout);
-        let (oh, ow) = (x.h.div_ceil(2), x.w.div_ceil(2));
-        let kk = 9 * c;
-        let mut out = Nhwc::with_buffer(x.n, oh, ow, cout, out);
-        if out.data.is_empty() {
-            return out;
-        }
-        let block_rows = (BLOCK_VALUES / (ow * kk)).max(1);
-        out.data
-            .par_chunks_mut(block_rows * ow * cout)
-            .enumerate()
-            .for_each(|(b, dst)| {
-                let m = dst.len() / cout;
-                COLUMNS.with_borrow_mut(|cols| {
-                    cols.resize(m * kk, 0.0);
-                    for (ri, r) in (b * block_rows..b * block_rows + m / ow).enumerate() {
-                        let (img, y) = (r / oh, r % oh);
-                        for xo in 0..ow {
-                            let d = &mut cols[(ri * ow + xo) * kk..][..kk];
-                            for ky in 0..3 {
-                                let sy = (2 * y + ky).wrapping_sub(1);
-                                for kx in 0..3 {
-                                    let sx = (2 * xo + kx).wrapping_sub(1);
-                                    let seg = &mut d[(ky * 3 + kx) * c..][..c];
-                                    if sy < x.h && sx < x.w {
-                                        seg.copy_from_slice(
-                                            &x.data[((img * x.h + sy) * x.w + sx) * c..][..c],
-                                        );
-                                    } else {
-                                        seg.fill(0.0);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    matmul(dst, cout, cols, kk, &self.conv.weight, m, cout, kk, 1);
-                });
-                bias_relu(dst, &self.conv.bias, false);
-                for px in dst.chunks_exact_mut(cout) {
-                    self.act.apply(px);
-                }
-            });
-        out
+        conv3x3_stride2(&self.conv, x, out, &|block| {
+            for px in block.chunks_exact_mut(self.conv.cout) {
+                self.act.apply(px);
+            }
+        })
     }
 }
 

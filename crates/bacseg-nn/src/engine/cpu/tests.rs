@@ -601,3 +601,67 @@ fn pooling_with_argmax_and_unpooling_invert_each_other() {
         assert_eq!(pair, [want0, want1], "position {y},{x}");
     }
 }
+
+#[test]
+fn contextnet_matches_burn_and_reuses_its_buffers() {
+    let device = Device::default();
+    let mut draws = Draws::new(5);
+    let mut model = crate::ContextNetConfig::new()
+        .with_base_width(4)
+        .with_expansion(2)
+        .init(&device)
+        .unwrap();
+    {
+        let s = &mut model.shallow;
+        let mut layers = vec![&mut s.conv];
+        for ds in [&mut s.ds1, &mut s.ds2, &mut s.ds3] {
+            layers.extend([&mut ds.dw, &mut ds.pw]);
+        }
+        let d = &mut model.deep;
+        layers.extend([&mut d.stem, &mut d.conv]);
+        for b in d.blocks.iter_mut() {
+            if let Some(e) = b.expand.as_mut() {
+                layers.push(e);
+            }
+            layers.extend([&mut b.dw, &mut b.project]);
+        }
+        let f = &mut model.fusion;
+        layers.extend([&mut f.dw, &mut f.deep_proj, &mut f.shallow_proj]);
+        for ds in [&mut model.classifier.ds1, &mut model.classifier.ds2] {
+            layers.extend([&mut ds.dw, &mut ds.pw]);
+        }
+        for layer in layers {
+            draws.conv_bn(layer, &device);
+        }
+        let head = &mut model.classifier.head;
+        let dims = head.weight.dims();
+        head.weight = Param::from_tensor(draws.tensor(dims, -0.5, 0.5, &device));
+    }
+    let model = model.valid();
+    let mut net = crate::engine::cpu::Net::for_model(&model).unwrap().unwrap();
+    assert_eq!((net.name(), net.in_channels()), ("contextnet", 1));
+    for (n, h, w) in [(2, 64, 96), (1, 32, 32), (2, 64, 96)] {
+        let x = draws.tensor([n, 1, h, w], 0.0, 1.0, &device);
+        let want = model.forward(x.clone());
+        let got = net.forward(&to_nhwc(x)).unwrap();
+        let err = relative_error(&Nhwc::new(n, h, w, 1, got), want);
+        eprintln!("contextnet {n}x{h}x{w}: relative error {err:.2e}");
+        assert!(err < 1e-5, "{n}x{h}x{w}: relative error {err}");
+    }
+    let bad = Nhwc::new(1, 48, 64, 1, vec![0.0; 48 * 64]);
+    let err = net.forward(&bad).unwrap_err();
+    assert!(err.to_string().contains("multiples of 32"), "{err}");
+}
+
+#[test]
+fn half_pixel_resizing_matches_burn() {
+    let device = Device::default();
+    let mut draws = Draws::new(3);
+    for (h, w, oh, ow) in [(16, 24, 4, 6), (2, 3, 16, 24), (5, 7, 5, 7), (8, 8, 12, 20)] {
+        let x = draws.tensor([2, 3, h, w], -1.0, 1.0, &device);
+        let want = crate::networks::blocks::resize_bilinear(x.clone(), [oh, ow], false);
+        let got = kernels::resize_bilinear_half_pixel(&to_nhwc(x), oh, ow, Vec::new());
+        let err = relative_error(&got, want);
+        assert!(err < 1e-6, "{h}x{w} to {oh}x{ow}: relative error {err}");
+    }
+}
