@@ -54,8 +54,8 @@ pub struct Args {
     /// threshold 0.65). Patch, blending and resampling options do not apply.
     #[arg(long, value_parser = ["scunet"], conflicts_with_all = ["patch", "stride", "overlap", "blend", "tta", "scale", "min_breast_fraction"])]
     preset: Option<String>,
-    /// What runs the forward passes: `cpu` (bacseg's CPU engine: DT-UNet, UNet, SegNet and
-    /// SCU-Net), `burn`
+    /// What runs the forward passes: `cpu` (bacseg's CPU engine: every architecture, f32
+    /// weights), `burn`
     /// (any architecture, on burn's device: the GPU in a wgpu or cuda build), `ort` (ONNX
     /// Runtime on the exported model, any architecture: a build with `--features ort` and an
     /// installed libonnxruntime, found through ORT_DYLIB_PATH), or `auto` (cpu where it applies

@@ -22,8 +22,8 @@ use cpu::Nhwc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
-    /// The CPU engine when the model is on burn's CPU device and the architecture has one
-    /// (DT-UNet, UNet), else burn.
+    /// The CPU engine when the model is on burn's CPU device and the engine runs it (every
+    /// architecture; SCU-Net in f32), else burn.
     #[default]
     Auto,
     /// burn, on the model's device (CPU or GPU).

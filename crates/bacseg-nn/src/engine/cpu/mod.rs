@@ -1,5 +1,6 @@
-//! The CPU inference engine: a trained U-Net-shaped network (DT-UNet, UNet) compiled for
-//! inference on channels-last buffers, with every BatchNorm folded into the convolution before
+//! The CPU inference engine: a trained network (the U-Net-shaped DT-UNet and UNet here;
+//! SegNet, ContextNet and SCU-Net in their own modules) compiled for inference on
+//! channels-last buffers, with every BatchNorm folded into the convolution before
 //! it, bias and ReLU applied in the convolution's epilogue, the decoder's concatenation read in
 //! place, and buffers reused between forward passes. Its output equals the burn model's
 //! `forward` in validation mode up to float rounding (see the tests).
