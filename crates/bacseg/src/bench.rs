@@ -59,7 +59,8 @@ const REFERENCE_DT_UNET_512_GFLOP: f64 = 8.900313088;
 pub struct BenchOptions {
     /// Architectures whose forward pass is timed.
     pub models: Vec<Architecture>,
-    /// Batch sizes of the forward passes; the smallest is used for the whole mammogram.
+    /// Batch sizes of the forward passes (the whole mammogram runs at `predict`'s default
+    /// batch, [`bacseg_nn::engine::InferConfig`]'s).
     pub batches: Vec<usize>,
     /// Patch side.
     pub patch: usize,
@@ -358,7 +359,8 @@ pub fn run_bench(options: &BenchOptions, report: &mut dyn FnMut(BenchEvent)) -> 
     }
     if options.whole {
         report(BenchEvent::Section(Section::Whole));
-        whole_section(options, batches[0], &device, torch.as_ref(), report)?;
+        let batch = bacseg_nn::engine::InferConfig::default().batch;
+        whole_section(options, batch, &device, torch.as_ref(), report)?;
     }
     Ok(())
 }

@@ -15,8 +15,8 @@ pub struct Args {
     /// Architectures whose forward pass is timed, comma-separated.
     #[arg(long, default_value = "dt-unet,unet,segnet,contextnet,scunet")]
     models: String,
-    /// Batch sizes of the forward passes, comma-separated; the smallest is used for the whole
-    /// mammogram.
+    /// Batch sizes of the forward passes, comma-separated (the whole mammogram runs at
+    /// predict's default batch, 4).
     #[arg(long, default_value = "1,4")]
     batches: String,
     /// Patch side.
