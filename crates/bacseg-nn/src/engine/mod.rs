@@ -201,7 +201,7 @@ pub fn patch_probabilities<M: SegmentationModel>(
 }
 
 /// Whether `model` lives on burn's CPU device (where the CPU engine is the faster choice).
-fn on_cpu<M: SegmentationModel>(model: &M) -> bool {
+pub(crate) fn on_cpu<M: SegmentationModel>(model: &M) -> bool {
     model.devices().first().is_some_and(on_flex)
 }
 

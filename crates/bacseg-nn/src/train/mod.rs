@@ -683,12 +683,14 @@ pub fn train<M: SegmentationModel>(
         }
         let train_seconds = t0.elapsed().as_secs_f64();
         let (val_loss, units) = match data.val {
+            // On the CPU, validation runs on the CPU inference engine whichever engine trains
+            // (it runs every architecture, 2-5x faster than burn's forward pass).
             Some(val) => validate(
                 &model.valid(),
                 val,
                 cfg,
                 channels,
-                engine.is_some(),
+                engine.is_some() || crate::engine::on_cpu(&model),
                 observer,
             )?,
             None => (None, Vec::new()),
