@@ -1223,13 +1223,25 @@ mod tests {
                     "ahead"
                 };
                 log(format!("decode {name} on {on}"));
-                // Long enough that a decoding ahead is still running when the work starts.
-                std::thread::sleep(std::time::Duration::from_millis(50));
                 Ok(name)
             },
             &mut |_, _, _, loaded: Loaded<String>| {
                 log(format!("predict {} start", loaded.value));
-                std::thread::sleep(std::time::Duration::from_millis(200));
+                // The work ends once the next image's decoding has started (or after 20 s,
+                // which the order checked below then shows): a decoding ahead starts while
+                // this runs however slowly the machine schedules its thread.
+                let next = match loaded.value.as_str() {
+                    "a" => Some("decode b on ahead"),
+                    "b" => Some("decode d on ahead"),
+                    _ => None,
+                };
+                let t = std::time::Instant::now();
+                while let Some(next) = next
+                    && !events.lock().unwrap().iter().any(|e| e == next)
+                    && t.elapsed() < std::time::Duration::from_secs(20)
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
                 log(format!("predict {} end", loaded.value));
                 Ok((empty_burden(), vec![]))
             },
