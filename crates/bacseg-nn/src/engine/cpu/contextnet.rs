@@ -13,7 +13,9 @@ use burn::nn::PaddingConfig2d;
 use rayon::prelude::*;
 
 use super::kernels::{Conv, Nhwc, conv3x3_stride2, resize_bilinear_half_pixel};
-use super::{Buffers, batch_norm_affine, compile_conv, fold_conv, unsupported, values};
+use super::{
+    Buffers, batch_norm_affine, check_input, compile_conv, compile_stride2, unsupported, values,
+};
 use crate::error::NnError;
 use crate::networks::blocks::ConvBn;
 use crate::networks::contextnet::{Bottleneck, ContextNet, DsConv};
@@ -135,23 +137,7 @@ fn pointwise(layer: &ConvBn, cin: usize) -> Result<Conv, NnError> {
 
 /// A stride-2 3x3 convolution unit with padding 1 (BatchNorm folded in, ReLU).
 fn stride2(layer: &ConvBn) -> Result<Conv, NnError> {
-    let conv = &layer.conv;
-    if conv.kernel_size != [3, 3]
-        || conv.stride != [2, 2]
-        || conv.dilation != [1, 1]
-        || conv.groups != 1
-        || !matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1))
-    {
-        return Err(unsupported(
-            NAME,
-            format!(
-                "a down-sampling convolution {:?}, stride {:?}, padding {:?}",
-                conv.kernel_size, conv.stride, conv.padding
-            ),
-        ));
-    }
-    let cin = conv.weight.dims()[1];
-    fold_conv(NAME, conv, Some(&layer.bn), vec![cin], layer.relu)
+    compile_stride2(NAME, &layer.conv, Some(&layer.bn), layer.relu)
 }
 
 /// Depthwise, then pointwise.
@@ -348,20 +334,7 @@ impl ContextNetNet {
     /// Logits `[n, h, w]` (one channel) of channels-last images `[n, h, w, in_channels]`;
     /// height and width must be non-zero multiples of 32.
     pub fn forward(&mut self, x: &Nhwc) -> Result<Vec<f32>, NnError> {
-        if x.c != self.in_channels
-            || !x.h.is_multiple_of(32)
-            || !x.w.is_multiple_of(32)
-            || x.pixels() == 0
-        {
-            return Err(NnError::InputShape {
-                model: NAME,
-                shape: [x.n, x.c, x.h, x.w],
-                reason: format!(
-                    "the CPU engine needs {} channel(s) and sides that are non-zero multiples of 32",
-                    self.in_channels
-                ),
-            });
-        }
+        check_input(NAME, x, self.in_channels, 32)?;
         let pool = &mut self.pool;
         let (h, w) = (x.h, x.w);
         // Shallow branch: full resolution down to 1/8.

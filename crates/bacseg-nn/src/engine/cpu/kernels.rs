@@ -585,29 +585,7 @@ pub(crate) fn conv3x3_stride2(
 /// Bilinear resizing to `oh x ow` with half-pixel centres (`F.interpolate(...,
 /// mode="bilinear", align_corners=False)`, no antialiasing), into `out`'s buffer.
 pub fn resize_bilinear_half_pixel(x: &Nhwc, oh: usize, ow: usize, out: Vec<f32>) -> Nhwc {
-    let c = x.c;
-    let mut out = Nhwc::with_buffer(x.n, oh, ow, c, out);
-    if out.data.is_empty() {
-        return out;
-    }
-    let cols: Vec<_> = (0..ow).map(|o| half_pixel_coord(o, ow, x.w)).collect();
-    out.data
-        .par_chunks_mut(ow * c)
-        .enumerate()
-        .for_each(|(r, dst)| {
-            let (img, y) = (r / oh, r % oh);
-            let (y0, y1, fy) = half_pixel_coord(y, oh, x.h);
-            let row0 = &x.data[(img * x.h + y0) * x.w * c..][..x.w * c];
-            let row1 = &x.data[(img * x.h + y1) * x.w * c..][..x.w * c];
-            for (d, &(x0, x1, fx)) in dst.chunks_exact_mut(c).zip(&cols) {
-                for ch in 0..c {
-                    let top = row0[x0 * c + ch] * (1.0 - fx) + row0[x1 * c + ch] * fx;
-                    let bottom = row1[x0 * c + ch] * (1.0 - fx) + row1[x1 * c + ch] * fx;
-                    d[ch] = top * (1.0 - fy) + bottom * fy;
-                }
-            }
-        });
-    out
+    resize_bilinear(x, oh, ow, out, half_pixel_coord)
 }
 
 /// The two source positions of output position `o` of `out_len` in bilinear resizing from
@@ -636,18 +614,30 @@ pub(crate) fn aligned_coord(o: usize, out_len: usize, in_len: usize) -> (usize, 
 /// Bilinear resizing to `oh x ow` with aligned corners (`F.interpolate(..., mode="bilinear",
 /// align_corners=True)`), into `out`'s buffer.
 pub fn resize_bilinear_aligned(x: &Nhwc, oh: usize, ow: usize, out: Vec<f32>) -> Nhwc {
+    resize_bilinear(x, oh, ow, out, aligned_coord)
+}
+
+/// Bilinear resizing to `oh x ow` with `coord` mapping an output position (of `out_len`, from
+/// `in_len`) to its two source positions and the weight of the second.
+fn resize_bilinear(
+    x: &Nhwc,
+    oh: usize,
+    ow: usize,
+    out: Vec<f32>,
+    coord: fn(usize, usize, usize) -> (usize, usize, f32),
+) -> Nhwc {
     let c = x.c;
     let mut out = Nhwc::with_buffer(x.n, oh, ow, c, out);
     if out.data.is_empty() {
         return out;
     }
-    let cols: Vec<_> = (0..ow).map(|o| aligned_coord(o, ow, x.w)).collect();
+    let cols: Vec<_> = (0..ow).map(|o| coord(o, ow, x.w)).collect();
     out.data
         .par_chunks_mut(ow * c)
         .enumerate()
         .for_each(|(r, dst)| {
             let (img, y) = (r / oh, r % oh);
-            let (y0, y1, fy) = aligned_coord(y, oh, x.h);
+            let (y0, y1, fy) = coord(y, oh, x.h);
             let row0 = &x.data[(img * x.h + y0) * x.w * c..][..x.w * c];
             let row1 = &x.data[(img * x.h + y1) * x.w * c..][..x.w * c];
             for (d, &(x0, x1, fx)) in dst.chunks_exact_mut(c).zip(&cols) {

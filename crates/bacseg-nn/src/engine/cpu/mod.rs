@@ -238,6 +238,57 @@ pub(crate) fn unsupported(model: &'static str, reason: String) -> NnError {
     }
 }
 
+/// `Ok` when `x` has `in_channels` channels and non-zero sides that are multiples of `multiple`,
+/// else the error naming `model`, the shape and what the engine needs.
+pub(crate) fn check_input(
+    model: &'static str,
+    x: &Nhwc,
+    in_channels: usize,
+    multiple: usize,
+) -> Result<(), NnError> {
+    if x.c == in_channels
+        && x.h.is_multiple_of(multiple)
+        && x.w.is_multiple_of(multiple)
+        && x.pixels() > 0
+    {
+        return Ok(());
+    }
+    Err(NnError::InputShape {
+        model,
+        shape: [x.n, x.c, x.h, x.w],
+        reason: format!(
+            "the CPU engine needs {in_channels} channel(s) and sides that are non-zero multiples \
+             of {multiple}"
+        ),
+    })
+}
+
+/// A burn 3x3 convolution with stride 2 and padding 1 (no dilation, one group) with an
+/// optional BatchNorm after it, for [`kernels::conv3x3_stride2`].
+pub(crate) fn compile_stride2(
+    model: &'static str,
+    conv: &Conv2d,
+    bn: Option<&BatchNorm>,
+    relu: bool,
+) -> Result<Conv, NnError> {
+    if conv.kernel_size != [3, 3]
+        || conv.stride != [2, 2]
+        || conv.dilation != [1, 1]
+        || conv.groups != 1
+        || !matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1))
+    {
+        return Err(unsupported(
+            model,
+            format!(
+                "a down-sampling convolution {:?}, stride {:?}, padding {:?}",
+                conv.kernel_size, conv.stride, conv.padding
+            ),
+        ));
+    }
+    let cin = conv.weight.dims()[1];
+    fold_conv(model, conv, bn, vec![cin], relu)
+}
+
 /// A burn convolution (stride 1, no dilation, one group, "same" padding) with an optional
 /// BatchNorm after it, as an engine convolution reading maps of `splits` channels.
 pub(crate) fn compile_conv(
@@ -616,20 +667,7 @@ impl UnetNet {
     /// and width must be multiples of 2^(levels - 1).
     pub fn forward(&mut self, x: &Nhwc) -> Result<Vec<f32>, NnError> {
         let m = 1 << self.up.len();
-        if x.c != self.in_channels
-            || !x.h.is_multiple_of(m)
-            || !x.w.is_multiple_of(m)
-            || x.pixels() == 0
-        {
-            return Err(NnError::InputShape {
-                model: self.name,
-                shape: [x.n, x.c, x.h, x.w],
-                reason: format!(
-                    "the CPU engine needs {} channel(s) and sides that are non-zero multiples of {m}",
-                    self.in_channels
-                ),
-            });
-        }
+        check_input(self.name, x, self.in_channels, m)?;
         let down = std::mem::take(&mut self.down);
         let up = std::mem::take(&mut self.up);
         let mut skips: Vec<Nhwc> = Vec::with_capacity(down.len());

@@ -16,7 +16,9 @@ use burn::nn::{BatchNorm, Linear, PRelu, PaddingConfig2d};
 use rayon::prelude::*;
 
 use super::kernels::{BLOCK_VALUES, Conv, Nhwc, conv3x3_stride2, resize_bilinear_aligned};
-use super::{Buffers, batch_norm_affine, compile_conv, fold_conv, unsupported, values};
+use super::{
+    Buffers, batch_norm_affine, check_input, compile_conv, compile_stride2, unsupported, values,
+};
 use crate::error::NnError;
 use crate::networks::scunet::{BnPrelu, ContextDown, ConvBnPrelu, DoubleConvPrelu, ScuNet};
 
@@ -96,23 +98,7 @@ struct Stride2 {
 
 impl Stride2 {
     fn compile(layer: &ConvBnPrelu) -> Result<Self, NnError> {
-        let conv = &layer.conv;
-        if conv.kernel_size != [3, 3]
-            || conv.stride != [2, 2]
-            || conv.dilation != [1, 1]
-            || conv.groups != 1
-            || !matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1))
-        {
-            return Err(unsupported(
-                NAME,
-                format!(
-                    "a down-sampling convolution {:?}, stride {:?}, padding {:?}",
-                    conv.kernel_size, conv.stride, conv.padding
-                ),
-            ));
-        }
-        let cin = conv.weight.dims()[1];
-        let folded = fold_conv(NAME, conv, Some(&layer.bn), vec![cin], false)?;
+        let folded = compile_stride2(NAME, &layer.conv, Some(&layer.bn), false)?;
         let act = AffinePrelu::prelu(&layer.act, folded.cout)?;
         Ok(Self { conv: folded, act })
     }
@@ -556,20 +542,7 @@ impl ScuNetNet {
     /// The head's output `[n, h, w]` for channels-last images `[n, h, w, in_channels]` of [0, 1]
     /// grey values (normalised here, as `ScuNet::forward` does); sides must be multiples of 8.
     pub fn forward(&mut self, x: &Nhwc) -> Result<Vec<f32>, NnError> {
-        if x.c != self.in_channels
-            || !x.h.is_multiple_of(8)
-            || !x.w.is_multiple_of(8)
-            || x.pixels() == 0
-        {
-            return Err(NnError::InputShape {
-                model: NAME,
-                shape: [x.n, x.c, x.h, x.w],
-                reason: format!(
-                    "the CPU engine needs {} channel(s) and sides that are non-zero multiples of 8",
-                    self.in_channels
-                ),
-            });
-        }
+        check_input(NAME, x, self.in_channels, 8)?;
         let pool = &mut self.pool;
         let (mean, std) = (self.mean, self.std);
         let mut input = Nhwc::with_buffer(x.n, x.h, x.w, x.c, pool.take(x.data.len()));

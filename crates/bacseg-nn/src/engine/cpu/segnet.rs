@@ -12,7 +12,7 @@
 use rayon::prelude::*;
 
 use super::kernels::{Conv, Nhwc};
-use super::{Buffers, compile_conv, unsupported};
+use super::{Buffers, check_input, compile_conv, unsupported};
 use crate::error::NnError;
 use crate::networks::segnet::SegNet;
 
@@ -99,20 +99,7 @@ impl SegNetNet {
     /// height and width must be non-zero multiples of 2^stages.
     pub fn forward(&mut self, x: &Nhwc) -> Result<Vec<f32>, NnError> {
         let m = 1 << self.enc.len();
-        if x.c != self.in_channels
-            || !x.h.is_multiple_of(m)
-            || !x.w.is_multiple_of(m)
-            || x.pixels() == 0
-        {
-            return Err(NnError::InputShape {
-                model: NAME,
-                shape: [x.n, x.c, x.h, x.w],
-                reason: format!(
-                    "the CPU engine needs {} channel(s) and sides that are non-zero multiples of {m}",
-                    self.in_channels
-                ),
-            });
-        }
+        check_input(NAME, x, self.in_channels, m)?;
         let pool = &mut self.pool;
         let run = |convs: &[Conv], mut map: Nhwc, pool: &mut Buffers| {
             for conv in convs {
