@@ -220,8 +220,107 @@ pub fn load_sample(sample: &Sample) -> Result<(Mammogram, Mask), DatasetError> {
     Ok((image, mask))
 }
 
+/// What a stratified split balances for one image: its BAC class first, then its view.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Stratum {
+    /// `none` for a BAC-free image; for a positive, its severity grade (`mild`, `moderate`,
+    /// `severe`) where the dataset records one (a `bacseg synth` manifest), else its BAC area
+    /// among the dataset's positives: `small` (lowest third), `medium`, `large`.
+    pub bac: String,
+    /// Laterality and view (`L-CC`) where the dataset records them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<String>,
+}
+
+impl Stratum {
+    pub fn is_negative(&self) -> bool {
+        self.bac == "none"
+    }
+}
+
+/// The stratum of every image of `dataset`, by stem. A `bacseg synth` dataset's
+/// `manifest.json` gives presence, severity and view without reading a pixel; otherwise every
+/// mask is read (in parallel) and positives are ranked by BAC area into thirds.
+pub fn strata(dataset: &Dataset) -> Result<BTreeMap<String, Stratum>, DatasetError> {
+    if let Some(m) = synth_manifest(&dataset.root) {
+        let by_stem: BTreeMap<&str, &crate::synth::ManifestImage> =
+            m.images.iter().map(|i| (i.stem.as_str(), i)).collect();
+        if dataset
+            .samples
+            .iter()
+            .all(|s| by_stem.contains_key(s.stem.as_str()))
+        {
+            return Ok(dataset
+                .samples
+                .iter()
+                .map(|s| {
+                    let i = by_stem[s.stem.as_str()];
+                    let stratum = Stratum {
+                        bac: if i.negative {
+                            "none".into()
+                        } else {
+                            i.severity.as_str().into()
+                        },
+                        view: Some(format!(
+                            "{}-{}",
+                            i.params.laterality.as_str(),
+                            i.params.view.as_str()
+                        )),
+                    };
+                    (s.stem.clone(), stratum)
+                })
+                .collect());
+        }
+    }
+    use rayon::prelude::*;
+    let areas: Vec<(String, usize)> = dataset
+        .samples
+        .par_iter()
+        .map(|s| {
+            let mask = load_mask(&s.mask)?;
+            Ok((s.stem.clone(), mask.data().iter().filter(|&&v| v).count()))
+        })
+        .collect::<Result<_, IoError>>()?;
+    let mut positives: Vec<(usize, &str)> = areas
+        .iter()
+        .filter(|(_, a)| *a > 0)
+        .map(|(s, a)| (*a, s.as_str()))
+        .collect();
+    positives.sort_unstable();
+    let third = |rank: usize| match 3 * rank / positives.len().max(1) {
+        0 => "small",
+        1 => "medium",
+        _ => "large",
+    };
+    let class: BTreeMap<&str, &str> = positives
+        .iter()
+        .enumerate()
+        .map(|(rank, (_, s))| (*s, third(rank)))
+        .collect();
+    Ok(areas
+        .iter()
+        .map(|(s, _)| {
+            let bac = class.get(s.as_str()).copied().unwrap_or("none");
+            (
+                s.clone(),
+                Stratum {
+                    bac: bac.into(),
+                    view: None,
+                },
+            )
+        })
+        .collect())
+}
+
+/// The dataset's `manifest.json` when `bacseg synth` wrote it (and finished).
+fn synth_manifest(root: &Path) -> Option<crate::synth::Manifest> {
+    let text = std::fs::read_to_string(root.join("manifest.json")).ok()?;
+    let m: crate::synth::Manifest = serde_json::from_str(&text).ok()?;
+    (m.format == crate::synth::MANIFEST_FORMAT && m.complete).then_some(m)
+}
+
 /// Which images train, which validate (model selection) and which are held out for the final
-/// evaluation. The file `splits.json` has exactly this shape.
+/// evaluation. The file `splits.json` has exactly this shape (`strata` optional).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Split {
@@ -229,6 +328,9 @@ pub struct Split {
     pub val: Vec<String>,
     #[serde(default)]
     pub test: Vec<String>,
+    /// The strata a stratified split balanced, by stem (empty for other splits).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub strata: BTreeMap<String, Stratum>,
 }
 
 impl Split {
@@ -272,11 +374,141 @@ impl Split {
             train: order,
             val,
             test,
+            strata: BTreeMap::new(),
         };
         s.train.sort();
         s.val.sort();
         s.test.sort();
         Ok(s)
+    }
+
+    /// A seeded split by image that keeps every stratum's share in each part. The parts have
+    /// the sizes [`Split::random`] gives them. The held-out test part is filled first, then
+    /// validation: each takes one image of every BAC class that can spare one (BAC-free
+    /// images first, then the larger classes; a class keeps at least one image for
+    /// training), then the rest by each class's share (largest remainder). Within a class the
+    /// images are drawn in a seeded order that alternates between views, so that views
+    /// spread too. The same strata, fractions and seed always give the same split.
+    pub fn stratified(
+        strata: &BTreeMap<String, Stratum>,
+        val_fraction: f64,
+        test_fraction: f64,
+        seed: u64,
+    ) -> Result<Self, String> {
+        let stems: Vec<String> = strata.keys().cloned().collect();
+        // Sizes (and the fraction checks) exactly as the random split.
+        let sizes = Self::random(&stems, val_fraction, test_fraction, seed)?;
+        let (n_val, n_test) = (sizes.val.len(), sizes.test.len());
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // Classes in a fixed order: BAC-free first, then by size (largest first), then name.
+        let mut classes: BTreeMap<&str, BTreeMap<Option<&str>, Vec<String>>> = BTreeMap::new();
+        for (stem, s) in strata {
+            classes
+                .entry(s.bac.as_str())
+                .or_default()
+                .entry(s.view.as_deref())
+                .or_default()
+                .push(stem.clone());
+        }
+        let mut pools: Vec<(String, Vec<String>)> = classes
+            .into_iter()
+            .map(|(bac, views)| {
+                // Shuffle each view, shuffle the order of the views, then take round-robin.
+                let mut views: Vec<Vec<String>> = views.into_values().collect();
+                for v in &mut views {
+                    v.shuffle(&mut rng);
+                }
+                views.shuffle(&mut rng);
+                let mut order = Vec::new();
+                for k in 0..views.iter().map(Vec::len).max().unwrap_or(0) {
+                    order.extend(views.iter().filter_map(|v| v.get(k).cloned()));
+                }
+                (bac.to_string(), order)
+            })
+            .collect();
+        pools.sort_by(|a, b| {
+            (a.0 != "none", std::cmp::Reverse(a.1.len()), &a.0).cmp(&(
+                b.0 != "none",
+                std::cmp::Reverse(b.1.len()),
+                &b.0,
+            ))
+        });
+        let sizes_of: Vec<usize> = pools.iter().map(|p| p.1.len()).collect();
+        let mut taken = vec![0usize; pools.len()];
+        let part = |want: usize, fraction: f64, taken: &mut Vec<usize>| -> Vec<String> {
+            let mut got = vec![0usize; pools.len()];
+            let spare = |c: usize, taken: &[usize], got: &[usize], reserve: usize| {
+                sizes_of[c] > taken[c] + got[c] + reserve
+            };
+            let mut room = want;
+            // One of every class that can spare one (keeping one for training).
+            for c in 0..pools.len() {
+                if room > 0 && spare(c, taken, &got, 1) {
+                    got[c] += 1;
+                    room -= 1;
+                }
+            }
+            // The rest by share: largest remainder, keeping one per class for training, and
+            // without that reserve only when nothing else is left.
+            for reserve in [1, 0] {
+                while room > 0 {
+                    let best = (0..pools.len())
+                        .filter(|&c| spare(c, taken, &got, reserve))
+                        .max_by(|&a, &b| {
+                            let r = |c: usize| sizes_of[c] as f64 * fraction - got[c] as f64;
+                            r(a).total_cmp(&r(b)).then(b.cmp(&a))
+                        });
+                    let Some(c) = best else { break };
+                    got[c] += 1;
+                    room -= 1;
+                }
+            }
+            let mut out = Vec::new();
+            for c in 0..pools.len() {
+                out.extend(pools[c].1[taken[c]..taken[c] + got[c]].iter().cloned());
+                taken[c] += got[c];
+            }
+            out.sort();
+            out
+        };
+        let test = part(n_test, test_fraction, &mut taken);
+        let val = part(n_val, val_fraction, &mut taken);
+        let mut train: Vec<String> = pools
+            .iter()
+            .zip(&taken)
+            .flat_map(|(p, &t)| p.1[t..].iter().cloned())
+            .collect();
+        train.sort();
+        Ok(Self {
+            train,
+            val,
+            test,
+            strata: strata.clone(),
+        })
+    }
+
+    /// Images per BAC class in each part, e.g. `val: none 1, mild 1, severe 2`; `None` for a
+    /// split without strata.
+    pub fn describe(&self) -> Option<String> {
+        if self.strata.is_empty() {
+            return None;
+        }
+        let one = |name: &str, stems: &[String]| {
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+            for s in stems {
+                if let Some(st) = self.strata.get(s) {
+                    *counts.entry(st.bac.as_str()).or_default() += 1;
+                }
+            }
+            let list: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            format!("{name} {} ({})", stems.len(), list.join(", "))
+        };
+        Some(format!(
+            "{}; {}; {}",
+            one("train", &self.train),
+            one("val", &self.val),
+            one("test", &self.test)
+        ))
     }
 
     /// Read `splits.json`, checking that every stem exists in `dataset` and that no image is
@@ -342,6 +574,85 @@ mod tests {
         assert_eq!(s, Split::random(&rev, 0.2, 0.1, 7).unwrap());
     }
 
+    fn strata_of(classes: &[(&str, usize)]) -> BTreeMap<String, Stratum> {
+        let mut out = BTreeMap::new();
+        for (bac, n) in classes {
+            for i in 0..*n {
+                let view = ["L-CC", "R-CC", "L-MLO", "R-MLO"][i % 4];
+                out.insert(
+                    format!("{bac}{i:02}"),
+                    Stratum {
+                        bac: (*bac).into(),
+                        view: Some(view.into()),
+                    },
+                );
+            }
+        }
+        out
+    }
+
+    fn count(split: &Split, stems: &[String], bac: &str) -> usize {
+        stems.iter().filter(|s| split.strata[*s].bac == bac).count()
+    }
+
+    #[test]
+    fn stratified_split_puts_every_class_in_validation_and_test() {
+        // The demo's shape: 20 images, 5 BAC-free, 3 mild, 6 moderate, 6 severe.
+        let strata = strata_of(&[("none", 5), ("mild", 3), ("moderate", 6), ("severe", 6)]);
+        for seed in 0..50 {
+            let s = Split::stratified(&strata, 0.2, 0.2, seed).unwrap();
+            assert_eq!((s.train.len(), s.val.len(), s.test.len()), (12, 4, 4));
+            for bac in ["none", "mild", "moderate", "severe"] {
+                assert_eq!(count(&s, &s.val, bac), 1, "seed {seed}: {s:?}");
+                assert_eq!(count(&s, &s.test, bac), 1, "seed {seed}: {s:?}");
+                assert!(count(&s, &s.train, bac) >= 1);
+            }
+            let mut joined: Vec<String> = [s.train.clone(), s.val.clone(), s.test.clone()].concat();
+            joined.sort();
+            assert_eq!(joined, strata.keys().cloned().collect::<Vec<_>>());
+            assert_eq!(s, Split::stratified(&strata, 0.2, 0.2, seed).unwrap());
+        }
+        assert_ne!(
+            Split::stratified(&strata, 0.2, 0.2, 1).unwrap(),
+            Split::stratified(&strata, 0.2, 0.2, 2).unwrap()
+        );
+        let s = Split::stratified(&strata, 0.2, 0.2, 3).unwrap();
+        assert_eq!(
+            s.describe().unwrap(),
+            "train 12 (mild 1, moderate 4, none 3, severe 4); val 4 (mild 1, moderate 1, none 1, severe 1); test 4 (mild 1, moderate 1, none 1, severe 1)"
+        );
+    }
+
+    #[test]
+    fn stratified_split_keeps_shares_and_spreads_views() {
+        // 100 images: 40 BAC-free, 60 positive; 20% each to validation and test.
+        let strata = strata_of(&[("none", 40), ("small", 20), ("medium", 20), ("large", 20)]);
+        let s = Split::stratified(&strata, 0.2, 0.2, 9).unwrap();
+        for part in [&s.val, &s.test] {
+            assert_eq!(part.len(), 20);
+            assert_eq!(count(&s, part, "none"), 8);
+            for bac in ["small", "medium", "large"] {
+                assert_eq!(count(&s, part, bac), 4);
+            }
+            // Each class's four views alternate: 8 BAC-free images are two of each view.
+            let views: BTreeSet<&str> = part
+                .iter()
+                .filter(|p| strata[*p].bac == "none")
+                .map(|p| strata[p].view.as_deref().unwrap())
+                .collect();
+            assert_eq!(views.len(), 4, "{part:?}");
+        }
+        // A class too small to spare one for both parts goes to the test part first, and a
+        // single image stays in training.
+        let strata = strata_of(&[("none", 6), ("mild", 2), ("severe", 1), ("moderate", 6)]);
+        let s = Split::stratified(&strata, 0.2, 0.2, 0).unwrap();
+        assert_eq!(count(&s, &s.test, "mild"), 1);
+        assert_eq!(count(&s, &s.val, "mild"), 0);
+        assert_eq!(count(&s, &s.train, "severe"), 1);
+        // Impossible sizes are refused as the random split refuses them.
+        assert!(Split::stratified(&strata_of(&[("none", 2)]), 0.5, 0.5, 1).is_err());
+    }
+
     #[test]
     fn random_split_rejects_impossible_requests() {
         assert!(Split::random(&stems(2), 0.5, 0.5, 1).is_err());
@@ -393,5 +704,14 @@ mod tests {
         );
         std::fs::write(&splits, r#"{"train": ["a", "c"], "val": ["b"]}"#).unwrap();
         assert_eq!(Split::load(&splits, &ds).unwrap().train, vec!["a", "c"]);
+
+        // Without a synth manifest the strata come from the masks: "a" and "b" are BAC-free,
+        // "c" is the only positive.
+        let mut c = Mask::filled(4, 3, false);
+        *c.get_mut(1, 1) = true;
+        io::write_mask_png(&dir.path().join("masks/c.png"), &c).unwrap();
+        let st = strata(&ds).unwrap();
+        let bac: Vec<&str> = st.values().map(|s| s.bac.as_str()).collect();
+        assert_eq!(bac, ["none", "none", "small"]);
     }
 }

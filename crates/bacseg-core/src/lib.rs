@@ -7,6 +7,7 @@
 pub mod augment;
 pub mod cache;
 pub mod dataset;
+pub mod detection;
 pub mod io;
 pub mod mammogram;
 pub mod metrics;

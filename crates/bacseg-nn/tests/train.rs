@@ -51,6 +51,7 @@ fn run_config(data: &Path, dataset: &Dataset, epochs: usize) -> RunConfig {
             train: stems[..3].to_vec(),
             val: stems[3..].to_vec(),
             test: vec![],
+            strata: Default::default(),
         },
         patches: CacheSpec {
             // At 0.42 mm a pixel, a 5x5 median would erase the thinnest vessels.

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bacseg_core::dataset::{Dataset, Split};
+use bacseg_core::dataset::{Dataset, Split, strata};
 use bacseg_core::io::{self, write_atomic, write_png_gray8};
 use bacseg_core::metrics::{Aggregate, ConfusionCounts, EmptyPolicy, Metrics};
 use bacseg_core::patch::{Patch, PatchGrid, SummedArea};
@@ -55,7 +55,7 @@ pub struct CompareOptions {
     pub minutes_per_model: f64,
     /// Seed of the split (and, by the caller, of every run).
     pub seed: u64,
-    /// Fractions of a random split (without `DATA/splits.json`).
+    /// Fractions of a stratified split (without `DATA/splits.json`).
     pub val_fraction: f64,
     pub test_fraction: f64,
     /// Train every model again even when its run holds a finished epoch.
@@ -78,7 +78,7 @@ pub struct Plan {
     pub data: PathBuf,
     pub out: PathBuf,
     pub split: Split,
-    /// `DATA/splits.json`, or `OUT/splits.json` for a random split ([`Plan::write_split`]).
+    /// `DATA/splits.json`, or `OUT/splits.json` for a stratified split ([`Plan::write_split`]).
     pub splits_path: PathBuf,
     /// Whether the split came from the dataset.
     pub split_given: bool,
@@ -110,8 +110,8 @@ pub fn plan(options: &CompareOptions) -> Result<Plan> {
         let split = Split::load(&data_splits, &dataset)?;
         (split, data_splits)
     } else {
-        let split = Split::random(
-            &dataset.stems(),
+        let split = Split::stratified(
+            &strata(&dataset)?,
             options.val_fraction,
             options.test_fraction,
             options.seed,
@@ -211,7 +211,7 @@ impl Plan {
         Ok(configs)
     }
 
-    /// Create the output directory and write a random split to `OUT/splits.json` (a split
+    /// Create the output directory and write a stratified split to `OUT/splits.json` (a split
     /// from the dataset is left where it is).
     pub fn write_split(&self) -> Result<()> {
         std::fs::create_dir_all(&self.out).map_err(|e| {

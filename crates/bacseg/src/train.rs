@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use bacseg_core::cache::{CacheSpec, PatchCache};
-use bacseg_core::dataset::{Dataset, Split};
+use bacseg_core::dataset::{Dataset, Split, strata};
 use bacseg_core::preprocess::Preprocess;
 use bacseg_nn::networks::{ModelSpec, Network};
 use bacseg_nn::train::TrainData;
@@ -67,9 +67,9 @@ pub struct NewRun {
     /// Preprocessing and patch grid (the same as inference will use).
     pub patches: CacheSpec,
     /// Split file (`{"train": [...], "val": [...], "test": [...]}` of stems); `None`:
-    /// `DATA/splits.json` when it exists, else a random split by
-    /// [`val_fraction`](Self::val_fraction) and [`test_fraction`](Self::test_fraction) seeded by
-    /// `train.seed`.
+    /// `DATA/splits.json` when it exists, else a split stratified by BAC class and view
+    /// ([`Split::stratified`], [`strata`]) by [`val_fraction`](Self::val_fraction) and
+    /// [`test_fraction`](Self::test_fraction) seeded by `train.seed`.
     pub splits: Option<PathBuf>,
     pub val_fraction: f64,
     pub test_fraction: f64,
@@ -194,8 +194,8 @@ impl Trainer {
             .or_else(|| Some(new.data.join("splits.json")).filter(|p| p.is_file()));
         let split = match &splits {
             Some(p) => Split::load(p, &dataset)?,
-            None => Split::random(
-                &dataset.stems(),
+            None => Split::stratified(
+                &strata(&dataset)?,
                 new.val_fraction,
                 new.test_fraction,
                 new.train.seed,

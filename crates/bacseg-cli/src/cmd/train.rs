@@ -240,6 +240,9 @@ pub fn run(args: Args) -> Result<()> {
         config.patches.stride,
         config.train.epochs
     );
+    if let Some(classes) = config.split.describe() {
+        eprintln!("bacseg: split by BAC class: {classes}");
+    }
     let control = Control {
         engine,
         max_minutes: args.max_minutes,
