@@ -132,15 +132,22 @@ impl Observer for TrainProgress {
             b.finish_and_clear();
         }
         eprintln!(
-            "bacseg: epoch {}/{}: train loss {:.4}, val loss {}, val F1 {} recall {} precision {} ({} patches), {:.2} patches/s, {:.0} s ({:.1} s waiting for data)",
+            "bacseg: epoch {}/{}: train loss {:.4}, val loss {}, val F1 {} (pooled {}) recall {} precision {} ({} patches){}, {:.2} patches/s, {:.0} s ({:.1} s waiting for data)",
             r.epoch,
             self.epochs,
             r.train_loss,
             opt(r.val_loss, 4),
             opt(r.val.f1, 3),
+            opt(r.val_pooled.f1, 3),
             opt(r.val.recall, 3),
             opt(r.val.precision, 3),
             r.val_units,
+            r.val_images.as_ref().map_or(String::new(), |d| format!(
+                "; images: sensitivity {} specificity {} AUC {}",
+                opt(d.sensitivity, 2),
+                opt(d.specificity, 2),
+                opt(d.auc, 2)
+            )),
             r.patches_per_s,
             r.seconds,
             r.load_wait_s

@@ -312,6 +312,19 @@ pub fn strata(dataset: &Dataset) -> Result<BTreeMap<String, Stratum>, DatasetErr
         .collect())
 }
 
+/// Pixel spacing (mm, isotropic) by stem as a `bacseg synth` dataset at `root` records it in
+/// its `manifest.json`; empty for any other directory.
+pub fn recorded_spacing(root: &Path) -> BTreeMap<String, f64> {
+    synth_manifest(root)
+        .map(|m| {
+            m.images
+                .into_iter()
+                .map(|i| (i.stem, i.spacing_mm))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The dataset's `manifest.json` when `bacseg synth` wrote it (and finished).
 fn synth_manifest(root: &Path) -> Option<crate::synth::Manifest> {
     let text = std::fs::read_to_string(root.join("manifest.json")).ok()?;

@@ -155,6 +155,22 @@ fn a_tiny_model_overfits_a_tiny_synthetic_dataset() {
     ] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
+    // Image level on the validation images: one image, with BAC.
+    for r in &out.history {
+        let d = r.val_images.as_ref().expect("image-level validation");
+        assert_eq!((d.positives, d.negatives), (1, 0));
+        assert!(d.sensitivity.is_some() && d.specificity.is_none());
+    }
+    // The best epoch is the one with the highest pooled validation F1 (the default).
+    let best = out.best.as_ref().unwrap();
+    assert_eq!(best.selection, bacseg_nn::train::Selection::PooledF1);
+    let top = out
+        .history
+        .iter()
+        .filter_map(|r| r.val_pooled.f1)
+        .fold(f64::MIN, f64::max);
+    assert_eq!(best.val_f1, Some(top));
+    assert_eq!(out.history[best.epoch - 1].val_pooled.f1, Some(top));
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 61);
     assert!(csv.starts_with("epoch,train_loss,val_loss,"));

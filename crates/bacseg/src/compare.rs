@@ -8,7 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use bacseg_core::dataset::{Dataset, Split, strata};
+use bacseg_core::dataset::{Dataset, Split, recorded_spacing, strata};
+use bacseg_core::detection::{Detection, DetectionRule};
 use bacseg_core::io::{self, write_atomic, write_png_gray8};
 use bacseg_core::metrics::{Aggregate, ConfusionCounts, EmptyPolicy, Metrics};
 use bacseg_core::patch::{Patch, PatchGrid, SummedArea};
@@ -19,7 +20,7 @@ use bacseg_nn::engine::patch_probabilities;
 use bacseg_nn::train::{BestRecord, RunConfig, RunDir};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::evaluate::read_mask;
+use crate::evaluate::{ImageEvaluation, MaskBurden, detect, read_mask};
 use crate::model::{Model, ModelSource};
 
 /// The name of an architecture in tables and figures.
@@ -238,6 +239,9 @@ pub struct Entry {
     /// Patch level (the test patches whose truth holds BAC) and whole-image level.
     pub patch: Aggregate,
     pub image: Aggregate,
+    /// Image level: detection of BAC per test image, false-positive burden on the BAC-free
+    /// ones and burden agreement on the positives ([`crate::evaluate::detect`]).
+    pub detection: Detection,
 }
 
 /// The comparison's results and the files of its report.
@@ -277,6 +281,7 @@ pub fn evaluate(
             parameters: model.parameters(),
             patch: Aggregate::new(&[], EmptyPolicy::Skip),
             image: Aggregate::new(&[], EmptyPolicy::Skip),
+            detection: detect(&[], &DetectionRule::default()),
         });
         models.push(model);
     }
@@ -284,6 +289,8 @@ pub fn evaluate(
     let batch = batch.max(1);
     let mut patch_units: Vec<Vec<ConfusionCounts>> = vec![Vec::new(); entries.len()];
     let mut image_units: Vec<Vec<ConfusionCounts>> = vec![Vec::new(); entries.len()];
+    let mut image_results: Vec<Vec<ImageEvaluation>> = vec![Vec::new(); entries.len()];
+    let spacing = recorded_spacing(&plan.data);
     let mut patch_examples: Vec<Example> = Vec::new();
     let mut whole_examples: Vec<Example> = Vec::new();
     let mut positive_patches = 0usize;
@@ -310,13 +317,28 @@ pub fn evaluate(
         }
         // Whole image: the predict outputs against the truth.
         let mut predicted = Vec::with_capacity(entries.len());
-        for (e, units) in entries.iter().zip(image_units.iter_mut()) {
+        let spacing_mm = spacing.get(stem).copied();
+        let truth_burden = MaskBurden::measure(&truth, spacing_mm);
+        for ((e, units), results) in entries
+            .iter()
+            .zip(image_units.iter_mut())
+            .zip(image_results.iter_mut())
+        {
             let path = e.predictions.join(format!("{stem}.mask.png"));
             let pred = read_mask(&path, &mut notes)?;
-            units.push(
-                ConfusionCounts::from_masks(&pred, &truth)
-                    .map_err(|err| Error::input(format!("{}: {err}", path.display())))?,
-            );
+            let counts = ConfusionCounts::from_masks(&pred, &truth)
+                .map_err(|err| Error::input(format!("{}: {err}", path.display())))?;
+            units.push(counts);
+            results.push(ImageEvaluation {
+                name: stem.clone(),
+                counts,
+                metrics: counts.metrics(EmptyPolicy::Skip),
+                patches: None,
+                patch_counts: None,
+                spacing_mm,
+                truth_burden,
+                predicted_burden: MaskBurden::measure(&pred, spacing_mm),
+            });
             predicted.push(pred);
         }
         whole_examples.push(Example::whole(stem, &pre.image, &truth, &predicted));
@@ -380,9 +402,15 @@ pub fn evaluate(
             }
         }
     }
-    for ((e, p), i) in entries.iter_mut().zip(&patch_units).zip(&image_units) {
+    for (((e, p), i), r) in entries
+        .iter_mut()
+        .zip(&patch_units)
+        .zip(&image_units)
+        .zip(&image_results)
+    {
         e.patch = Aggregate::new(p, EmptyPolicy::Skip);
         e.image = Aggregate::new(i, EmptyPolicy::Skip);
+        e.detection = detect(r, &DetectionRule::default());
     }
 
     // The report.
@@ -598,6 +626,11 @@ fn render_table(plan: &Plan, entries: &[Entry], positive_patches: usize) -> Stri
         split.test.len(),
         positive_patches,
     ));
+    if let Some(classes) = split.describe() {
+        t.push_str(&format!(
+            "Images per BAC class (the split is stratified by class and view): {classes}.\n\n"
+        ));
+    }
     t.push_str(
         "| model | patch recall | patch precision | patch accuracy | patch F1 | patch Jaccard \
          | image recall | image precision | image accuracy | image F1 | image Jaccard |\n\
@@ -611,10 +644,44 @@ fn render_table(plan: &Plan, entries: &[Entry], positive_patches: usize) -> Stri
             cells(&e.image.mean)
         ));
     }
+    let d = &entries[0].detection;
+    let unit = d.unit.area();
+    t.push_str(&format!(
+        "\n## Image level\n\n\
+         Is BAC found in each test image ({} with BAC, {} BAC-free): BAC present when the \
+         predicted area reaches {} {unit}; AUC ranks the images by predicted area. False-positive \
+         burden: predicted area on the BAC-free test images. Burden agreement on the test images \
+         with BAC: Spearman's rho of predicted against true area and centreline length, \
+         Bland-Altman bias of the area (predicted - true) with its 95% limits.\n\n\
+         | model | sensitivity | specificity | ROC AUC | FP burden mean ({unit}) | FP burden max \
+         ({unit}) | rho area | rho length | area bias ({unit}) | limits of agreement ({unit}) |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+        d.positives, d.negatives, d.threshold
+    ));
+    let area = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    for e in entries {
+        let d = &e.detection;
+        t.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            display_name(e.architecture),
+            fmt(d.sensitivity),
+            fmt(d.specificity),
+            fmt(d.auc),
+            area(d.fp_area_mean),
+            area(d.fp_area_max),
+            fmt(d.spearman_area),
+            fmt(d.spearman_length),
+            area(d.area_agreement.map(|b| b.bias)),
+            d.area_agreement.map_or("-".to_string(), |b| format!(
+                "{:.2} to {:.2}",
+                b.lower, b.upper
+            )),
+        ));
+    }
     t.push_str(
         "\n## Runs\n\n\
          | model | parameters | run | epochs trained | training minutes | best epoch | \
-         validation F1 |\n|---|---|---|---|---|---|---|\n",
+         validation score |\n|---|---|---|---|---|---|---|\n",
     );
     for e in entries {
         let (epochs, seconds, best) = run_summary(&e.run);
@@ -625,7 +692,11 @@ fn render_table(plan: &Plan, entries: &[Entry], positive_patches: usize) -> Stri
             e.run.display(),
             seconds / 60.0,
             best.as_ref().map_or("-".into(), |b| b.epoch.to_string()),
-            fmt(best.and_then(|b| b.val_f1)),
+            best.map_or("-".into(), |b| format!(
+                "{} ({})",
+                fmt(b.val_f1),
+                b.selection.as_str()
+            )),
         ));
     }
     t.push_str(

@@ -1,17 +1,22 @@
 //! Evaluation of predicted masks against the truth: pairing a directory that `predict` wrote
 //! (`<name>.mask.png` beside `.prob.png`, `.overlay.png`, `.bac.json`) or any directory of
 //! plain mask files (`<name>.png`, `.tif`, `.dcm`) with truth masks by name, then counting
-//! pixels per image and per patch ([`evaluate_dirs`], docs/cli.md#evaluate).
+//! pixels per image and per patch, and measuring each image's true and predicted BAC burden
+//! for the image-level detection results ([`evaluate_dirs`], docs/cli.md#evaluate).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use bacseg_core::detection::{Burden, BurdenUnit, Detection, DetectionRule, ImageBurden};
+use bacseg_core::mammogram::{PixelSpacing, SpacingSource};
 use bacseg_core::metrics::{
     Aggregate, ConfusionCounts, EmptyPolicy, Metrics, PatchSet, patch_counts,
 };
 use bacseg_core::patch::PatchGrid;
 use bacseg_core::raster::Mask;
 use serde::Serialize;
+
+use bacseg_core::dataset::recorded_spacing;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -127,6 +132,11 @@ pub struct EvaluateOptions {
     pub breast: Option<PathBuf>,
     /// A metric whose denominator is zero in a unit.
     pub empty_policy: EmptyPolicy,
+    /// Pixel spacing, mm, of every image; `None`: the spacing a `bacseg synth` dataset's
+    /// `manifest.json` records for each image (beside `masks/`), else none (areas in pixels).
+    pub spacing_mm: Option<f64>,
+    /// When an image counts as predicted positive.
+    pub detection: DetectionRule,
 }
 
 impl Default for EvaluateOptions {
@@ -139,6 +149,8 @@ impl Default for EvaluateOptions {
             patches: PatchSet::Positive,
             breast: None,
             empty_policy: EmptyPolicy::Skip,
+            spacing_mm: None,
+            detection: DetectionRule::default(),
         }
     }
 }
@@ -151,6 +163,14 @@ impl EvaluateOptions {
                 self.patch_size, self.stride
             )));
         }
+        if let Some(s) = self.spacing_mm
+            && !(s.is_finite() && s > 0.0)
+        {
+            return Err(Error::config(format!(
+                "the pixel spacing must be positive, got {s} mm"
+            )));
+        }
+        self.detection.validate().map_err(Error::config)?;
         if !self.image && !self.patch {
             return Err(Error::config(
                 "nothing to evaluate: neither image nor patch level",
@@ -170,6 +190,77 @@ pub struct ImageEvaluation {
     /// Patch-level units of this image and their summed counts; `None` without patch level.
     pub patches: Option<usize>,
     pub patch_counts: Option<ConfusionCounts>,
+    /// Pixel spacing used for the burden, mm; `None`: unknown.
+    pub spacing_mm: Option<f64>,
+    /// True and predicted BAC: area and centreline length in pixels (steps), and in mm^2 and
+    /// mm with a spacing.
+    pub truth_burden: MaskBurden,
+    pub predicted_burden: MaskBurden,
+}
+
+/// The burden measures [`evaluate_dirs`] compares.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MaskBurden {
+    pub area_px: usize,
+    pub length_px: f64,
+    pub area_mm2: Option<f64>,
+    pub length_mm: Option<f64>,
+}
+
+impl MaskBurden {
+    /// Area and length of `mask` (the centreline length of `quantify::measure`).
+    pub fn measure(mask: &Mask, spacing_mm: Option<f64>) -> Self {
+        let spacing = spacing_mm.map(|mm| PixelSpacing {
+            row_mm: mm,
+            col_mm: mm,
+            source: SpacingSource::User,
+        });
+        let b = bacseg_core::quantify::measure(
+            mask,
+            None,
+            spacing,
+            None,
+            &bacseg_core::quantify::Grading::default(),
+        );
+        Self {
+            area_px: b.area_px,
+            length_px: b.length_px,
+            area_mm2: b.area_mm2,
+            length_mm: b.length_mm,
+        }
+    }
+
+    /// Area and length in `unit` (`Mm` needs the spacing).
+    pub fn in_unit(&self, unit: BurdenUnit) -> Burden {
+        match unit {
+            BurdenUnit::Mm => Burden {
+                area: self.area_mm2.unwrap_or(f64::NAN),
+                length: self.length_mm.unwrap_or(f64::NAN),
+            },
+            BurdenUnit::Px => Burden {
+                area: self.area_px as f64,
+                length: self.length_px,
+            },
+        }
+    }
+}
+
+/// Image-level detection over `images`: in mm^2 when every image has a spacing, else pixels.
+pub fn detect(images: &[ImageEvaluation], rule: &DetectionRule) -> Detection {
+    let unit = if images.iter().all(|i| i.spacing_mm.is_some()) {
+        BurdenUnit::Mm
+    } else {
+        BurdenUnit::Px
+    };
+    let burdens: Vec<ImageBurden> = images
+        .iter()
+        .map(|i| ImageBurden {
+            name: i.name.clone(),
+            truth: i.truth_burden.in_unit(unit),
+            predicted: i.predicted_burden.in_unit(unit),
+        })
+        .collect();
+    Detection::new(&burdens, unit, rule)
 }
 
 /// The results over a set of images (the JSON of `bacseg evaluate --json`).
@@ -185,6 +276,8 @@ pub struct Evaluation {
     pub image: Option<Aggregate>,
     /// Patch aggregates; `None` without patch level.
     pub patch: Option<Aggregate>,
+    /// Image-level detection and burden agreement ([`detect`]).
+    pub detection: Detection,
     pub per_image: Vec<ImageEvaluation>,
     /// Truth masks without a prediction (not evaluated).
     pub missing: Vec<String>,
@@ -212,6 +305,11 @@ pub fn evaluate_dirs(
     options.validate()?;
     let paired = pair_masks(pred, truth)?;
     let breasts = options.breast.as_deref().map(masks_by_name).transpose()?;
+    let recorded = if truth.join("masks").is_dir() {
+        recorded_spacing(truth)
+    } else {
+        truth.parent().map(recorded_spacing).unwrap_or_default()
+    };
     let mut notes = Vec::new();
     let mut per_image = Vec::with_capacity(paired.pairs.len());
     let mut patch_units = Vec::new();
@@ -231,8 +329,12 @@ pub fn evaluate_dirs(
         } else {
             Vec::new()
         };
+        let spacing_mm = options.spacing_mm.or_else(|| recorded.get(name).copied());
         per_image.push(ImageEvaluation {
             name: name.clone(),
+            spacing_mm,
+            truth_burden: MaskBurden::measure(&truth, spacing_mm),
+            predicted_burden: MaskBurden::measure(&predicted, spacing_mm),
             counts,
             metrics: counts.metrics(options.empty_policy),
             patches: options.patch.then_some(patches.len()),
@@ -254,6 +356,7 @@ pub fn evaluate_dirs(
         patch: options
             .patch
             .then(|| Aggregate::new(&patch_units, options.empty_policy)),
+        detection: detect(&per_image, &options.detection),
         per_image,
         missing: paired.missing,
         notes,

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use bacseg::evaluate::{EvaluateOptions, evaluate_dirs};
 use bacseg::train::RunDir;
 use bacseg_core::dataset::Dataset;
+use bacseg_core::metrics::Aggregate;
 
 use crate::cmd::chain;
 use crate::exit::usage;
@@ -161,48 +162,73 @@ pub fn run(args: Args) -> Result<()> {
     chain::predict(&predict)?;
 
     // Whole-image metrics against the exact synthetic masks (the truth masks of the other
-    // images have no prediction and are left out).
+    // images have no prediction and are left out), and the image-level results.
     let options = EvaluateOptions {
         patch: false,
         ..EvaluateOptions::default()
     };
     let result = evaluate_dirs(&pred, &data, "demo", &options)?;
+    let unit = result.detection.unit.area();
     println!(
         "\nWhole-image results on {} held-out synthetic images (threshold 0.5):",
         result.images
     );
-    println!("| image | recall | precision | F1 | Jaccard | true BAC px | predicted BAC px |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| image | BAC class | recall | precision | F1 | Jaccard | true BAC {unit} | predicted BAC {unit} |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    let area = |b: &bacseg::evaluate::MaskBurden| match (result.detection.unit, b.area_mm2) {
+        (bacseg_core::detection::BurdenUnit::Mm, Some(a)) => format!("{a:.1}"),
+        _ => b.area_px.to_string(),
+    };
     for r in &result.per_image {
-        let (m, c) = (&r.metrics, &r.counts);
+        let m = &r.metrics;
+        let class = config
+            .split
+            .strata
+            .get(&r.name)
+            .map_or("-", |s| s.bac.as_str());
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {class} | {} | {} | {} | {} | {} | {} |",
             r.name,
             fmt(m.recall),
             fmt(m.precision),
             fmt(m.f1),
             fmt(m.jaccard),
-            c.tp + c.fn_,
-            c.tp + c.fp
+            area(&r.truth_burden),
+            area(&r.predicted_burden),
         );
     }
-    if let Some(all) = result.image {
-        for (name, m) in [
-            ("mean over images", all.mean),
-            ("pooled pixels", all.pooled),
-        ] {
-            println!(
-                "| **{name}** | {} | {} | {} | {} | | |",
-                fmt(m.recall),
-                fmt(m.precision),
-                fmt(m.f1),
-                fmt(m.jaccard)
-            );
-        }
+    // Pixel overlap is measured on the images with BAC; on BAC-free images it is the
+    // false-positive burden below that counts.
+    let positives: Vec<_> = result
+        .per_image
+        .iter()
+        .filter(|r| r.truth_burden.area_px > 0)
+        .map(|r| r.counts)
+        .collect();
+    let all = Aggregate::new(&positives, options.empty_policy);
+    for (name, m) in [
+        ("mean over positive images", all.mean),
+        ("pooled over positive images", all.pooled),
+    ] {
+        println!(
+            "| **{name}** | | {} | {} | {} | {} | | |",
+            fmt(m.recall),
+            fmt(m.precision),
+            fmt(m.f1),
+            fmt(m.jaccard)
+        );
     }
     println!(
-        "(metrics undefined for an image without true or predicted BAC are left out of the mean)"
+        "(pixel metrics: how well the predicted BAC overlaps the true BAC on the {} images with BAC; \
+         image level: whether BAC is found at all, and how much is marked on the BAC-free images)",
+        positives.len()
+    );
+    println!(
+        "{}",
+        crate::cmd::evaluate::detection_summary(&result.detection)
     );
     println!("\nOverlays (BAC in red, breast outline in green):");
     for (stem, _, _) in &test {

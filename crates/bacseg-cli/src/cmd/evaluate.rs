@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use bacseg::evaluate::{EvaluateOptions, Evaluation, evaluate_dirs};
+use bacseg_core::detection::{Detection, DetectionRule};
 use bacseg_core::metrics::{Aggregate, EmptyPolicy, Metrics, PatchSet};
 
 /// Which levels to compute.
@@ -44,6 +45,16 @@ pub struct Args {
     /// `one` or `zero`.
     #[arg(long, default_value_t = EmptyPolicy::Skip)]
     empty_policy: EmptyPolicy,
+    /// Pixel spacing of every image, mm, for the burden in mm^2 and mm (default: what a
+    /// `bacseg synth` dataset's manifest.json records, else areas in pixels).
+    #[arg(long)]
+    spacing: Option<f64>,
+    /// Least predicted BAC area, mm^2, for an image to count as BAC-positive.
+    #[arg(long, default_value_t = DetectionRule::default().min_area_mm2)]
+    detect_min_area: f64,
+    /// The same in pixels, used when the pixel spacing of some image is unknown.
+    #[arg(long, default_value_t = DetectionRule::default().min_area_px)]
+    detect_min_pixels: f64,
     /// Row label in the table (default: the prediction directory's name).
     #[arg(long)]
     method: Option<String>,
@@ -61,6 +72,11 @@ pub fn run(args: Args) -> Result<()> {
         patches: args.patches,
         breast: args.breast.clone(),
         empty_policy: args.empty_policy,
+        spacing_mm: args.spacing,
+        detection: DetectionRule {
+            min_area_mm2: args.detect_min_area,
+            min_area_px: args.detect_min_pixels,
+        },
     };
     let method = args.method.clone().unwrap_or_else(|| {
         args.pred
@@ -146,4 +162,40 @@ fn print_table(r: &Evaluation) {
             EmptyPolicy::Zero => "a metric whose denominator is zero in a unit counts as 0",
         }
     );
+    println!("\n{}", detection_summary(&r.detection));
+}
+
+/// The image-level results in a few lines: detection, false-positive burden, agreement.
+pub fn detection_summary(d: &Detection) -> String {
+    let unit = d.unit.area();
+    let f = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+    let area = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2} {unit}"));
+    let mut out = format!(
+        "Image level (BAC present = predicted area >= {} {unit}): {} positive, {} BAC-free images\n  \
+         sensitivity {} ({}/{}), specificity {} ({}/{}), ROC AUC over predicted area {}\n  \
+         false-positive burden on BAC-free images: mean {}, max {}",
+        d.threshold,
+        d.positives,
+        d.negatives,
+        f(d.sensitivity),
+        d.true_positives,
+        d.positives,
+        f(d.specificity),
+        d.true_negatives,
+        d.negatives,
+        f(d.auc),
+        area(d.fp_area_mean),
+        area(d.fp_area_max),
+    );
+    out.push_str(&format!(
+        "\n  burden on positives: Spearman rho area {}, length {}; Bland-Altman area bias {} (limits {})",
+        f(d.spearman_area),
+        f(d.spearman_length),
+        area(d.area_agreement.map(|b| b.bias)),
+        d.area_agreement.map_or_else(
+            || "-".to_string(),
+            |b| format!("{:.2} to {:.2} {unit}", b.lower, b.upper)
+        ),
+    ));
+    out
 }

@@ -101,6 +101,10 @@ pub struct Args {
     /// Validation patches scored by the metrics: positive (containing BAC) or all.
     #[arg(long, default_value = "positive")]
     val_patches: String,
+    /// Validation score that picks the best epoch: pooled-f1 (Dice over every scored
+    /// validation pixel) or mean-f1 (F1 per patch, averaged).
+    #[arg(long, default_value = "pooled-f1")]
+    select: String,
     /// Patches with less than this fraction of breast are not used.
     #[arg(long, default_value_t = 0.05)]
     min_breast_fraction: f64,
@@ -164,6 +168,7 @@ fn new_run(args: &Args, data: &Path, out: &Path) -> Result<NewRun> {
             .val_patches
             .parse::<PatchSet>()
             .map_err(|e| usage(e.to_string()))?,
+        selection: args.select.parse().map_err(usage)?,
         ..TrainConfig::default()
     };
     run.patches = CacheSpec {
@@ -263,8 +268,9 @@ fn report(outcome: &Outcome, run: &RunDir) {
     let epochs = outcome.history.len();
     match &outcome.best {
         Some(b) => println!(
-            "{why} after {epochs} epoch(s); best epoch {} (val F1 {}, val loss {}); weights {}",
+            "{why} after {epochs} epoch(s); best epoch {} (val {} {}, val loss {}); weights {}",
             b.epoch,
+            b.selection.as_str(),
             opt(b.val_f1, 3),
             opt(b.val_loss, 4),
             run.best_weights().display()

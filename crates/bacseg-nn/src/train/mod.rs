@@ -6,9 +6,9 @@
 //! Run directory (`RUN/`), every file written atomically (temporary file, then rename):
 //! - `config.json`: [`RunConfig`], everything needed to reproduce the run;
 //! - `metrics.csv`: one row per finished epoch (see [`EpochRecord`]);
-//! - `curves.svg`: loss and validation F1 per epoch;
+//! - `curves.svg`: loss and validation F1 (mean over patches, pooled) per epoch;
 //! - `best.safetensors` + `best.json`: weights (PyTorch names) of the epoch with the best
-//!   validation F1;
+//!   validation score ([`Selection`]: pooled F1 by default);
 //! - `last.json` pointing at `checkpoints/epoch-NNNN/` (model, optimizer and progress state)
 //!   of the last finished epoch. The checkpoint directory is complete before it is renamed into
 //!   place and before `last.json` points at it, so a kill loses at most the epoch in progress.
@@ -26,6 +26,7 @@ use std::time::Instant;
 use bacseg_core::augment::{Augment, augment_patch};
 use bacseg_core::cache::{CacheError, CacheSpec, PatchCache};
 use bacseg_core::dataset::Split;
+use bacseg_core::detection::{Burden, BurdenUnit, Detection, DetectionRule, ImageBurden};
 use bacseg_core::io::write_atomic;
 use bacseg_core::metrics::{Aggregate, ConfusionCounts, EmptyPolicy, Metrics, PatchSet};
 use bacseg_core::patch::{Patch, PatchSampler, SampleItem};
@@ -58,6 +59,51 @@ pub enum Schedule {
     Cosine,
 }
 
+/// The validation score that picks the best epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Selection {
+    /// F1 of the validation patch metrics' pooled counts: the Dice overlap of every scored
+    /// validation pixel at once, so that patches with a few BAC pixels (or a few false ones)
+    /// do not swing it. The default.
+    PooledF1,
+    /// F1 per validation patch, averaged over the patches where it is defined (the reference
+    /// method's patch-level convention; runs made before the choice existed used it).
+    MeanF1,
+}
+
+impl Selection {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::PooledF1 => "pooled-f1",
+            Self::MeanF1 => "mean-f1",
+        }
+    }
+
+    /// This selection's score of an epoch.
+    pub fn score(&self, r: &EpochRecord) -> Option<f64> {
+        match self {
+            Self::PooledF1 => r.val_pooled.f1,
+            Self::MeanF1 => r.val.f1,
+        }
+    }
+}
+
+impl std::str::FromStr for Selection {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pooled-f1" => Ok(Self::PooledF1),
+            "mean-f1" => Ok(Self::MeanF1),
+            _ => Err(format!("unknown selection {s:?}: pooled-f1 or mean-f1")),
+        }
+    }
+}
+
+fn mean_f1() -> Selection {
+    Selection::MeanF1
+}
+
 /// Hyper-parameters of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +134,10 @@ pub struct TrainConfig {
     pub val_patches: PatchSet,
     /// Policy for metrics whose denominator is zero in a patch.
     pub empty_policy: EmptyPolicy,
+    /// The validation score that picks the best epoch (a run configured before this setting
+    /// existed reads as `mean-f1`, what it used).
+    #[serde(default = "mean_f1")]
+    pub selection: Selection,
 }
 
 impl Default for TrainConfig {
@@ -109,6 +159,7 @@ impl Default for TrainConfig {
             threshold: 0.5,
             val_patches: PatchSet::Positive,
             empty_policy: EmptyPolicy::Skip,
+            selection: Selection::PooledF1,
         }
     }
 }
@@ -196,6 +247,12 @@ pub struct EpochRecord {
     pub val_pooled: Metrics,
     /// Validation patches scored by the metrics.
     pub val_units: usize,
+    /// Image level on the validation images (areas in pixels): BAC found per image from the
+    /// union of its in-breast validation patches' predictions, false-positive burden on the
+    /// BAC-free ones, burden agreement (see `bacseg_core::detection`). `None` without
+    /// validation images.
+    #[serde(default)]
+    pub val_images: Option<Detection>,
     /// Learning rate of the epoch's last step.
     pub lr: f64,
     pub patches: usize,
@@ -222,7 +279,11 @@ fn burn_engine() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BestRecord {
     pub epoch: usize,
+    /// The epoch's validation score by the run's [`Selection`].
     pub val_f1: Option<f64>,
+    /// Which score `val_f1` is (absent in runs made before the choice existed: mean F1).
+    #[serde(default = "mean_f1")]
+    pub selection: Selection,
     pub val_loss: Option<f64>,
 }
 
@@ -682,7 +743,7 @@ pub fn train<M: SegmentationModel>(
             break;
         }
         let train_seconds = t0.elapsed().as_secs_f64();
-        let (val_loss, units) = match data.val {
+        let (val_loss, units, images) = match data.val {
             // On the CPU, validation runs on the CPU inference engine whichever engine trains
             // (it runs every architecture, 2-5x faster than burn's forward pass).
             Some(val) => validate(
@@ -693,7 +754,7 @@ pub fn train<M: SegmentationModel>(
                 engine.is_some() || crate::engine::on_cpu(&model),
                 observer,
             )?,
-            None => (None, Vec::new()),
+            None => (None, Vec::new(), Vec::new()),
         };
         let scored = Aggregate::new(&units, cfg.empty_policy);
         let record = EpochRecord {
@@ -703,6 +764,8 @@ pub fn train<M: SegmentationModel>(
             val: scored.mean,
             val_pooled: scored.pooled,
             val_units: scored.units,
+            val_images: (!images.is_empty())
+                .then(|| Detection::new(&images, BurdenUnit::Px, &DetectionRule::default())),
             lr,
             patches: seen,
             patches_per_s: seen as f64 / train_seconds.max(1e-9),
@@ -719,14 +782,15 @@ pub fn train<M: SegmentationModel>(
 
         let better = match &state.best {
             None => true,
-            Some(b) => is_better(&record, b),
+            Some(b) => is_better(cfg.selection.score(&record), &record, b),
         };
         if better {
             let path = run.best_weights();
             save_pytorch_safetensors(&model.valid(), &path)?;
             state.best = Some(BestRecord {
                 epoch,
-                val_f1: record.val.f1,
+                val_f1: cfg.selection.score(&record),
+                selection: cfg.selection,
                 val_loss: record.val_loss,
             });
             write_json(&run.root.join("best.json"), &state.best)?;
@@ -747,10 +811,10 @@ pub fn train<M: SegmentationModel>(
     })
 }
 
-/// Better by validation F1 (mean over patches); where F1 is undefined for both, by lower
-/// validation loss, then by lower training loss.
-fn is_better(r: &EpochRecord, best: &BestRecord) -> bool {
-    match (r.val.f1, best.val_f1) {
+/// Better by the selection's validation score (`score`, of `r`); where it is undefined for
+/// both, by lower validation loss.
+fn is_better(score: Option<f64>, r: &EpochRecord, best: &BestRecord) -> bool {
+    match (score, best.val_f1) {
         (Some(a), Some(b)) => a > b,
         (Some(_), None) => true,
         (None, Some(_)) => false,
@@ -761,9 +825,10 @@ fn is_better(r: &EpochRecord, best: &BestRecord) -> bool {
     }
 }
 
-/// Validation loss over every validation patch and the confusion counts of the scored set, on
-/// `model` (in validation mode) through the CPU inference engine when `cpu_engine` and the
-/// model is one it runs.
+/// Validation loss over every validation patch, the confusion counts of the scored set and
+/// each validation image's true and predicted burden in pixels (the predicted mask is the
+/// union of its in-breast patches' thresholded predictions), on `model` (in validation mode)
+/// through the CPU inference engine when `cpu_engine` and the model is one it runs.
 fn validate<M: SegmentationModel>(
     model: &M,
     cache: &PatchCache,
@@ -771,8 +836,35 @@ fn validate<M: SegmentationModel>(
     channels: usize,
     cpu_engine: bool,
     observer: &mut dyn Observer,
-) -> Result<(Option<f64>, Vec<ConfusionCounts>), TrainError> {
+) -> Result<(Option<f64>, Vec<ConfusionCounts>, Vec<ImageBurden>), TrainError> {
     let n = cache.spec().patch;
+    // The image whose predicted mask is being assembled (items come image by image).
+    let mut open: Option<(usize, Mask)> = None;
+    let mut burdens = Vec::new();
+    let mut close = |open: Option<(usize, Mask)>| -> Result<(), TrainError> {
+        if let Some((image, pred)) = open {
+            let truth = cache.read_truth(image)?;
+            let burden = |m: &Mask| {
+                let b = bacseg_core::quantify::measure(
+                    m,
+                    None,
+                    None,
+                    None,
+                    &bacseg_core::quantify::Grading::default(),
+                );
+                Burden {
+                    area: b.area_px as f64,
+                    length: b.length_px,
+                }
+            };
+            burdens.push(ImageBurden {
+                name: cache.images()[image].stem.clone(),
+                truth: burden(&truth),
+                predicted: burden(&pred),
+            });
+        }
+        Ok(())
+    };
     let device = model.devices().first().cloned().unwrap_or_default();
     let mut cpu_net = match cpu_engine {
         true => crate::engine::cpu::Net::for_model(model).transpose()?,
@@ -806,10 +898,26 @@ fn validate<M: SegmentationModel>(
         };
         count += chunk.len();
         for (k, item) in chunk.iter().enumerate() {
+            let at = k * n * n;
+            if open.as_ref().is_none_or(|(i, _)| *i != item.image) {
+                close(open.take())?;
+                let img = &cache.images()[item.image];
+                open = Some((item.image, Mask::filled(img.width, img.height, false)));
+            }
+            if let Some((_, whole)) = open.as_mut() {
+                let p = item.patch;
+                for y in 0..p.valid_height {
+                    let row = &probs[at + y * n..at + y * n + p.valid_width];
+                    for (x, &v) in row.iter().enumerate() {
+                        if v > cfg.threshold {
+                            *whole.get_mut(p.x + x, p.y + y) = true;
+                        }
+                    }
+                }
+            }
             if cfg.val_patches == PatchSet::Positive && !item.positive {
                 continue;
             }
-            let at = k * n * n;
             let pred = Mask::from_fn(n, n, |x, y| probs[at + y * n + x] > cfg.threshold);
             let truth = Mask::from_fn(n, n, |x, y| truth[at + y * n + x] > 0.5);
             let valid = Patch {
@@ -821,8 +929,10 @@ fn validate<M: SegmentationModel>(
             units.push(c);
         }
     }
+    close(open.take())?;
+    drop(close);
     observer.validating(items.len(), items.len());
-    Ok(((count > 0).then(|| loss_sum / count as f64), units))
+    Ok(((count > 0).then(|| loss_sum / count as f64), units, burdens))
 }
 
 fn checkpoint_name(epoch: usize) -> String {
@@ -941,12 +1051,14 @@ pub fn write_metrics_csv(path: &Path, history: &[EpochRecord]) -> Result<(), Tra
     let mut s = String::from(
         "epoch,train_loss,val_loss,val_recall,val_precision,val_accuracy,val_f1,val_jaccard,\
          val_pooled_f1,val_pooled_jaccard,val_patches_scored,lr,patches,patches_per_s,seconds,\
-         loader_s,load_wait_s\n",
+         loader_s,load_wait_s,val_images,val_image_sensitivity,val_image_specificity,val_image_auc,\
+         val_fp_px_mean\n",
     );
     for r in history {
         let m = &r.val;
+        let d = r.val_images.as_ref();
         s.push_str(&format!(
-            "{},{:.6},{},{},{},{},{},{},{},{},{},{:.3e},{},{:.3},{:.1},{:.2},{:.2}\n",
+            "{},{:.6},{},{},{},{},{},{},{},{},{},{:.3e},{},{:.3},{:.1},{:.2},{:.2},{},{},{},{},{}\n",
             r.epoch,
             r.train_loss,
             fmt_opt(r.val_loss),
@@ -963,7 +1075,12 @@ pub fn write_metrics_csv(path: &Path, history: &[EpochRecord]) -> Result<(), Tra
             r.patches_per_s,
             r.seconds,
             r.loader_s,
-            r.load_wait_s
+            r.load_wait_s,
+            d.map_or(String::new(), |d| (d.positives + d.negatives).to_string()),
+            fmt_opt(d.and_then(|d| d.sensitivity)),
+            fmt_opt(d.and_then(|d| d.specificity)),
+            fmt_opt(d.and_then(|d| d.auc)),
+            fmt_opt(d.and_then(|d| d.fp_area_mean)),
         ));
     }
     write_atomic(path, |w| {
@@ -1046,13 +1163,18 @@ fn curves_svg(history: &[EpochRecord]) -> String {
         .iter()
         .filter_map(|r| Some((r.epoch, r.val.f1?)))
         .collect();
+    let pooled: Vec<(usize, f64)> = history
+        .iter()
+        .filter_map(|r| Some((r.epoch, r.val_pooled.f1?)))
+        .collect();
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\">\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
-         {a1}{l1}{l2}{a2}{l3}\
+         {a1}{l1}{l2}{a2}{l3}{l4}\
          <text x=\"{lx}\" y=\"{ly}\" font-size=\"11\" fill=\"#1f77b4\">training loss</text>\
          <text x=\"{lx}\" y=\"{ly2}\" font-size=\"11\" fill=\"#ff7f0e\">validation loss</text>\
          <text x=\"{rx}\" y=\"{ly}\" font-size=\"11\" fill=\"#2ca02c\">validation F1 (mean over patches)</text>\
+         <text x=\"{rx}\" y=\"{ly2}\" font-size=\"11\" fill=\"#9467bd\">validation F1 (pooled pixels)</text>\
          </svg>\n",
         w = 2.0 * pw,
         h = ph + 40.0,
@@ -1061,6 +1183,7 @@ fn curves_svg(history: &[EpochRecord]) -> String {
         l2 = line(val, 0.0, loss_max, "#ff7f0e"),
         a2 = axes(pw, "validation F1", 1.0),
         l3 = line(f1, pw, 1.0, "#2ca02c"),
+        l4 = line(pooled, pw, 1.0, "#9467bd"),
         lx = m,
         ly = ph + 22.0,
         ly2 = ph + 36.0,
@@ -1143,6 +1266,7 @@ mod tests {
             loader_s: 1.0,
             load_wait_s: 0.1,
             engine: "cpu".into(),
+            val_images: None,
         };
         let two = vec![
             r.clone(),
@@ -1154,6 +1278,7 @@ mod tests {
         ];
         let svg = curves_svg(&two);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        // Training and validation loss, validation F1 mean over patches (no pooled F1 here).
         assert_eq!(svg.matches("<polyline").count(), 3);
     }
 }
