@@ -265,6 +265,63 @@ fn shifted_prediction_matches_independent_counts() {
 }
 
 #[test]
+fn image_level_detection_counts_images_and_the_false_positive_burden() {
+    let dir = tempfile::tempdir().unwrap();
+    let truth = truths();
+    // a and b predicted exactly; on the BAC-free c, a 3x3 false alarm (9 px).
+    let mut pred = truth.clone();
+    for y in 40..43 {
+        for x in 40..43 {
+            pred[2].1[y * W + x] = true;
+        }
+    }
+    write_dir(&dir.path().join("truth"), &truth);
+    write_dir(&dir.path().join("pred"), &pred);
+    let area = |m: &[bool]| m.iter().filter(|&&v| v).count() as f64;
+
+    // 0.5 mm pixels: the alarm is 2.25 mm^2, over the 1 mm^2 threshold.
+    let j = evaluate_json(
+        &dir.path().join("pred"),
+        &dir.path().join("truth"),
+        &["--spacing", "0.5"],
+    );
+    let d = &j["detection"];
+    assert_eq!(d["unit"], "mm");
+    assert_eq!(
+        (d["positives"].as_u64(), d["negatives"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(d["sensitivity"].as_f64(), Some(1.0));
+    assert_eq!(d["specificity"].as_f64(), Some(0.0));
+    assert_eq!(d["auc"].as_f64(), Some(1.0));
+    assert_eq!(d["fp_area_max"].as_f64(), Some(2.25));
+    // Two positives: no rank correlation; identical masks: no bias.
+    assert!(d["spearman_area"].is_null());
+    assert_eq!(d["area_agreement"]["bias"].as_f64(), Some(0.0));
+    let a = &j["per_image"][0];
+    assert_eq!(
+        a["truth_burden"]["area_px"].as_f64(),
+        Some(area(&truth[0].1))
+    );
+    assert_eq!(
+        a["truth_burden"]["area_mm2"].as_f64(),
+        Some(area(&truth[0].1) * 0.25)
+    );
+
+    // A larger threshold keeps the alarm below it; without a spacing, pixels (9 < 25).
+    let j = evaluate_json(
+        &dir.path().join("pred"),
+        &dir.path().join("truth"),
+        &["--spacing", "0.5", "--detect-min-area", "3"],
+    );
+    assert_eq!(j["detection"]["specificity"].as_f64(), Some(1.0));
+    let j = evaluate_json(&dir.path().join("pred"), &dir.path().join("truth"), &[]);
+    assert_eq!(j["detection"]["unit"], "px");
+    assert_eq!(j["detection"]["fp_area_mean"].as_f64(), Some(9.0));
+    assert_eq!(j["detection"]["specificity"].as_f64(), Some(1.0));
+}
+
+#[test]
 fn bad_input_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     write_dir(&dir.path().join("truth"), &truths());

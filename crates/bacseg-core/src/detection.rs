@@ -58,9 +58,8 @@ impl DetectionRule {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.min_area_mm2.is_finite() && self.min_area_mm2 > 0.0)
-            || !(self.min_area_px.is_finite() && self.min_area_px > 0.0)
-        {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !positive(self.min_area_mm2) || !positive(self.min_area_px) {
             return Err(format!(
                 "detection thresholds must be positive, got {} mm^2 and {} px",
                 self.min_area_mm2, self.min_area_px

@@ -825,6 +825,9 @@ fn is_better(score: Option<f64>, r: &EpochRecord, best: &BestRecord) -> bool {
     }
 }
 
+/// What [`validate`] measures: the loss, the scored patches' counts, the images' burdens.
+type Validation = (Option<f64>, Vec<ConfusionCounts>, Vec<ImageBurden>);
+
 /// Validation loss over every validation patch, the confusion counts of the scored set and
 /// each validation image's true and predicted burden in pixels (the predicted mask is the
 /// union of its in-breast patches' thresholded predictions), on `model` (in validation mode)
@@ -836,7 +839,7 @@ fn validate<M: SegmentationModel>(
     channels: usize,
     cpu_engine: bool,
     observer: &mut dyn Observer,
-) -> Result<(Option<f64>, Vec<ConfusionCounts>, Vec<ImageBurden>), TrainError> {
+) -> Result<Validation, TrainError> {
     let n = cache.spec().patch;
     // The image whose predicted mask is being assembled (items come image by image).
     let mut open: Option<(usize, Mask)> = None;
@@ -930,7 +933,6 @@ fn validate<M: SegmentationModel>(
         }
     }
     close(open.take())?;
-    drop(close);
     observer.validating(items.len(), items.len());
     Ok(((count > 0).then(|| loss_sum / count as f64), units, burdens))
 }
