@@ -59,15 +59,36 @@ fn compare_trains_evaluates_and_reuses_runs() {
         serde_json::from_str(&std::fs::read_to_string(out.join("splits.json")).unwrap()).unwrap();
     assert_eq!(split["test"].as_array().unwrap().len(), 2);
 
-    // Figures: image, truth and the two models per row, separated by borders.
+    // Figures: a band of column labels, then image, ground truth and the two models per row,
+    // separated by borders. The labels are 8 px glyphs at scale 1 or 2 (a 16 or 24 px band).
     for (name, rows) in [("figure-patches.png", 4), ("figure-whole.png", 2)] {
-        let img = image::open(out.join(name)).unwrap();
+        let img = image::open(out.join(name)).unwrap().to_luma8();
         let (w, h) = (img.width(), img.height());
-        assert!((h - 4) % rows == 0 && (h - 4) / rows > 4, "{name}: {w}x{h}");
         assert!((w - 4) % 4 == 0 && (w - 4) / 4 > 4, "{name}: {w}x{h}");
+        let cell_w = (w - 4) / 4 - 4;
+        let band = if 12 * 16 <= cell_w { 24 } else { 16 };
+        assert!(
+            (h - 4 - band) % rows == 0 && (h - 4 - band) / rows > 4,
+            "{name}: {w}x{h}"
+        );
+        // Every column's label has white pixels in the band, on black.
+        for c in 0..4 {
+            let x0 = 4 + c * (cell_w + 4);
+            let white = (x0..x0 + cell_w)
+                .flat_map(|x| (4..4 + band).map(move |y| (x, y)))
+                .filter(|&(x, y)| img.get_pixel(x, y)[0] == 255)
+                .count();
+            assert!(white > 10, "{name}: column {c} has no label");
+            assert_eq!(img.get_pixel(x0, 4)[0], 0, "{name}: band not black");
+        }
     }
+    // The models in the reference method's order (ContextNet before DT-UNet), whatever the
+    // --models order.
     let legend = std::fs::read_to_string(out.join("figures.md")).unwrap();
-    assert!(legend.contains("1. image, 2. truth, 3. DT-UNet, 4. ContextNet"));
+    assert!(
+        legend.contains("1. image, 2. ground truth, 3. ContextNet, 4. DT-UNet"),
+        "{legend}"
+    );
 
     // Both models predicted the test images.
     for model in ["dt-unet", "contextnet"] {

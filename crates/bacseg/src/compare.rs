@@ -34,6 +34,23 @@ pub fn display_name(arch: Architecture) -> &'static str {
     }
 }
 
+/// The order of the model columns in the figures, the reference method's (its Figures 1 and 2:
+/// image, ground truth, ContextNet, SegNet, UNet, DT-UNet), whatever the `--models` order.
+const FIGURE_ORDER: [Architecture; 5] = [
+    Architecture::ContextNet,
+    Architecture::SegNet,
+    Architecture::Unet,
+    Architecture::DtUnet,
+    Architecture::ScuNet,
+];
+
+fn figure_rank(arch: Architecture) -> usize {
+    FIGURE_ORDER
+        .iter()
+        .position(|&a| a == arch)
+        .unwrap_or(FIGURE_ORDER.len())
+}
+
 /// Published F1 (patch, whole image) of each architecture, and DT-UNet's recall.
 const REFERENCE: [(&str, f64, f64); 4] = [
     ("DT-UNet", 0.687, 0.729),
@@ -287,6 +304,9 @@ pub fn evaluate(
     }
     let patches = entries[0].config.patches.clone();
     let batch = batch.max(1);
+    // The entries in the figures' column order.
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by_key(|&i| figure_rank(entries[i].architecture));
     let mut patch_units: Vec<Vec<ConfusionCounts>> = vec![Vec::new(); entries.len()];
     let mut image_units: Vec<Vec<ConfusionCounts>> = vec![Vec::new(); entries.len()];
     let mut image_results: Vec<Vec<ImageEvaluation>> = vec![Vec::new(); entries.len()];
@@ -341,7 +361,8 @@ pub fn evaluate(
             });
             predicted.push(pred);
         }
-        whole_examples.push(Example::whole(stem, &pre.image, &truth, &predicted));
+        let in_order: Vec<&Mask> = order.iter().map(|&i| &predicted[i]).collect();
+        whole_examples.push(Example::whole(stem, &pre.image, &truth, &in_order));
         whole_examples.sort_by_key(|x| std::cmp::Reverse(x.bac));
         whole_examples.truncate(2);
 
@@ -395,7 +416,7 @@ pub fn evaluate(
         for (j, (p, bac)) in positive.iter().enumerate() {
             let worst = patch_examples.last().map_or(0, |x| x.bac);
             if patch_examples.len() < 4 || *bac > worst {
-                let preds: Vec<Mask> = per_model.iter().map(|m| m[j].clone()).collect();
+                let preds: Vec<Mask> = order.iter().map(|&i| per_model[i][j].clone()).collect();
                 patch_examples.push(Example::patch(stem, &pre.image, &truth, p, n, *bac, preds));
                 patch_examples.sort_by_key(|x| std::cmp::Reverse(x.bac));
                 patch_examples.truncate(4);
@@ -417,18 +438,22 @@ pub fn evaluate(
     let table = render_table(plan, &entries, positive_patches);
     let table_path = plan.out.join("table.md");
     write_text(&table_path, &table)?;
-    let names: Vec<&str> = entries
+    let names: Vec<&str> = order
         .iter()
-        .map(|e| display_name(e.architecture))
+        .map(|&i| display_name(entries[i].architecture))
+        .collect();
+    let labels: Vec<&str> = ["image", "ground truth"]
+        .into_iter()
+        .chain(names.iter().copied())
         .collect();
     let mut figures = Vec::new();
     if !patch_examples.is_empty() {
         let path = plan.out.join("figure-patches.png");
-        write_grid(&path, &patch_examples)?;
+        write_grid(&path, &patch_examples, &labels)?;
         figures.push(path);
     }
     let path = plan.out.join("figure-whole.png");
-    write_grid(&path, &whole_examples)?;
+    write_grid(&path, &whole_examples, &labels)?;
     figures.push(path);
     let figures_md = plan.out.join("figures.md");
     write_text(
@@ -496,7 +521,7 @@ impl Example {
         }
     }
 
-    fn whole(stem: &str, image: &Raster<f32>, truth: &Mask, preds: &[Mask]) -> Self {
+    fn whole(stem: &str, image: &Raster<f32>, truth: &Mask, preds: &[&Mask]) -> Self {
         let (w, h) = (image.width(), image.height());
         let f = h.div_ceil(WHOLE_HEIGHT).max(1);
         let (ow, oh) = (w.div_ceil(f), h.div_ceil(f));
@@ -519,7 +544,7 @@ impl Example {
             })
         };
         let mut masks = vec![any(truth)];
-        masks.extend(preds.iter().map(any));
+        masks.extend(preds.iter().map(|m| any(m)));
         let bac = truth.count();
         Self {
             bac,
@@ -530,18 +555,66 @@ impl Example {
     }
 }
 
-/// Rows of cells separated by a grey border, as one 8-bit grey PNG.
-fn write_grid(path: &Path, rows: &[Example]) -> Result<()> {
+/// Draw `text` in white with its top left corner at (`x`, `y`), each font pixel `scale` pixels
+/// wide; characters outside ASCII and anything beyond the raster are left out.
+fn draw_text(out: &mut Raster<u8>, x: usize, y: usize, text: &str, scale: usize) {
+    for (k, c) in text.chars().enumerate() {
+        let glyph = font8x8::legacy::BASIC_LEGACY
+            .get(c as usize)
+            .copied()
+            .unwrap_or_default();
+        for (gy, bits) in glyph.iter().enumerate() {
+            for gx in 0..8 {
+                if bits >> gx & 1 == 0 {
+                    continue;
+                }
+                for dy in 0..scale {
+                    for dx in 0..scale {
+                        let (px, py) = (x + (k * 8 + gx) * scale + dx, y + gy * scale + dy);
+                        if px < out.width() && py < out.height() {
+                            *out.get_mut(px, py) = 255;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rows of cells separated by a grey border, under a band with each column's label (white on
+/// black, centred; shortened when it does not fit the cell), as one 8-bit grey PNG.
+fn write_grid(path: &Path, rows: &[Example], labels: &[&str]) -> Result<()> {
     const BORDER: usize = 4;
     const BORDER_GREY: u8 = 128;
     let cols = rows.first().map_or(0, |r| 1 + r.masks.len());
     let cell_w = rows.iter().map(|r| r.image.width()).max().unwrap_or(1);
     let cell_h = rows.iter().map(|r| r.image.height()).max().unwrap_or(1);
+    // Font scale: 2 where every label fits the cell at that size, else 1.
+    let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let scale = if longest * 16 <= cell_w { 2 } else { 1 };
+    let band = 8 * scale + 2 * BORDER;
     let width = BORDER + cols * (cell_w + BORDER);
-    let height = BORDER + rows.len() * (cell_h + BORDER);
+    let height = BORDER + band + rows.len() * (cell_h + BORDER);
     let mut out = Raster::filled(width, height.max(1), BORDER_GREY);
+    for (c, label) in labels.iter().take(cols).enumerate() {
+        let x0 = BORDER + c * (cell_w + BORDER);
+        for y in BORDER..BORDER + band {
+            for x in x0..x0 + cell_w {
+                *out.get_mut(x, y) = 0;
+            }
+        }
+        let fit: String = label.chars().take(cell_w / (8 * scale)).collect();
+        let text_w = fit.chars().count() * 8 * scale;
+        draw_text(
+            &mut out,
+            x0 + (cell_w - text_w) / 2,
+            2 * BORDER,
+            &fit,
+            scale,
+        );
+    }
     for (r, ex) in rows.iter().enumerate() {
-        let y0 = BORDER + r * (cell_h + BORDER);
+        let y0 = BORDER + band + r * (cell_h + BORDER);
         for (c, cell) in std::iter::once(&ex.image).chain(&ex.masks).enumerate() {
             let x0 = BORDER + c * (cell_w + BORDER);
             for y in 0..cell.height() {
@@ -724,7 +797,7 @@ fn render_table(plan: &Plan, entries: &[Entry], positive_patches: usize) -> Stri
 }
 
 fn render_figures_md(names: &[&str], patches: &[Example], whole: &[Example]) -> String {
-    let columns = ["image", "truth"]
+    let columns = ["image", "ground truth"]
         .into_iter()
         .chain(names.iter().copied())
         .enumerate()
@@ -733,9 +806,10 @@ fn render_figures_md(names: &[&str], patches: &[Example], whole: &[Example]) -> 
         .join(", ");
     let mut t = format!(
         "# Figures\n\n\
-         Columns, left to right: {columns}. The image is the preprocessed mammogram in grey; \
-         truth and predictions are white (BAC) on black, predictions thresholded at 0.5. Cells \
-         are separated by a grey border.\n\n\
+         Columns, left to right (labelled in each figure's top band; the models in the \
+         reference method's figure order, whatever the `--models` order): {columns}. The image \
+         is the preprocessed mammogram in grey; truth and predictions are white (BAC) on \
+         black, predictions thresholded at 0.5. Cells are separated by a grey border.\n\n\
          ## figure-patches.png\n\n\
          Test patches with the most BAC, one per row (the patch predictions before stitching; \
          patches smaller than {MIN_CELL} px are enlarged, nearest neighbour):\n\n"
