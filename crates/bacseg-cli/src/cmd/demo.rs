@@ -119,7 +119,7 @@ pub fn run(args: Args) -> Result<()> {
             "--batch",
             "8",
             // 512 patches an epoch and 34 epochs: the cosine schedule ends within the 6
-            // minutes on a 2-core CPU, and validation (12 images) takes a fifth of the time.
+            // minutes on a 2-core CPU; validation (12 images) and checkpoints take a quarter.
             "--patches-per-epoch",
             "512",
             "--epochs",
