@@ -53,6 +53,17 @@ fn main() {
         train: vec!["a".into(), "b".into()],
         val: vec!["c".into()],
         test: vec![],
+        // A stratified split's record of each image's stratum.
+        strata: [("a", "none"), ("b", "mild"), ("c", "severe")]
+            .into_iter()
+            .map(|(stem, bac)| {
+                let stratum = bacseg::core::dataset::Stratum {
+                    bac: bac.into(),
+                    view: Some("L-CC".into()),
+                };
+                (stem.to_string(), stratum)
+            })
+            .collect(),
     };
     write(
         &configs,
