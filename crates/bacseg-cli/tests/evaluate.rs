@@ -285,6 +285,13 @@ fn image_level_detection_counts_images_and_the_false_positive_burden() {
         &dir.path().join("truth"),
         &["--spacing", "0.5"],
     );
+    // Pixel overlap over the images with BAC: a and b, predicted exactly.
+    assert_eq!(j["image_positive"]["units"].as_u64(), Some(2));
+    assert_metrics(
+        &j["image_positive"]["pooled"],
+        [Some(1.0); 5],
+        "image_positive",
+    );
     let d = &j["detection"];
     assert_eq!(d["unit"], "mm");
     assert_eq!(

@@ -274,6 +274,9 @@ pub struct Evaluation {
     pub images: usize,
     /// Whole-image aggregates; `None` without image level.
     pub image: Option<Aggregate>,
+    /// The same over the images whose truth holds BAC only (pixel overlap where there is BAC
+    /// to overlap; BAC-free images are in `detection`); `None` without image level.
+    pub image_positive: Option<Aggregate>,
     /// Patch aggregates; `None` without patch level.
     pub patch: Option<Aggregate>,
     /// Image-level detection and burden agreement ([`detect`]).
@@ -356,6 +359,14 @@ pub fn evaluate_dirs(
         patch: options
             .patch
             .then(|| Aggregate::new(&patch_units, options.empty_policy)),
+        image_positive: options.image.then(|| {
+            let positive: Vec<ConfusionCounts> = per_image
+                .iter()
+                .filter(|p| p.truth_burden.area_px > 0)
+                .map(|p| p.counts)
+                .collect();
+            Aggregate::new(&positive, options.empty_policy)
+        }),
         detection: detect(&per_image, &options.detection),
         per_image,
         missing: paired.missing,

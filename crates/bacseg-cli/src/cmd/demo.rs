@@ -205,13 +205,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     // Pixel overlap is measured on the images with BAC; on BAC-free images it is the
     // false-positive burden below that counts.
-    let positives: Vec<_> = result
-        .per_image
-        .iter()
-        .filter(|r| r.truth_burden.area_px > 0)
-        .map(|r| r.counts)
-        .collect();
-    let all = Aggregate::new(&positives, options.empty_policy);
+    let all = result
+        .image_positive
+        .unwrap_or_else(|| Aggregate::new(&[], options.empty_policy));
     for (name, m) in [
         ("mean over positive images", all.mean),
         ("pooled over positive images", all.pooled),
@@ -227,7 +223,7 @@ pub fn run(args: Args) -> Result<()> {
     println!(
         "(pixel metrics: how well the predicted BAC overlaps the true BAC on the {} images with BAC; \
          image level: whether BAC is found at all, and how much is marked on the BAC-free images)",
-        positives.len()
+        all.units
     );
     println!(
         "{}",
