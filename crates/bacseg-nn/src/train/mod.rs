@@ -634,6 +634,13 @@ pub fn train<M: SegmentationModel>(
     let per_epoch = cfg.patches_per_epoch.unwrap_or(train_items.len()).max(1);
     let steps_per_epoch = per_epoch.div_ceil(cfg.batch);
     let total_steps = steps_per_epoch * cfg.epochs;
+    // The validation images' true burdens, measured once for every epoch's image level.
+    let val_truth: Vec<Burden> = match data.val {
+        Some(val) => (0..val.images().len())
+            .map(|i| Ok(burden_px(&val.read_truth(i)?)))
+            .collect::<Result<_, TrainError>>()?,
+        None => Vec::new(),
+    };
     let started = Instant::now();
     let mut slowest_epoch = 0.0f64;
     let mut stop = Stop::Finished;
@@ -749,6 +756,7 @@ pub fn train<M: SegmentationModel>(
             Some(val) => validate(
                 &model.valid(),
                 val,
+                &val_truth,
                 cfg,
                 channels,
                 engine.is_some() || crate::engine::on_cpu(&model),
@@ -825,6 +833,21 @@ fn is_better(score: Option<f64>, r: &EpochRecord, best: &BestRecord) -> bool {
     }
 }
 
+/// Area and centreline length of a mask, in pixels (`quantify::measure`'s).
+fn burden_px(mask: &Mask) -> Burden {
+    let b = bacseg_core::quantify::measure(
+        mask,
+        None,
+        None,
+        None,
+        &bacseg_core::quantify::Grading::default(),
+    );
+    Burden {
+        area: b.area_px as f64,
+        length: b.length_px,
+    }
+}
+
 /// What [`validate`] measures: the loss, the scored patches' counts, the images' burdens.
 type Validation = (Option<f64>, Vec<ConfusionCounts>, Vec<ImageBurden>);
 
@@ -835,6 +858,7 @@ type Validation = (Option<f64>, Vec<ConfusionCounts>, Vec<ImageBurden>);
 fn validate<M: SegmentationModel>(
     model: &M,
     cache: &PatchCache,
+    truth: &[Burden],
     cfg: &TrainConfig,
     channels: usize,
     cpu_engine: bool,
@@ -844,29 +868,14 @@ fn validate<M: SegmentationModel>(
     // The image whose predicted mask is being assembled (items come image by image).
     let mut open: Option<(usize, Mask)> = None;
     let mut burdens = Vec::new();
-    let mut close = |open: Option<(usize, Mask)>| -> Result<(), TrainError> {
+    let mut close = |open: Option<(usize, Mask)>| {
         if let Some((image, pred)) = open {
-            let truth = cache.read_truth(image)?;
-            let burden = |m: &Mask| {
-                let b = bacseg_core::quantify::measure(
-                    m,
-                    None,
-                    None,
-                    None,
-                    &bacseg_core::quantify::Grading::default(),
-                );
-                Burden {
-                    area: b.area_px as f64,
-                    length: b.length_px,
-                }
-            };
             burdens.push(ImageBurden {
                 name: cache.images()[image].stem.clone(),
-                truth: burden(&truth),
-                predicted: burden(&pred),
+                truth: truth[image],
+                predicted: burden_px(&pred),
             });
         }
-        Ok(())
     };
     let device = model.devices().first().cloned().unwrap_or_default();
     let mut cpu_net = match cpu_engine {
@@ -903,7 +912,7 @@ fn validate<M: SegmentationModel>(
         for (k, item) in chunk.iter().enumerate() {
             let at = k * n * n;
             if open.as_ref().is_none_or(|(i, _)| *i != item.image) {
-                close(open.take())?;
+                close(open.take());
                 let img = &cache.images()[item.image];
                 open = Some((item.image, Mask::filled(img.width, img.height, false)));
             }
@@ -932,7 +941,7 @@ fn validate<M: SegmentationModel>(
             units.push(c);
         }
     }
-    close(open.take())?;
+    close(open.take());
     observer.validating(items.len(), items.len());
     Ok(((count > 0).then(|| loss_sum / count as f64), units, burdens))
 }
