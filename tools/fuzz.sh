@@ -14,6 +14,10 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(image manifest configs weights)
 shared=${BACSEG_SHARED_DATA:-$(cd .. && pwd)/shared/data}
 work=${BACSEG_FUZZ_DIR:-$PWD/target/fuzz}
+# The targets write their inputs to scratch files in the temporary directory, one folder per
+# process: keep them with the run rather than leaving them in /tmp.
+mkdir -p "$work/tmp"
+export TMPDIR="$work/tmp"
 
 command -v cargo-afl > /dev/null || cargo install cargo-afl --version 0.18.2 --locked
 # The instrumented build has its own target directory, whatever CARGO_TARGET_DIR says: sharing
