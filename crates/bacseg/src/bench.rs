@@ -511,6 +511,7 @@ fn layers_section(
     let n = options.patch;
     for &arch in &options.models {
         let network = options.spec(arch)?.build(device)?;
+        use bacseg_nn::engine::cpu::{WINOGRAD, WINOGRAD_WORK_SHARE};
         let Some(net) = bacseg_nn::engine::cpu::Net::for_model(&network) else {
             report(BenchEvent::Notice(format!(
                 "{}: not on the CPU engine, no layer profile",
@@ -521,16 +522,25 @@ fn layers_section(
         let net = net?;
         for layer in net.layer_profile(batch, n, options.repeats) {
             for (path, seconds) in &layer.paths {
-                let note = if *path == layer.chosen {
-                    "engine's choice"
-                } else {
-                    ""
+                let chosen = *path == layer.chosen;
+                // Winograd's GEMMs do 36 of the direct convolution's 144 multiplications per
+                // tile: its share of the peak is of the work it does.
+                let (gflop, note) = match path.as_str() {
+                    WINOGRAD => (
+                        layer.gflop * WINOGRAD_WORK_SHARE,
+                        if chosen {
+                            "engine's choice; GFLOP/s of its GEMMs' work (1/4 of direct)"
+                        } else {
+                            "GFLOP/s of its GEMMs' work (1/4 of direct)"
+                        },
+                    ),
+                    _ => (layer.gflop, if chosen { "engine's choice" } else { "" }),
                 };
                 report(measurement(
                     format!("{} {} (batch {batch})", arch.name(), layer.layer),
                     path.as_str(),
                     *seconds,
-                    Some(layer.gflop).filter(|g| *g > 0.0),
+                    Some(gflop).filter(|g| *g > 0.0),
                     note,
                 ));
             }

@@ -254,6 +254,9 @@ pub struct Entry {
     /// Trainable parameters.
     pub parameters: usize,
     /// Patch level (the test patches whose truth holds BAC) and whole-image level.
+    /// Pixel metrics: patch level over the in-breast test patches whose truth holds BAC,
+    /// whole-image level over the test images whose truth holds BAC (the BAC-free ones are
+    /// scored by `detection`).
     pub patch: Aggregate,
     pub image: Aggregate,
     /// Image level: detection of BAC per test image, false-positive burden on the BAC-free
@@ -430,7 +433,15 @@ pub fn evaluate(
         .zip(&image_results)
     {
         e.patch = Aggregate::new(p, EmptyPolicy::Skip);
-        e.image = Aggregate::new(i, EmptyPolicy::Skip);
+        // Pixel overlap where there is BAC to overlap: a BAC-free image's F1 is 0 or
+        // undefined, so the images without BAC are scored in the image-level table instead.
+        let positive: Vec<ConfusionCounts> = i
+            .iter()
+            .zip(r)
+            .filter(|(_, r)| r.truth_burden.area_px > 0)
+            .map(|(c, _)| *c)
+            .collect();
+        e.image = Aggregate::new(&positive, EmptyPolicy::Skip);
         e.detection = detect(r, &DetectionRule::default());
     }
 
@@ -683,9 +694,10 @@ fn render_table(plan: &Plan, entries: &[Entry], positive_patches: usize) -> Stri
          {}.\n\n\
          Measured on the {} test images, threshold 0.5. Patch level: the {} in-breast test \
          patches whose truth contains BAC, each model's patch prediction before stitching, \
-         counted over the patch's image pixels. Whole image: `bacseg predict` outputs. Mean over \
-         units; a metric undefined for a unit (no true and no predicted BAC) is left out of \
-         its mean.\n\n",
+         counted over the patch's image pixels. Whole image: `bacseg predict` outputs on the {} \
+         test images with BAC (the BAC-free ones are scored in the image-level table below). \
+         Mean over units; a metric undefined for a unit (no true and no predicted BAC) is left \
+         out of its mean.\n\n",
         plan.data.display(),
         plan.splits_path.display(),
         split.train.len(),
@@ -698,6 +710,7 @@ fn render_table(plan: &Plan, entries: &[Entry], positive_patches: usize) -> Stri
         p.stride,
         split.test.len(),
         positive_patches,
+        entries[0].detection.positives,
     ));
     if let Some(classes) = split.describe() {
         t.push_str(&format!(

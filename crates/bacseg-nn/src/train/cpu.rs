@@ -598,6 +598,7 @@ fn flipped_conv(conv: &Conv, buffer: Vec<f32>) -> Conv {
         bias: vec![0.0; cin],
         relu: false,
         bf16: None,
+        winograd: None,
     }
 }
 

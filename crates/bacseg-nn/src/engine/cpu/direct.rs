@@ -139,7 +139,7 @@ pub(crate) fn direct_disabled() -> bool {
 impl Conv {
     /// The blocking this convolution runs with in this process, if it runs directly: where
     /// it is faster than the im2col + GEMM path, as measured per layer by `bacseg bench
-    /// --layers` (docs/cpu-engine.md): up to 32 output channels (the full-resolution levels,
+    /// --layers`): up to 32 output channels (the full-resolution levels,
     /// where building the im2col block costs as much as the product); the `gemm` crate's
     /// kernels are faster on the deep levels' wide layers.
     pub(crate) fn direct_blocking(&self) -> Option<Blocking> {

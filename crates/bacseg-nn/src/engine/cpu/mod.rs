@@ -21,6 +21,8 @@ pub mod isa;
 pub mod kernels;
 pub mod scunet;
 pub mod segnet;
+pub(crate) mod winograd;
+pub use winograd::WINOGRAD_WORK_SHARE;
 
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::{BatchNorm, PaddingConfig2d};
@@ -55,6 +57,9 @@ struct UpLevel {
     convs: [Conv; 2],
 }
 
+/// The Winograd path's name in [`LayerTiming`].
+pub const WINOGRAD: &str = "winograd F(4x4,3x3)";
+
 /// One convolution's time on each path ([`Net::layer_profile`]).
 #[derive(Debug, Clone)]
 pub struct LayerTiming {
@@ -86,6 +91,15 @@ impl Net {
     /// SegNet, ContextNet, and SCU-Net with f32 weights: `None` for the others). BatchNorm
     /// layers use their running statistics.
     pub fn for_model<M: SegmentationModel>(model: &M) -> Option<Result<Self, NnError>> {
+        Self::for_model_f32(model).map(|net| {
+            net.map(|mut net| {
+                net.set_winograd(true);
+                net
+            })
+        })
+    }
+
+    fn for_model_f32<M: SegmentationModel>(model: &M) -> Option<Result<Self, NnError>> {
         if let Some(parts) = model.unet_parts() {
             return Some(UnetNet::compile(&parts).map(|n| Net::Unet(Box::new(n))));
         }
@@ -103,7 +117,9 @@ impl Net {
 
     /// Compile a U-Net from its layers.
     pub fn compile(parts: &UnetParts<'_>) -> Result<Self, NnError> {
-        UnetNet::compile(parts).map(|n| Net::Unet(Box::new(n)))
+        let mut net = Net::Unet(Box::new(UnetNet::compile(parts)?));
+        net.set_winograd(true);
+        Ok(net)
     }
 
     /// Architecture name.
@@ -154,7 +170,25 @@ impl Net {
     /// in f32 again. Returns the number of convolutions that run in bf16 (0 on a CPU without
     /// AVX512_BF16).
     pub fn set_bf16(&mut self, on: bool) -> usize {
-        let convs: Vec<&mut Conv> = match self {
+        self.convs_mut()
+            .into_iter()
+            .filter_map(|c| c.set_bf16(on).then_some(()))
+            .count()
+    }
+
+    /// Run the wide 3x3 convolutions (32 or more channels in and out) with Winograd's
+    /// F(4x4, 3x3) (`on`, the default of [`Net::for_model`] and [`Net::compile`]; see
+    /// [`winograd`]), or all on the direct and im2col + GEMM paths. `BACSEG_CPU_WINOGRAD=0`
+    /// keeps it off. Returns the number of convolutions that take it.
+    pub fn set_winograd(&mut self, on: bool) -> usize {
+        self.convs_mut()
+            .into_iter()
+            .filter_map(|c| c.set_winograd(on).then_some(()))
+            .count()
+    }
+
+    fn convs_mut(&mut self) -> Vec<&mut Conv> {
+        match self {
             Net::Unet(n) => n
                 .down
                 .iter_mut()
@@ -165,11 +199,7 @@ impl Net {
             Net::ScuNet(n) => n.convs_mut(),
             Net::SegNet(n) => n.convs_mut(),
             Net::ContextNet(n) => n.convs_mut(),
-        };
-        convs
-            .into_iter()
-            .filter_map(|c| c.set_bf16(on).then_some(()))
-            .count()
+        }
     }
 
     /// Per-layer timings of a `batch x side x side` forward pass on every path this CPU runs
@@ -567,6 +597,12 @@ impl UnetNet {
                         }
                     }
                 }
+                if conv.winograd_runs(s, s) {
+                    let t = time(&mut |o| {
+                        conv.forward_winograd(&refs, o);
+                    });
+                    paths.push((WINOGRAD.to_string(), t));
+                }
                 let cin = conv.cin();
                 LayerTiming {
                     layer: format!(
@@ -578,6 +614,7 @@ impl UnetNet {
                         * (batch * s * s * conv.kernel * conv.kernel * cin * conv.cout) as f64
                         / 1e9,
                     chosen: match conv.direct_blocking() {
+                        _ if conv.winograd_runs(s, s) => WINOGRAD.into(),
                         Some(b) if conv.kernel > 1 => format!("direct {b:?}"),
                         _ if paths.iter().any(|(p, _)| p == "head AVX-512") => {
                             "head AVX-512".into()

@@ -665,3 +665,106 @@ fn half_pixel_resizing_matches_burn() {
         assert!(err < 1e-6, "{h}x{w} to {oh}x{ow}: relative error {err}");
     }
 }
+
+#[test]
+fn winograd_convolution_matches_burn() {
+    // F(4x4, 3x3) against burn's convolution: concatenated inputs, channel counts that are
+    // not multiples of the 16 transformed together, tile rows of a task crossing images, and
+    // both ways of splitting the work (few tiles: the products in parallel; many: tasks of
+    // tile rows), on two threads as on CI.
+    if super::winograd::winograd_disabled() {
+        eprintln!("Winograd tests skipped: BACSEG_CPU_WINOGRAD=0 turns the path off");
+        return;
+    }
+    let device = Device::default();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        for (splits, cout, [n, h, w], relu) in [
+            (vec![32], 40, [2, 8, 12], true),
+            (vec![40, 24], 48, [1, 16, 8], false),
+            (vec![64], 64, [1, 8, 8], true),
+            (vec![32, 32], 64, [4, 28, 36], true),
+            (vec![48], 96, [3, 20, 44], false),
+        ] {
+            let cin: usize = splits.iter().sum();
+            let conv = Conv2dConfig::new([cin, cout], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(&device);
+            let bn = random_batch_norm(cout, &device);
+            let parts: Vec<Tensor<4>> = splits
+                .iter()
+                .map(|&c| random([n, c, h, w], &device))
+                .collect();
+            let want = bn.forward(conv.forward(Tensor::cat(parts.clone(), 1)));
+            let want = if relu {
+                burn::tensor::activation::relu(want)
+            } else {
+                want
+            };
+            let mut engine = compile_conv("test", &conv, Some(&bn), splits.clone(), relu).unwrap();
+            assert!(engine.set_winograd(true), "{splits:?} -> {cout}");
+            let maps: Vec<Nhwc> = parts.into_iter().map(to_nhwc).collect();
+            let refs: Vec<&Nhwc> = maps.iter().collect();
+            let mut got = Nhwc::with_buffer(n, h, w, cout, vec![f32::NAN; 10]);
+            assert!(engine.forward_winograd(&refs, &mut got), "ran");
+            let err = relative_error(&got, want.clone());
+            assert!(err < 1e-5, "{splits:?} -> {cout} at {n}x{h}x{w}: {err}");
+            // `forward` takes it too.
+            let chosen = engine.forward(&refs, Vec::new());
+            assert_eq!(chosen.data, got.data, "forward took another path");
+        }
+    });
+    // Where it does not run: narrow layers, sides that are not multiples of 4.
+    let narrow = Conv2dConfig::new([16, 32], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(&device);
+    let mut engine = compile_conv("test", &narrow, None, vec![16], true).unwrap();
+    assert!(!engine.set_winograd(true));
+    let conv = Conv2dConfig::new([64, 64], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(&device);
+    let mut engine = compile_conv("test", &conv, None, vec![64], false).unwrap();
+    assert!(engine.set_winograd(true));
+    let x = random([1, 64, 10, 16], &device);
+    let want = conv.forward(x.clone());
+    let x = to_nhwc(x);
+    let mut out = Nhwc::with_buffer(1, 10, 16, 64, Vec::new());
+    assert!(!engine.forward_winograd(&[&x], &mut out));
+    let err = relative_error(&engine.forward(&[&x], Vec::new()), want);
+    assert!(err < 1e-5, "10x16 on the other paths: {err}");
+}
+
+#[test]
+fn dt_unet_with_wide_levels_matches_burn() {
+    // Levels of 32 and 64 channels: the engine's Winograd convolutions inside the network
+    // (encoder, and decoder levels reading the concatenation in place).
+    if super::winograd::winograd_disabled() {
+        eprintln!("Winograd tests skipped: BACSEG_CPU_WINOGRAD=0 turns the path off");
+        return;
+    }
+    let device = Device::default();
+    let mut model = DtUnetConfig::new()
+        .with_widths(vec![8, 32, 64])
+        .init(&device)
+        .unwrap();
+    for block in model.down.iter_mut() {
+        randomise(block, &device);
+    }
+    for level in model.up.iter_mut() {
+        randomise(&mut level.conv, &device);
+    }
+    let model = model.valid();
+    let mut net = crate::engine::cpu::Net::for_model(&model).unwrap().unwrap();
+    assert!(
+        net.set_winograd(true) >= 3,
+        "the wide convolutions take Winograd"
+    );
+    let x = random([2, 1, 64, 48], &device);
+    let want = model.forward(x.clone());
+    let got = net.forward(&to_nhwc(x)).unwrap();
+    let err = relative_error(&Nhwc::new(2, 64, 48, 1, got), want);
+    assert!(err < 1e-4, "relative error {err}");
+}

@@ -1,0 +1,382 @@
+//! Winograd's minimal filtering F(4x4, 3x3) for the CPU engine's 3x3 "same" convolutions of
+//! the wide layers: every 4x4 block of output pixels (a tile) is computed from its 6x6 input
+//! neighbourhood with 36 multiplications per input and output channel pair instead of 144, so
+//! the layers where the engine is bound by arithmetic (32 or more channels in and out) do a
+//! quarter of the multiplications of the direct or im2col + GEMM paths.
+//!
+//! Written by hand because no crate does it on the engine's channels-last maps with the
+//! decoder's concatenation read in place and the bias and ReLU applied on the way out; the
+//! products themselves are the `gemm` crate's.
+//!
+//! How it works (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016,
+//! interpolation points 0, +-1, +-2): the weights of each channel pair become `U = G g G^T`
+//! (6x6, computed once in f64). A task takes a few rows of tiles; for each tile and input
+//! channel the 6x6 input block becomes `V = B^T d B`, stored as 36 matrices `[tiles, cin]`;
+//! 36 GEMMs give `M[xi] = V[xi] U[xi]` (`[tiles, cout]`), and each output tile is
+//! `A^T M A` plus the bias, through the ReLU. The transforms work on 16 channels at a time
+//! and are compiled for the CPU's instruction set through `pulp`. Rounding: the transforms
+//! multiply by at most 8 (and the weights by 1/24 to 1/4), so results differ from the
+//! direct convolution by a few units in the last place of the largest terms (the engine's
+//! tests bound it).
+//!
+//! Maps whose sides are not multiples of 4 go to the other paths.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::isa::{Isa, engine_isa};
+use super::kernels::{Conv, Nhwc, matmul};
+
+#[cfg(target_arch = "x86_64")]
+use pulp::x86::{V3, V4};
+
+/// Channels transformed together (one AVX-512 vector, two AVX2 vectors).
+const L: usize = 16;
+type Lane = [f32; L];
+
+/// Tiles per task, about: enough rows for the 36 GEMMs to run at speed.
+const TASK_TILES: usize = 64;
+
+/// `G` of F(4x4, 3x3): the 3 weights of a kernel row or column to 6 transformed ones.
+const G: [[f64; 3]; 6] = [
+    [1.0 / 4.0, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// `BACSEG_CPU_WINOGRAD=0` turns the Winograd path off (for comparing the paths).
+pub(crate) fn winograd_disabled() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var_os("BACSEG_CPU_WINOGRAD").is_some_and(|v| v == "0"))
+}
+
+thread_local! {
+    /// Per-thread transformed inputs and products of a task, reused between tasks.
+    static BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Multiplications of one output pixel per channel pair on the Winograd path (36 per 16
+/// pixels) against 9 directly: its GEMMs' FLOPs are this share of the direct convolution's.
+pub const WINOGRAD_WORK_SHARE: f64 = 36.0 / (16.0 * 9.0);
+
+impl Conv {
+    /// Whether this convolution is one the Winograd path suits (before knowing the map size):
+    /// a 3x3 kernel with at least 32 input and output channels, where the engine is bound by
+    /// arithmetic; with AVX-512, 32 channels in and out stay on the direct convolution, which
+    /// is as fast there (`bacseg bench --layers` measures each layer on every path; on a
+    /// 2-core Zen 4, batch 4: 32->32 at 128x128 5.7 ms direct, 6.1 ms Winograd; 64->32 11.5
+    /// and 10.6 ms; 128->64 at 64x64 13.7 and 7.2 ms).
+    pub(crate) fn winograd_suits(&self) -> bool {
+        let (cin, cout) = (self.cin(), self.cout);
+        self.kernel == 3
+            && cin >= 32
+            && cout >= 32
+            && (cin + cout > 64 || engine_isa() < Isa::Avx512)
+    }
+
+    /// Transform the weights for the Winograd path (`on`) where it suits this convolution, or
+    /// drop them. Returns whether the path is now on. The weights must not change afterwards
+    /// (the training engine never turns it on).
+    pub(crate) fn set_winograd(&mut self, on: bool) -> bool {
+        self.winograd =
+            (on && !winograd_disabled() && self.winograd_suits()).then(|| self.winograd_weights());
+        self.winograd.is_some()
+    }
+
+    /// Whether a forward pass on `h x w` maps takes the Winograd path.
+    pub(crate) fn winograd_runs(&self, h: usize, w: usize) -> bool {
+        self.winograd.is_some() && h.is_multiple_of(4) && w.is_multiple_of(4) && h * w >= 8 * 8
+    }
+
+    /// `U[xi][ci][co]` (`xi = 6 a + b`) for every input channel `ci` of the concatenation.
+    pub(crate) fn winograd_weights(&self) -> Vec<f32> {
+        let (cin, cout) = (self.cin(), self.cout);
+        let mut u = vec![0.0f32; 36 * cin * cout];
+        let mut ci0 = 0;
+        for &c in &self.splits {
+            for ci in 0..c {
+                for co in 0..cout {
+                    // The packed weight of tap (ky, kx): row ky * 3 cin + 3 ci0 + kx c + ci.
+                    let g = |ky: usize, kx: usize| {
+                        f64::from(self.weight[(ky * 3 * cin + 3 * ci0 + kx * c + ci) * cout + co])
+                    };
+                    for a in 0..6 {
+                        for b in 0..6 {
+                            let mut s = 0.0;
+                            for (ky, ga) in G[a].iter().enumerate() {
+                                for (kx, gb) in G[b].iter().enumerate() {
+                                    s += ga * g(ky, kx) * gb;
+                                }
+                            }
+                            u[((a * 6 + b) * cin + ci0 + ci) * cout + co] = s as f32;
+                        }
+                    }
+                }
+            }
+            ci0 += c;
+        }
+        u
+    }
+
+    /// The Winograd path of [`forward`](Self::forward), into `out` (shaped already). Returns
+    /// `false`, leaving `out` untouched, where it does not run (see
+    /// [`winograd_runs`](Self::winograd_runs)).
+    pub(crate) fn forward_winograd(&self, inputs: &[&Nhwc], out: &mut Nhwc) -> bool {
+        let first = inputs[0];
+        let (n, h, w) = (first.n, first.h, first.w);
+        if !self.winograd_runs(h, w) {
+            return false;
+        }
+        let Some(u) = &self.winograd else {
+            return false;
+        };
+        let (cin, cout) = (self.cin(), self.cout);
+        let tx = w / 4;
+        let tile_rows = n * h / 4;
+        let threads = rayon::current_num_threads().max(1);
+        let rows_per_task = TASK_TILES
+            .div_ceil(tx)
+            .min(tile_rows.div_ceil(threads))
+            .max(1);
+        let isa = engine_isa();
+        let all = tile_rows * tx;
+        if all < threads * TASK_TILES {
+            // Few tiles (the deep levels, small batches): the weights are the larger operand,
+            // so each is read once: all tiles transformed, then the 36 products in parallel.
+            // The buffers are taken out of the thread's slot while rayon runs (a task it
+            // steals meanwhile may come back here).
+            let (mut v, mut m) = BUFFERS.with_borrow_mut(std::mem::take);
+            v.resize(36 * all * cin, 0.0);
+            m.resize(36 * all * cout, 0.0);
+            with_isa(isa, || self.input_transform(inputs, 0, tile_rows, &mut v));
+            m.par_chunks_mut(all * cout)
+                .enumerate()
+                .for_each(|(xi, mx)| {
+                    matmul(
+                        mx,
+                        cout,
+                        &v[xi * all * cin..][..all * cin],
+                        cin,
+                        &u[xi * cin * cout..][..cin * cout],
+                        all,
+                        cout,
+                        cin,
+                        1,
+                    );
+                });
+            with_isa(isa, || self.output_transform(&m, all, tx, w, &mut out.data));
+            BUFFERS.with_borrow_mut(|b| *b = (v, m));
+            return true;
+        }
+        out.data
+            .par_chunks_mut(rows_per_task * 4 * w * cout)
+            .enumerate()
+            .for_each(|(task, dst)| {
+                let rows = dst.len() / (4 * w * cout);
+                let tiles = rows * tx;
+                // No rayon inside: the thread's buffers stay borrowed throughout.
+                BUFFERS.with_borrow_mut(|(v, m)| {
+                    v.resize(36 * tiles * cin, 0.0);
+                    m.resize(36 * tiles * cout, 0.0);
+                    with_isa(isa, || {
+                        self.input_transform(inputs, task * rows_per_task, rows, v);
+                    });
+                    for xi in 0..36 {
+                        matmul(
+                            &mut m[xi * tiles * cout..][..tiles * cout],
+                            cout,
+                            &v[xi * tiles * cin..][..tiles * cin],
+                            cin,
+                            &u[xi * cin * cout..][..cin * cout],
+                            tiles,
+                            cout,
+                            cin,
+                            1,
+                        );
+                    }
+                    with_isa(isa, || self.output_transform(m, tiles, tx, w, dst));
+                });
+            });
+        true
+    }
+
+    /// `V = B^T d B` of the tiles of tile rows `row0 .. row0 + rows` (image-major) into `v`,
+    /// `[36][tiles][cin]`.
+    #[inline(always)]
+    fn input_transform(&self, inputs: &[&Nhwc], row0: usize, rows: usize, v: &mut [f32]) {
+        let (h, w) = (inputs[0].h, inputs[0].w);
+        let (tx, th) = (w / 4, h / 4);
+        let tiles = rows * tx;
+        let cin = self.cin();
+        for rr in 0..rows {
+            let (img, ty) = ((row0 + rr) / th, (row0 + rr) % th);
+            for t in 0..tx {
+                let tile = rr * tx + t;
+                let mut ci0 = 0;
+                for (map, &c) in inputs.iter().zip(&self.splits) {
+                    let mut cs = 0;
+                    while cs < c {
+                        let len = L.min(c - cs);
+                        let mut d = [[0.0f32; L]; 36];
+                        for (i, drow) in d.chunks_exact_mut(6).enumerate() {
+                            let Some(y) = (ty * 4 + i).checked_sub(1).filter(|&y| y < h) else {
+                                continue;
+                            };
+                            let row = &map.data[(img * h + y) * w * c..][..w * c];
+                            for (j, dv) in drow.iter_mut().enumerate() {
+                                if let Some(x) = (t * 4 + j).checked_sub(1).filter(|&x| x < w) {
+                                    dv[..len].copy_from_slice(&row[x * c + cs..][..len]);
+                                }
+                            }
+                        }
+                        let vt = transform_input(&d);
+                        for (xi, lane) in vt.iter().enumerate() {
+                            v[(xi * tiles + tile) * cin + ci0 + cs..][..len]
+                                .copy_from_slice(&lane[..len]);
+                        }
+                        cs += len;
+                    }
+                    ci0 += c;
+                }
+            }
+        }
+    }
+
+    /// `A^T M A` of every tile plus the bias (and the ReLU) into the task's output rows `dst`.
+    #[inline(always)]
+    fn output_transform(&self, m: &[f32], tiles: usize, tx: usize, w: usize, dst: &mut [f32]) {
+        let cout = self.cout;
+        for tile in 0..tiles {
+            let (rr, t) = (tile / tx, tile % tx);
+            let mut cs = 0;
+            while cs < cout {
+                let len = L.min(cout - cs);
+                let mut x = [[0.0f32; L]; 36];
+                for (xi, lane) in x.iter_mut().enumerate() {
+                    lane[..len].copy_from_slice(&m[(xi * tiles + tile) * cout + cs..][..len]);
+                }
+                let mut y = transform_output(&x);
+                let mut bias = [0.0f32; L];
+                bias[..len].copy_from_slice(&self.bias[cs..cs + len]);
+                for (k, lane) in y.iter_mut().enumerate() {
+                    for (v, b) in lane.iter_mut().zip(&bias) {
+                        *v += b;
+                        if self.relu {
+                            *v = v.max(0.0);
+                        }
+                    }
+                    let (a, b) = (k / 4, k % 4);
+                    dst[((rr * 4 + a) * w + t * 4 + b) * cout + cs..][..len]
+                        .copy_from_slice(&lane[..len]);
+                }
+                cs += len;
+            }
+        }
+    }
+}
+
+/// Run `f` compiled for `isa` (the transforms it inlines are vectorised for it).
+fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa == Isa::Avx512
+            && let Some(s) = V4::try_new()
+        {
+            return s.vectorize(f);
+        }
+        if isa >= Isa::Avx2
+            && let Some(s) = V3::try_new()
+        {
+            return s.vectorize(f);
+        }
+    }
+    let _ = isa;
+    f()
+}
+
+/// `B^T x` for one column or row of six channel vectors.
+#[inline(always)]
+fn bt(x: [&Lane; 6]) -> [Lane; 6] {
+    let mut r = [[0.0f32; L]; 6];
+    for l in 0..L {
+        let (x0, x1, x2, x3, x4, x5) = (x[0][l], x[1][l], x[2][l], x[3][l], x[4][l], x[5][l]);
+        r[0][l] = 4.0 * x0 - 5.0 * x2 + x4;
+        r[1][l] = (x3 + x4) - 4.0 * (x1 + x2);
+        r[2][l] = (x4 - x3) + 4.0 * (x1 - x2);
+        r[3][l] = (x4 - x2) + 2.0 * (x3 - x1);
+        r[4][l] = (x4 - x2) - 2.0 * (x3 - x1);
+        r[5][l] = 4.0 * x1 - 5.0 * x3 + x5;
+    }
+    r
+}
+
+/// `A^T x` for one column or row of six channel vectors.
+#[inline(always)]
+fn at(x: [&Lane; 6]) -> [Lane; 4] {
+    let mut r = [[0.0f32; L]; 4];
+    for l in 0..L {
+        let (x0, x1, x2, x3, x4, x5) = (x[0][l], x[1][l], x[2][l], x[3][l], x[4][l], x[5][l]);
+        let (s12, d12, s34, d34) = (x1 + x2, x1 - x2, x3 + x4, x3 - x4);
+        r[0][l] = x0 + s12 + s34;
+        r[1][l] = d12 + 2.0 * d34;
+        r[2][l] = s12 + 4.0 * s34;
+        r[3][l] = d12 + 8.0 * d34 + x5;
+    }
+    r
+}
+
+/// `B^T d B` of a 6x6 block of channel vectors (row-major).
+#[inline(always)]
+fn transform_input(d: &[Lane; 36]) -> [Lane; 36] {
+    let mut cols = [[0.0f32; L]; 36];
+    for j in 0..6 {
+        let r = bt([
+            &d[j],
+            &d[6 + j],
+            &d[12 + j],
+            &d[18 + j],
+            &d[24 + j],
+            &d[30 + j],
+        ]);
+        for (i, lane) in r.into_iter().enumerate() {
+            cols[i * 6 + j] = lane;
+        }
+    }
+    let mut v = [[0.0f32; L]; 36];
+    for i in 0..6 {
+        let c = &cols[i * 6..i * 6 + 6];
+        let r = bt([&c[0], &c[1], &c[2], &c[3], &c[4], &c[5]]);
+        v[i * 6..i * 6 + 6].copy_from_slice(&r);
+    }
+    v
+}
+
+/// `A^T m A` of a 6x6 block of channel vectors: the 4x4 output tile (row-major).
+#[inline(always)]
+fn transform_output(m: &[Lane; 36]) -> [Lane; 16] {
+    let mut cols = [[0.0f32; L]; 24];
+    for j in 0..6 {
+        let r = at([
+            &m[j],
+            &m[6 + j],
+            &m[12 + j],
+            &m[18 + j],
+            &m[24 + j],
+            &m[30 + j],
+        ]);
+        for (a, lane) in r.into_iter().enumerate() {
+            cols[a * 6 + j] = lane;
+        }
+    }
+    let mut y = [[0.0f32; L]; 16];
+    for a in 0..4 {
+        let c = &cols[a * 6..a * 6 + 6];
+        let r = at([&c[0], &c[1], &c[2], &c[3], &c[4], &c[5]]);
+        y[a * 4..a * 4 + 4].copy_from_slice(&r);
+    }
+    y
+}
