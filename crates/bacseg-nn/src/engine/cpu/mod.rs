@@ -597,7 +597,7 @@ impl UnetNet {
                         }
                     }
                 }
-                if conv.winograd_runs(s, s) {
+                if conv.winograd_runs(batch, s, s) {
                     let t = time(&mut |o| {
                         conv.forward_winograd(&refs, o);
                     });
@@ -614,7 +614,7 @@ impl UnetNet {
                         * (batch * s * s * conv.kernel * conv.kernel * cin * conv.cout) as f64
                         / 1e9,
                     chosen: match conv.direct_blocking() {
-                        _ if conv.winograd_runs(s, s) => WINOGRAD.into(),
+                        _ if conv.winograd_runs(batch, s, s) => WINOGRAD.into(),
                         Some(b) if conv.kernel > 1 => format!("direct {b:?}"),
                         _ if paths.iter().any(|(p, _)| p == "head AVX-512") => {
                             "head AVX-512".into()

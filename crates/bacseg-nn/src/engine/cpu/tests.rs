@@ -685,7 +685,7 @@ fn winograd_convolution_matches_burn() {
         for (splits, cout, [n, h, w], relu) in [
             (vec![32], 40, [2, 8, 12], true),
             (vec![40, 24], 48, [1, 16, 8], false),
-            (vec![64], 64, [1, 8, 8], true),
+            (vec![64], 64, [2, 8, 8], true),
             (vec![32, 32], 64, [4, 28, 36], true),
             (vec![48], 96, [3, 20, 44], false),
         ] {
@@ -735,6 +735,10 @@ fn winograd_convolution_matches_burn() {
     assert!(!engine.forward_winograd(&[&x], &mut out));
     let err = relative_error(&engine.forward(&[&x], Vec::new()), want);
     assert!(err < 1e-5, "10x16 on the other paths: {err}");
+    // Four tiles (one 8x8 map) are too few.
+    let x = to_nhwc(random([1, 64, 8, 8], &device));
+    let mut out = Nhwc::with_buffer(1, 8, 8, 64, Vec::new());
+    assert!(!engine.forward_winograd(&[&x], &mut out));
 }
 
 #[test]

@@ -87,9 +87,12 @@ impl Conv {
         self.winograd.is_some()
     }
 
-    /// Whether a forward pass on `h x w` maps takes the Winograd path.
-    pub(crate) fn winograd_runs(&self, h: usize, w: usize) -> bool {
-        self.winograd.is_some() && h.is_multiple_of(4) && w.is_multiple_of(4) && h * w >= 8 * 8
+    /// Whether a forward pass on `n` maps of `h x w` takes the Winograd path: sides multiples
+    /// of 4, and at least 8 tiles (with fewer, reading the transformed weights, 4 times the
+    /// size of the direct ones, takes longer than the direct convolution's arithmetic: 512
+    /// channels at 8x8, batch 1).
+    pub(crate) fn winograd_runs(&self, n: usize, h: usize, w: usize) -> bool {
+        self.winograd.is_some() && h.is_multiple_of(4) && w.is_multiple_of(4) && n * h * w >= 8 * 16
     }
 
     /// `U[xi][ci][co]` (`xi = 6 a + b`) for every input channel `ci` of the concatenation.
@@ -128,7 +131,7 @@ impl Conv {
     pub(crate) fn forward_winograd(&self, inputs: &[&Nhwc], out: &mut Nhwc) -> bool {
         let first = inputs[0];
         let (n, h, w) = (first.n, first.h, first.w);
-        if !self.winograd_runs(h, w) {
+        if !self.winograd_runs(n, h, w) {
             return false;
         }
         let Some(u) = &self.winograd else {
@@ -150,17 +153,25 @@ impl Conv {
             // The buffers are taken out of the thread's slot while rayon runs (a task it
             // steals meanwhile may come back here).
             let (mut v, mut m) = BUFFERS.with_borrow_mut(std::mem::take);
+            // Transformed inputs tile-major (`[tiles][36][cin]`), so that tile rows are
+            // transformed in parallel; each product reads its matrix with a row stride.
             v.resize(36 * all * cin, 0.0);
             m.resize(36 * all * cout, 0.0);
-            with_isa(isa, || self.input_transform(inputs, 0, tile_rows, &mut v));
+            v.par_chunks_mut(tx * 36 * cin)
+                .enumerate()
+                .for_each(|(row, vr)| {
+                    with_isa(isa, || {
+                        self.input_transform(inputs, row, 1, vr, (cin, 36 * cin));
+                    });
+                });
             m.par_chunks_mut(all * cout)
                 .enumerate()
                 .for_each(|(xi, mx)| {
                     matmul(
                         mx,
                         cout,
-                        &v[xi * all * cin..][..all * cin],
-                        cin,
+                        &v[xi * cin..],
+                        36 * cin,
                         &u[xi * cin * cout..][..cin * cout],
                         all,
                         cout,
@@ -168,7 +179,14 @@ impl Conv {
                         1,
                     );
                 });
-            with_isa(isa, || self.output_transform(&m, all, tx, w, &mut out.data));
+            out.data
+                .par_chunks_mut(4 * w * cout)
+                .enumerate()
+                .for_each(|(row, dst)| {
+                    with_isa(isa, || {
+                        self.output_transform(&m, (all, row * tx), tx, tx, w, dst);
+                    });
+                });
             BUFFERS.with_borrow_mut(|b| *b = (v, m));
             return true;
         }
@@ -183,7 +201,8 @@ impl Conv {
                     v.resize(36 * tiles * cin, 0.0);
                     m.resize(36 * tiles * cout, 0.0);
                     with_isa(isa, || {
-                        self.input_transform(inputs, task * rows_per_task, rows, v);
+                        let strides = (tiles * cin, cin);
+                        self.input_transform(inputs, task * rows_per_task, rows, v, strides);
                     });
                     for xi in 0..36 {
                         matmul(
@@ -198,20 +217,28 @@ impl Conv {
                             1,
                         );
                     }
-                    with_isa(isa, || self.output_transform(m, tiles, tx, w, dst));
+                    with_isa(isa, || {
+                        self.output_transform(m, (tiles, 0), tiles, tx, w, dst)
+                    });
                 });
             });
         true
     }
 
-    /// `V = B^T d B` of the tiles of tile rows `row0 .. row0 + rows` (image-major) into `v`,
-    /// `[36][tiles][cin]`.
+    /// `V = B^T d B` of the tiles of tile rows `row0 .. row0 + rows` (image-major) into `v`:
+    /// channel `ci` of element `xi` of the `t`-th of these tiles at `xi * strides.0 + t *
+    /// strides.1 + ci`.
     #[inline(always)]
-    fn input_transform(&self, inputs: &[&Nhwc], row0: usize, rows: usize, v: &mut [f32]) {
+    fn input_transform(
+        &self,
+        inputs: &[&Nhwc],
+        row0: usize,
+        rows: usize,
+        v: &mut [f32],
+        (xs, ts): (usize, usize),
+    ) {
         let (h, w) = (inputs[0].h, inputs[0].w);
         let (tx, th) = (w / 4, h / 4);
-        let tiles = rows * tx;
-        let cin = self.cin();
         for rr in 0..rows {
             let (img, ty) = ((row0 + rr) / th, (row0 + rr) % th);
             for t in 0..tx {
@@ -235,7 +262,7 @@ impl Conv {
                         }
                         let vt = transform_input(&d);
                         for (xi, lane) in vt.iter().enumerate() {
-                            v[(xi * tiles + tile) * cin + ci0 + cs..][..len]
+                            v[xi * xs + tile * ts + ci0 + cs..][..len]
                                 .copy_from_slice(&lane[..len]);
                         }
                         cs += len;
@@ -246,9 +273,18 @@ impl Conv {
         }
     }
 
-    /// `A^T M A` of every tile plus the bias (and the ReLU) into the task's output rows `dst`.
+    /// `A^T M A` of `tiles` tiles plus the bias (and the ReLU) into their output rows `dst`;
+    /// `M` holds `all` tiles (`[36][all][cout]`), these from `first` on.
     #[inline(always)]
-    fn output_transform(&self, m: &[f32], tiles: usize, tx: usize, w: usize, dst: &mut [f32]) {
+    fn output_transform(
+        &self,
+        m: &[f32],
+        (all, first): (usize, usize),
+        tiles: usize,
+        tx: usize,
+        w: usize,
+        dst: &mut [f32],
+    ) {
         let cout = self.cout;
         for tile in 0..tiles {
             let (rr, t) = (tile / tx, tile % tx);
@@ -257,7 +293,7 @@ impl Conv {
                 let len = L.min(cout - cs);
                 let mut x = [[0.0f32; L]; 36];
                 for (xi, lane) in x.iter_mut().enumerate() {
-                    lane[..len].copy_from_slice(&m[(xi * tiles + tile) * cout + cs..][..len]);
+                    lane[..len].copy_from_slice(&m[(xi * all + first + tile) * cout + cs..][..len]);
                 }
                 let mut y = transform_output(&x);
                 let mut bias = [0.0f32; L];
