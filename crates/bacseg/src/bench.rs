@@ -336,7 +336,8 @@ pub fn run_bench(options: &BenchOptions, report: &mut dyn FnMut(BenchEvent)) -> 
     let scratch = temp_dir()?;
     let onnx_path = scratch.path().join("dt-unet.onnx");
     report(BenchEvent::Section(Section::Forward));
-    let default_forward_1 = forward_section(options, &batches, &device, &onnx_path, report)?;
+    let (default_forward_1, reference_net) =
+        forward_section(options, &batches, &device, &onnx_path, report)?;
     if options.layers {
         report(BenchEvent::Section(Section::Layers));
         layers_section(options, batches[0], &device, report)?;
@@ -355,6 +356,7 @@ pub fn run_bench(options: &BenchOptions, report: &mut dyn FnMut(BenchEvent)) -> 
         report(BenchEvent::Section(Section::PyTorch));
         let ours = Ours {
             forward: default_forward_1,
+            reference_net,
             burn_train,
             cpu_train,
         };
@@ -372,6 +374,8 @@ pub fn run_bench(options: &BenchOptions, report: &mut dyn FnMut(BenchEvent)) -> 
 struct Ours {
     /// The default engine's DT-UNet 1x512x512 forward time and name (of the reference network).
     forward: Option<(f64, &'static str)>,
+    /// That network on the CPU engine, timed again beside the references.
+    reference_net: Option<bacseg_nn::engine::cpu::Net>,
     /// burn's and the CPU engine's DT-UNet training step at batch 4.
     burn_train: Option<f64>,
     cpu_train: Option<f64>,
@@ -387,9 +391,36 @@ fn torch_section(
     report: &mut dyn FnMut(BenchEvent),
 ) -> Result<()> {
     let repeats = options.repeats;
-    let (forward, train) = t.bench(repeats, options.train)?;
     let what = "dt-unet forward 1x512x512";
     let gflop = Some(REFERENCE_DT_UNET_512_GFLOP);
+    // The engine is timed again right before and after the references, and the ratios use
+    // the mean of the two: on a shared machine the speed drifts by 10-20% within minutes,
+    // more than the differences measured.
+    let mut ours = ours;
+    let mut beside = Vec::new();
+    if let Some(net) = ours.reference_net.as_mut() {
+        beside.push(time_forward_cpu(net, 1, 512, repeats)?);
+    }
+    let (forward, train) = t.bench(repeats, options.train)?;
+    let ort = onnx_path
+        .is_file()
+        .then(|| t.onnxruntime(onnx_path, 512, repeats));
+    if let Some(net) = ours.reference_net.as_mut() {
+        beside.push(time_forward_cpu(net, 1, 512, repeats)?);
+        let mean = beside.iter().sum::<f64>() / beside.len() as f64;
+        report(measurement(
+            what,
+            "cpu",
+            mean,
+            gflop,
+            format!(
+                "timed again beside the references: {:.4} s before, {:.4} s after; the ratios \
+                 below use the mean",
+                beside[0], beside[1]
+            ),
+        ));
+        ours.forward = Some((mean, "cpu"));
+    }
     report(measurement(what, "PyTorch eager", forward, gflop, ""));
     if let Some((seconds, engine)) = ours.forward {
         report(ratio(
@@ -398,8 +429,8 @@ fn torch_section(
             forward / seconds,
         ));
     }
-    if onnx_path.is_file() {
-        match t.onnxruntime(onnx_path, 512, repeats) {
+    if let Some(ort) = ort {
+        match ort {
             Ok(ort) => {
                 report(measurement(
                     what,
@@ -449,16 +480,21 @@ fn torch_section(
 }
 
 /// The forward passes; returns the default engine's time and name for DT-UNet 1x512x512 (of
-/// the reference network), for the comparisons.
+/// the reference network), for the comparisons, and that network on the CPU engine.
+#[allow(clippy::type_complexity)]
 fn forward_section(
     options: &BenchOptions,
     batches: &[usize],
     device: &Device,
     onnx_path: &Path,
     report: &mut dyn FnMut(BenchEvent),
-) -> Result<Option<(f64, &'static str)>> {
+) -> Result<(
+    Option<(f64, &'static str)>,
+    Option<bacseg_nn::engine::cpu::Net>,
+)> {
     let n = options.patch;
     let mut default_forward_1 = None;
+    let mut reference_net = None;
     for &arch in &options.models {
         for &b in batches {
             let spec = options.spec(arch)?;
@@ -497,10 +533,12 @@ fn forward_section(
                     Some(cpu) => (cpu, "cpu"),
                     None => (timing.burn, "burn"),
                 });
+                reference_net = bacseg_nn::engine::cpu::Net::for_model(model.network())
+                    .transpose()?;
             }
         }
     }
-    Ok(default_forward_1)
+    Ok((default_forward_1, reference_net))
 }
 
 /// Each convolution of the CPU engine's networks on every path this CPU runs: one measurement
