@@ -533,8 +533,8 @@ fn forward_section(
                     Some(cpu) => (cpu, "cpu"),
                     None => (timing.burn, "burn"),
                 });
-                reference_net = bacseg_nn::engine::cpu::Net::for_model(model.network())
-                    .transpose()?;
+                reference_net =
+                    bacseg_nn::engine::cpu::Net::for_model(model.network()).transpose()?;
             }
         }
     }
