@@ -163,20 +163,25 @@ fn randomise(block: &mut DoubleConv, device: &Device) {
     block.bn2 = random_batch_norm(block.bn2.gamma.dims()[0], device);
 }
 
+/// A DT-UNet of `widths` in validation mode with random BatchNorm statistics.
+fn random_dt_unet(widths: Vec<usize>, device: &Device) -> crate::DtUnet {
+    let mut model = DtUnetConfig::new()
+        .with_widths(widths)
+        .init(device)
+        .unwrap();
+    for block in model.down.iter_mut() {
+        randomise(block, device);
+    }
+    for level in model.up.iter_mut() {
+        randomise(&mut level.conv, device);
+    }
+    model.valid()
+}
+
 #[test]
 fn dt_unet_matches_burn_and_reuses_its_buffers() {
     let device = Device::default();
-    let mut model = DtUnetConfig::new()
-        .with_widths(vec![3, 6, 12])
-        .init(&device)
-        .unwrap();
-    for block in model.down.iter_mut() {
-        randomise(block, &device);
-    }
-    for level in model.up.iter_mut() {
-        randomise(&mut level.conv, &device);
-    }
-    let model = model.valid();
+    let model = random_dt_unet(vec![3, 6, 12], &device);
     let mut net = crate::engine::cpu::Net::for_model(&model).unwrap().unwrap();
     assert_eq!((net.name(), net.in_channels()), ("dt-unet", 1));
     for (n, side) in [(2, 16), (1, 24), (2, 16)] {
@@ -750,17 +755,7 @@ fn dt_unet_with_wide_levels_matches_burn() {
         return;
     }
     let device = Device::default();
-    let mut model = DtUnetConfig::new()
-        .with_widths(vec![8, 32, 64])
-        .init(&device)
-        .unwrap();
-    for block in model.down.iter_mut() {
-        randomise(block, &device);
-    }
-    for level in model.up.iter_mut() {
-        randomise(&mut level.conv, &device);
-    }
-    let model = model.valid();
+    let model = random_dt_unet(vec![8, 32, 64], &device);
     let mut net = crate::engine::cpu::Net::for_model(&model).unwrap().unwrap();
     assert!(
         net.set_winograd(true) >= 3,
