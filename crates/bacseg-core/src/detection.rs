@@ -11,6 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::mammogram::{PixelSpacing, SpacingSource};
+use crate::raster::Mask;
+
 /// The unit of the areas (and lengths) compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -74,6 +77,54 @@ impl DetectionRule {
 pub struct Burden {
     pub area: f64,
     pub length: f64,
+}
+
+/// A mask's area and centreline length in pixels, and in mm^2 and mm with a spacing: what
+/// `bacseg evaluate`, `compare` and training validation compare.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MaskBurden {
+    pub area_px: usize,
+    pub length_px: f64,
+    pub area_mm2: Option<f64>,
+    pub length_mm: Option<f64>,
+}
+
+impl MaskBurden {
+    /// Area and length of `mask` (the centreline length of `quantify::measure`).
+    pub fn measure(mask: &Mask, spacing_mm: Option<f64>) -> Self {
+        let spacing = spacing_mm.map(|mm| PixelSpacing {
+            row_mm: mm,
+            col_mm: mm,
+            source: SpacingSource::User,
+        });
+        let b = crate::quantify::measure(
+            mask,
+            None,
+            spacing,
+            None,
+            &crate::quantify::Grading::default(),
+        );
+        Self {
+            area_px: b.area_px,
+            length_px: b.length_px,
+            area_mm2: b.area_mm2,
+            length_mm: b.length_mm,
+        }
+    }
+
+    /// Area and length in `unit` (`Mm` needs the spacing).
+    pub fn in_unit(&self, unit: BurdenUnit) -> Burden {
+        match unit {
+            BurdenUnit::Mm => Burden {
+                area: self.area_mm2.unwrap_or(f64::NAN),
+                length: self.length_mm.unwrap_or(f64::NAN),
+            },
+            BurdenUnit::Px => Burden {
+                area: self.area_px as f64,
+                length: self.length_px,
+            },
+        }
+    }
 }
 
 /// One image's true and predicted burden.

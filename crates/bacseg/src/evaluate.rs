@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use bacseg_core::detection::{Burden, BurdenUnit, Detection, DetectionRule, ImageBurden};
-use bacseg_core::mammogram::{PixelSpacing, SpacingSource};
+pub use bacseg_core::detection::MaskBurden;
+use bacseg_core::detection::{BurdenUnit, Detection, DetectionRule, ImageBurden};
 use bacseg_core::metrics::{
     Aggregate, ConfusionCounts, EmptyPolicy, Metrics, PatchSet, patch_counts,
 };
@@ -196,53 +196,6 @@ pub struct ImageEvaluation {
     /// mm with a spacing.
     pub truth_burden: MaskBurden,
     pub predicted_burden: MaskBurden,
-}
-
-/// The burden measures [`evaluate_dirs`] compares.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct MaskBurden {
-    pub area_px: usize,
-    pub length_px: f64,
-    pub area_mm2: Option<f64>,
-    pub length_mm: Option<f64>,
-}
-
-impl MaskBurden {
-    /// Area and length of `mask` (the centreline length of `quantify::measure`).
-    pub fn measure(mask: &Mask, spacing_mm: Option<f64>) -> Self {
-        let spacing = spacing_mm.map(|mm| PixelSpacing {
-            row_mm: mm,
-            col_mm: mm,
-            source: SpacingSource::User,
-        });
-        let b = bacseg_core::quantify::measure(
-            mask,
-            None,
-            spacing,
-            None,
-            &bacseg_core::quantify::Grading::default(),
-        );
-        Self {
-            area_px: b.area_px,
-            length_px: b.length_px,
-            area_mm2: b.area_mm2,
-            length_mm: b.length_mm,
-        }
-    }
-
-    /// Area and length in `unit` (`Mm` needs the spacing).
-    pub fn in_unit(&self, unit: BurdenUnit) -> Burden {
-        match unit {
-            BurdenUnit::Mm => Burden {
-                area: self.area_mm2.unwrap_or(f64::NAN),
-                length: self.length_mm.unwrap_or(f64::NAN),
-            },
-            BurdenUnit::Px => Burden {
-                area: self.area_px as f64,
-                length: self.length_px,
-            },
-        }
-    }
 }
 
 /// Image-level detection over `images`: in mm^2 when every image has a spacing, else pixels.

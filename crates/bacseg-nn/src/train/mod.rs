@@ -26,7 +26,9 @@ use std::time::Instant;
 use bacseg_core::augment::{Augment, augment_patch};
 use bacseg_core::cache::{CacheError, CacheSpec, PatchCache};
 use bacseg_core::dataset::Split;
-use bacseg_core::detection::{Burden, BurdenUnit, Detection, DetectionRule, ImageBurden};
+use bacseg_core::detection::{
+    Burden, BurdenUnit, Detection, DetectionRule, ImageBurden, MaskBurden,
+};
 use bacseg_core::io::write_atomic;
 use bacseg_core::metrics::{Aggregate, ConfusionCounts, EmptyPolicy, Metrics, PatchSet};
 use bacseg_core::patch::{Patch, PatchSampler, SampleItem};
@@ -833,19 +835,9 @@ fn is_better(score: Option<f64>, r: &EpochRecord, best: &BestRecord) -> bool {
     }
 }
 
-/// Area and centreline length of a mask, in pixels (`quantify::measure`'s).
+/// Area and centreline length of a mask, in pixels.
 fn burden_px(mask: &Mask) -> Burden {
-    let b = bacseg_core::quantify::measure(
-        mask,
-        None,
-        None,
-        None,
-        &bacseg_core::quantify::Grading::default(),
-    );
-    Burden {
-        area: b.area_px as f64,
-        length: b.length_px,
-    }
+    MaskBurden::measure(mask, None).in_unit(BurdenUnit::Px)
 }
 
 /// What [`validate`] measures: the loss, the scored patches' counts, the images' burdens.

@@ -95,32 +95,50 @@ impl Conv {
         self.winograd.is_some() && h.is_multiple_of(4) && w.is_multiple_of(4) && n * h * w >= 8 * 16
     }
 
-    /// `U[xi][ci][co]` (`xi = 6 a + b`) for every input channel `ci` of the concatenation.
+    /// `U[xi][ci][co]` (`xi = 6 a + b`) for every input channel `ci` of the concatenation:
+    /// `G g G^T` in two steps (162 multiplications a channel pair), input channels in
+    /// parallel (networks are compiled for every prediction run and every validation).
     pub(crate) fn winograd_weights(&self) -> Vec<f32> {
         let (cin, cout) = (self.cin(), self.cout);
-        let mut u = vec![0.0f32; 36 * cin * cout];
-        let mut ci0 = 0;
-        for &c in &self.splits {
-            for ci in 0..c {
+        // Each global input channel's map offset and channel count in the concatenation.
+        let located: Vec<(usize, usize, usize)> = self
+            .splits
+            .iter()
+            .scan(0, |ci0, &c| {
+                let at = *ci0;
+                *ci0 += c;
+                Some((0..c).map(move |ci| (at, c, ci)))
+            })
+            .flatten()
+            .collect();
+        // `[ci][xi][co]` first, one input channel per task.
+        let mut by_channel = vec![0.0f32; cin * 36 * cout];
+        by_channel
+            .par_chunks_mut(36 * cout)
+            .zip(&located)
+            .for_each(|(block, &(ci0, c, ci))| {
                 for co in 0..cout {
                     // The packed weight of tap (ky, kx): row ky * 3 cin + 3 ci0 + kx c + ci.
                     let g = |ky: usize, kx: usize| {
                         f64::from(self.weight[(ky * 3 * cin + 3 * ci0 + kx * c + ci) * cout + co])
                     };
-                    for a in 0..6 {
-                        for b in 0..6 {
-                            let mut s = 0.0;
-                            for (ky, ga) in G[a].iter().enumerate() {
-                                for (kx, gb) in G[b].iter().enumerate() {
-                                    s += ga * g(ky, kx) * gb;
-                                }
-                            }
-                            u[((a * 6 + b) * cin + ci0 + ci) * cout + co] = s as f32;
+                    // `G g` (6x3), then times `G^T`.
+                    let gg: [[f64; 3]; 6] = std::array::from_fn(|a| {
+                        std::array::from_fn(|kx| (0..3).map(|ky| G[a][ky] * g(ky, kx)).sum())
+                    });
+                    for (a, row) in gg.iter().enumerate() {
+                        for (b, gb) in G.iter().enumerate() {
+                            let v: f64 = row.iter().zip(gb).map(|(x, y)| x * y).sum();
+                            block[(a * 6 + b) * cout + co] = v as f32;
                         }
                     }
                 }
+            });
+        let mut u = vec![0.0f32; 36 * cin * cout];
+        for (ci, block) in by_channel.chunks_exact(36 * cout).enumerate() {
+            for (xi, row) in block.chunks_exact(cout).enumerate() {
+                u[(xi * cin + ci) * cout..][..cout].copy_from_slice(row);
             }
-            ci0 += c;
         }
         u
     }
