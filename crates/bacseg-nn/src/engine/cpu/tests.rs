@@ -671,14 +671,23 @@ fn half_pixel_resizing_matches_burn() {
     }
 }
 
+/// Whether the Winograd path is on in this process (`BACSEG_CPU_WINOGRAD=0` turns it off;
+/// its tests then say they are skipped).
+fn winograd_on() -> bool {
+    let on = !super::winograd::winograd_disabled();
+    if !on {
+        eprintln!("Winograd tests skipped: BACSEG_CPU_WINOGRAD=0 turns the path off");
+    }
+    on
+}
+
 #[test]
 fn winograd_convolution_matches_burn() {
     // F(4x4, 3x3) against burn's convolution: concatenated inputs, channel counts that are
     // not multiples of the 16 transformed together, tile rows of a task crossing images, and
     // both ways of splitting the work (few tiles: the products in parallel; many: tasks of
     // tile rows), on two threads as on CI.
-    if super::winograd::winograd_disabled() {
-        eprintln!("Winograd tests skipped: BACSEG_CPU_WINOGRAD=0 turns the path off");
+    if !winograd_on() {
         return;
     }
     let device = Device::default();
@@ -750,8 +759,7 @@ fn winograd_convolution_matches_burn() {
 fn dt_unet_with_wide_levels_matches_burn() {
     // Levels of 32 and 64 channels: the engine's Winograd convolutions inside the network
     // (encoder, and decoder levels reading the concatenation in place).
-    if super::winograd::winograd_disabled() {
-        eprintln!("Winograd tests skipped: BACSEG_CPU_WINOGRAD=0 turns the path off");
+    if !winograd_on() {
         return;
     }
     let device = Device::default();
