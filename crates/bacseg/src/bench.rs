@@ -1,5 +1,5 @@
 //! Speed of this build, measured in one run on the same inputs: the forward pass of each
-//! architecture at each batch size and engine, the DT-UNet training step, and a whole mammogram
+//! architecture at each batch size and engine, the training step, and a whole mammogram
 //! predicted with and without breast skipping; optionally PyTorch eager and ONNX Runtime (from
 //! a Python, through `tools/torch_reference.py` and `tools/onnx_check.py`) on the same DT-UNet,
 //! weights and patches.
@@ -71,8 +71,13 @@ pub struct BenchOptions {
     pub width: Option<usize>,
     /// Depth of the networks instead of the reference (not ContextNet's nor SCU-Net's).
     pub depth: Option<usize>,
-    /// Time the DT-UNet training step.
+    /// Time the training step.
     pub train: bool,
+    /// Architectures whose training step is timed (with `train`): the CPU training engine at
+    /// batches 1, 2, 4 and 8 where it trains the architecture (at batch 4 also with its
+    /// convolutions kept off the Winograd path), burn at batch 4. PyTorch's comparison is
+    /// DT-UNet's.
+    pub train_models: Vec<Architecture>,
     /// Time whole-mammogram predictions.
     pub whole: bool,
     /// Time each convolution of the CPU engine's networks on every path this CPU runs
@@ -102,6 +107,7 @@ impl Default for BenchOptions {
             width: None,
             depth: None,
             train: true,
+            train_models: vec![Architecture::DtUnet],
             whole: true,
             layers: false,
             image: None,
@@ -193,7 +199,7 @@ pub struct Header {
 pub enum Section {
     /// The forward pass of each architecture at each batch size.
     Forward,
-    /// The DT-UNet training step.
+    /// The training steps.
     Train,
     /// PyTorch eager and ONNX Runtime from Python.
     PyTorch,
@@ -401,7 +407,8 @@ fn torch_section(
     if let Some(net) = ours.reference_net.as_mut() {
         beside.push(time_forward_cpu(net, 1, 512, repeats)?);
     }
-    let (forward, train) = t.bench(repeats, options.train)?;
+    let dt_unet_train = options.train && options.train_models.contains(&Architecture::DtUnet);
+    let (forward, train) = t.bench(repeats, dt_unet_train)?;
     let ort = onnx_path
         .is_file()
         .then(|| t.onnxruntime(onnx_path, 512, repeats));
@@ -590,8 +597,8 @@ fn layers_section(
     Ok(())
 }
 
-/// The DT-UNet training steps; returns the seconds of burn's step and of the CPU engine's at
-/// batch 4, for the comparisons.
+/// The training steps of each of `options.train_models`; returns the seconds of burn's
+/// DT-UNet step and of the CPU engine's at batch 4, for the comparisons with PyTorch.
 fn train_section(
     options: &BenchOptions,
     device: &Device,
@@ -599,43 +606,61 @@ fn train_section(
 ) -> Result<(Option<f64>, Option<f64>)> {
     let side = (options.patch / 2).max(1);
     let (mut burn_train, mut cpu_train) = (None, None);
-    // The CPU training engine at batches 1, 2, 4 and 8 (time per patch at each); burn at
-    // batch 4 (the default and PyTorch's comparison), from the same initial weights.
-    for batch in [1, 2, 4, 8] {
-        let network = options
-            .spec(Architecture::DtUnet)?
-            .build(&device.clone().autodiff())?;
-        let timing = time_train(network, batch, side, options.repeats, batch == 4)?;
-        let what = format!("dt-unet train step {batch}x{side}x{side}, Dice + AdamW");
-        let parts = |step: &TrainStepTiming| {
-            format!(
-                "{:.3} s per patch; forward + loss {:.3} s, backward {:.3} s, AdamW {:.3} s",
-                step.total / batch as f64,
-                step.forward,
-                step.backward,
-                step.optimizer
-            )
-        };
-        let gflop = Some(timing.gflop);
-        if let Some(step) = &timing.burn {
-            burn_train = Some(step.total);
-            report(measurement(
-                what.as_str(),
-                "burn",
-                step.total,
-                gflop,
-                parts(step),
-            ));
-        }
-        if let Some(step) = &timing.cpu {
-            let mut note = parts(step);
-            if let Some(b) = &timing.burn {
-                note.push_str(&format!(", {:.2}x burn's speed", b.total / step.total));
+    for &arch in &options.train_models {
+        let name = arch.name();
+        // The CPU training engine at batches 1, 2, 4 and 8 (time per patch at each); burn at
+        // batch 4 (the default and PyTorch's comparison), from the same initial weights.
+        for batch in [1, 2, 4, 8] {
+            let network = options.spec(arch)?.build(&device.clone().autodiff())?;
+            let timing = time_train(network, batch, side, options.repeats, batch == 4)?;
+            let what = format!("{name} train step {batch}x{side}x{side}, Dice + AdamW");
+            let parts = |step: &TrainStepTiming| {
+                format!(
+                    "{:.3} s per patch; forward + loss {:.3} s, backward {:.3} s, AdamW {:.3} s",
+                    step.total / batch as f64,
+                    step.forward,
+                    step.backward,
+                    step.optimizer
+                )
+            };
+            let gflop = Some(timing.gflop);
+            if let Some(step) = &timing.burn {
+                if arch == Architecture::DtUnet {
+                    burn_train = Some(step.total);
+                }
+                report(measurement(
+                    what.as_str(),
+                    "burn",
+                    step.total,
+                    gflop,
+                    parts(step),
+                ));
             }
-            if batch == 4 {
-                cpu_train = Some(step.total);
+            if let Some(step) = &timing.cpu {
+                let mut note = parts(step);
+                if let Some(b) = &timing.burn {
+                    note.push_str(&format!(", {:.2}x burn's speed", b.total / step.total));
+                }
+                if let Some(d) = &timing.cpu_direct {
+                    note.push_str(&format!(
+                        ", {:.2}x its speed without Winograd",
+                        d.total / step.total
+                    ));
+                }
+                if batch == 4 && arch == Architecture::DtUnet {
+                    cpu_train = Some(step.total);
+                }
+                report(measurement(what.as_str(), "cpu", step.total, gflop, note));
             }
-            report(measurement(what.as_str(), "cpu", step.total, gflop, note));
+            if let Some(step) = &timing.cpu_direct {
+                report(measurement(
+                    what.as_str(),
+                    "cpu, no Winograd",
+                    step.total,
+                    gflop,
+                    parts(step),
+                ));
+            }
         }
     }
     Ok((burn_train, cpu_train))
@@ -893,11 +918,14 @@ struct TrainTiming {
     burn: Option<TrainStepTiming>,
     /// The CPU training engine, for the U-Net-shaped networks.
     cpu: Option<TrainStepTiming>,
+    /// The CPU training engine with every convolution off the Winograd path, beside burn's
+    /// step, where some convolution may take it.
+    cpu_direct: Option<TrainStepTiming>,
     gflop: f64,
 }
 
 /// Training steps of `network` (on an autodiff device) on `batch` patches of `side x side`;
-/// burn's too with `with_burn`.
+/// burn's too with `with_burn`, and then the CPU engine's without Winograd as well.
 fn time_train(
     network: Network,
     batch: usize,
@@ -907,15 +935,25 @@ fn time_train(
 ) -> Result<TrainTiming> {
     network.check_input([batch, network.in_channels(), side, side])?;
     let gflop = 3.0 * batch as f64 * network.forward_flops([side, side]) as f64 / 1e9;
-    let cpu = match network.unet_parts() {
-        Some(parts) => {
-            let mut net = TrainNet::from_parts(&parts)?;
-            Some(time_train_step_cpu(&mut net, batch, side, repeats)?)
+    let (mut cpu, mut cpu_direct) = (None, None);
+    if let Some(parts) = network.unet_parts() {
+        let net = TrainNet::from_parts(&parts)?;
+        if with_burn {
+            let mut direct = net.clone();
+            if direct.set_winograd(false) > 0 {
+                cpu_direct = Some(time_train_step_cpu(&mut direct, batch, side, repeats)?);
+            }
         }
-        None => None,
-    };
+        let mut net = net;
+        cpu = Some(time_train_step_cpu(&mut net, batch, side, repeats)?);
+    }
     let burn = with_burn.then(|| time_train_step(network, batch, side, repeats));
-    Ok(TrainTiming { burn, cpu, gflop })
+    Ok(TrainTiming {
+        burn,
+        cpu,
+        cpu_direct,
+        gflop,
+    })
 }
 
 /// One whole-mammogram prediction.

@@ -31,9 +31,14 @@ pub struct Args {
     width: Option<usize>,
     #[arg(long)]
     depth: Option<usize>,
-    /// Skip the DT-UNet training step.
+    /// Skip the training steps.
     #[arg(long)]
     no_train: bool,
+    /// Architectures whose training step is timed, comma-separated (the CPU training engine
+    /// at batches 1, 2, 4, 8 where it trains the architecture, and without Winograd at batch 4;
+    /// burn at batch 4).
+    #[arg(long, default_value = "dt-unet")]
+    train_models: String,
     /// Skip the whole-mammogram predictions.
     #[arg(long)]
     no_whole: bool,
@@ -67,20 +72,23 @@ fn list<T: std::str::FromStr>(what: &str, text: &str) -> Result<Vec<T>> {
         .collect()
 }
 
+fn architectures(flag: &str, text: &str) -> Result<Vec<Architecture>> {
+    text.split(',')
+        .map(|m| {
+            Architecture::from_name(m.trim()).ok_or_else(|| {
+                usage(format!(
+                    "unknown model {m:?} in --{flag} (known: dt-unet, unet, segnet, contextnet, \
+                     scunet)"
+                ))
+            })
+        })
+        .collect()
+}
+
 impl Args {
     fn options(self) -> Result<BenchOptions> {
-        let models: Vec<Architecture> = self
-            .models
-            .split(',')
-            .map(|m| {
-                Architecture::from_name(m.trim()).ok_or_else(|| {
-                    usage(format!(
-                        "unknown model {m:?} in --models (known: dt-unet, unet, segnet, \
-                         contextnet, scunet)"
-                    ))
-                })
-            })
-            .collect::<Result<_>>()?;
+        let models = architectures("models", &self.models)?;
+        let train_models = architectures("train-models", &self.train_models)?;
         Ok(BenchOptions {
             models,
             batches: list("batches", &self.batches)?,
@@ -89,6 +97,7 @@ impl Args {
             width: self.width,
             depth: self.depth,
             train: !self.no_train,
+            train_models,
             whole: !self.no_whole,
             layers: self.layers,
             image: self.image,

@@ -7,7 +7,9 @@
 //! batches of 4 or fewer, BatchNorm and ReLU as separate passes with their own buffers). Here
 //! every convolution is one im2col + GEMM per gradient on the `gemm` crate (AVX-512 or AVX2
 //! kernels chosen at run time), the input gradient of a 3x3 convolution is the CPU engine's own
-//! forward convolution with the kernel flipped and transposed, BatchNorm and ReLU are fused
+//! forward convolution with the kernel flipped and transposed (both take the engine's Winograd
+//! path on the wide 3x3 layers, with the weights transformed again at every step, where the
+//! maps are large enough to pay for that), BatchNorm and ReLU are fused
 //! into one pass forward and one backward, the decoder's concatenation is read in place, and
 //! every activation buffer is reused from one step to the next.
 //!
@@ -31,6 +33,7 @@ use crate::engine::cpu::kernels::{
     BLOCK_VALUES, COLUMNS, Conv, ConvTranspose2x2, Nhwc, aligned_coord as coord, matmul_strided,
     max_pool2x2, resize_bilinear_aligned,
 };
+use crate::engine::cpu::winograd::{TRAIN_MIN_PIXELS, winograd_disabled};
 use crate::engine::cpu::{compile_conv, compile_transposed, unsupported, values};
 use crate::error::NnError;
 use crate::loss::LossKind;
@@ -287,6 +290,11 @@ struct ConvBnRelu {
     inv_std: Vec<f32>,
     /// Buffer of the flipped kernel of the input gradient, reused between steps.
     flipped: Vec<f32>,
+    /// The flipped kernel's Winograd transform, where the input gradient takes that path.
+    flipped_winograd: Option<Vec<f32>>,
+    /// From how many output pixels the convolutions take the Winograd path, if at all
+    /// ([`TrainNet::set_winograd`]).
+    winograd: Option<usize>,
 }
 
 impl ConvBnRelu {
@@ -328,6 +336,8 @@ impl ConvBnRelu {
             mean: vec![0.0; cout],
             inv_std: vec![0.0; cout],
             flipped: Vec::new(),
+            flipped_winograd: None,
+            winograd: Some(TRAIN_MIN_PIXELS),
         })
     }
 
@@ -339,6 +349,12 @@ impl ConvBnRelu {
     /// statistics.
     fn forward(&mut self, inputs: &[&Nhwc], pool: &mut Pool) {
         let c = self.cout();
+        let x = inputs[0];
+        if let Some(min) = self.winograd {
+            self.conv.refresh_winograd(x.n, x.h, x.w, min);
+        } else {
+            self.conv.winograd = None;
+        }
         let z = self.conv.forward(
             inputs,
             pool.take(
@@ -496,9 +512,16 @@ impl ConvBnRelu {
                 // than rebuilding the flipped kernel.
                 conv_input_grad_col2im(&self.conv, &dz, pool)
             } else {
-                let flipped = flipped_conv(&self.conv, std::mem::take(&mut self.flipped));
+                let mut flipped = flipped_conv(&self.conv, std::mem::take(&mut self.flipped));
+                flipped.winograd = self.flipped_winograd.take();
+                if let Some(min) = self.winograd {
+                    flipped.refresh_winograd(dz.n, dz.h, dz.w, min);
+                } else {
+                    flipped.winograd = None;
+                }
                 let dx = flipped.forward(&[&dz], pool.take(Vec::new(), dz.pixels() * flipped.cout));
                 self.flipped = flipped.weight;
+                self.flipped_winograd = flipped.winograd;
                 dx
             }
         });
@@ -1183,6 +1206,31 @@ impl TrainNet {
             dlogits: Vec::new(),
             pool: Pool::default(),
         })
+    }
+
+    /// Let the wide 3x3 convolutions take the Winograd path (the default; `BACSEG_CPU_WINOGRAD=0`
+    /// turns it off for every network) or keep every convolution on the direct and im2col +
+    /// GEMM paths (for comparing them). Returns how many convolutions suit the path (on maps
+    /// large enough), whether or not it is now on; 0 when `BACSEG_CPU_WINOGRAD=0`.
+    pub fn set_winograd(&mut self, on: bool) -> usize {
+        self.set_winograd_from(on.then_some(TRAIN_MIN_PIXELS))
+    }
+
+    /// [`set_winograd`](Self::set_winograd) from `min_pixels` output pixels (tests take the
+    /// path on small maps).
+    pub(crate) fn set_winograd_from(&mut self, min_pixels: Option<usize>) -> usize {
+        let mut count = 0;
+        for level in self
+            .down
+            .iter_mut()
+            .chain(self.up.iter_mut().map(|l| &mut l.convs))
+        {
+            for block in level {
+                block.winograd = min_pixels;
+                count += usize::from(block.conv.winograd_suits() && !winograd_disabled());
+            }
+        }
+        count
     }
 
     /// Architecture name.

@@ -10,7 +10,8 @@
 //!
 //! How it works (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016,
 //! interpolation points 0, +-1, +-2): the weights of each channel pair become `U = G g G^T`
-//! (6x6, computed once in f64). A task takes a few rows of tiles; for each tile and input
+//! (6x6, computed when a network is compiled, and at every step by the
+//! training engine, whose weights change). A task takes a few rows of tiles; for each tile and input
 //! channel the 6x6 input block becomes `V = B^T d B`, stored as 36 matrices `[tiles, cin]`;
 //! 36 GEMMs give `M[xi] = V[xi] U[xi]` (`[tiles, cout]`), and each output tile is
 //! `A^T M A` plus the bias, through the ReLU. The transforms work on 16 channels at a time
@@ -59,6 +60,11 @@ thread_local! {
     static BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
+/// Output pixels of a training pass from which the training engine takes the Winograd path:
+/// its weights change every step, so each pass also transforms them (about 200 multiply-adds
+/// per channel pair, against 13.5 saved per pixel and pair).
+pub(crate) const TRAIN_MIN_PIXELS: usize = 4096;
+
 /// Multiplications of one output pixel per channel pair on the Winograd path (36 per 16
 /// pixels) against 9 directly: its GEMMs' FLOPs are this share of the direct convolution's.
 pub const WINOGRAD_WORK_SHARE: f64 = 36.0 / (16.0 * 9.0);
@@ -80,11 +86,38 @@ impl Conv {
 
     /// Transform the weights for the Winograd path (`on`) where it suits this convolution, or
     /// drop them. Returns whether the path is now on. The weights must not change afterwards
-    /// (the training engine never turns it on).
+    /// (the training engine uses [`refresh_winograd`](Self::refresh_winograd) instead).
     pub(crate) fn set_winograd(&mut self, on: bool) -> bool {
         self.winograd =
             (on && !winograd_disabled() && self.winograd_suits()).then(|| self.winograd_weights());
         self.winograd.is_some()
+    }
+
+    /// For the training engine, before a pass on `n` maps of `h x w` with weights that changed
+    /// since the last one: transform them again (into the same buffer) where the Winograd path
+    /// suits the layer and the map is large enough to pay for the transform at every step
+    /// (`min_pixels`, [`TRAIN_MIN_PIXELS`] but in tests), or drop them. Returns whether the
+    /// pass takes the path.
+    pub(crate) fn refresh_winograd(
+        &mut self,
+        n: usize,
+        h: usize,
+        w: usize,
+        min_pixels: usize,
+    ) -> bool {
+        let wanted = !winograd_disabled()
+            && self.winograd_suits()
+            && n * h * w >= min_pixels
+            && h.is_multiple_of(4)
+            && w.is_multiple_of(4);
+        if wanted {
+            let mut u = self.winograd.take().unwrap_or_default();
+            self.winograd_weights_into(&mut u);
+            self.winograd = Some(u);
+        } else {
+            self.winograd = None;
+        }
+        wanted && self.winograd_runs(n, h, w)
     }
 
     /// Whether a forward pass on `n` maps of `h x w` takes the Winograd path: sides multiples
@@ -95,52 +128,64 @@ impl Conv {
         self.winograd.is_some() && h.is_multiple_of(4) && w.is_multiple_of(4) && n * h * w >= 8 * 16
     }
 
-    /// `U[xi][ci][co]` (`xi = 6 a + b`) for every input channel `ci` of the concatenation:
-    /// `G g G^T` in two steps (162 multiplications a channel pair), input channels in
-    /// parallel (networks are compiled for every prediction run and every validation).
+    /// `U[xi][ci][co]` (`xi = 6 a + b`) for every input channel `ci` of the concatenation.
     pub(crate) fn winograd_weights(&self) -> Vec<f32> {
+        let mut u = Vec::new();
+        self.winograd_weights_into(&mut u);
+        u
+    }
+
+    /// [`winograd_weights`](Self::winograd_weights) into `u` (resized; its buffer reused): the
+    /// training engine transforms its weights at every step. `G g G^T` in two steps, `G g`
+    /// (3 rows) and then times `G^T` (6 rows), on whole rows of output channels at a time
+    /// (the packed weights of one tap and input channel are contiguous over them), compiled
+    /// for the CPU's vector instructions; one task per row `a` of `U` (its 6 `xi` are one
+    /// contiguous block). In f32: each element is a sum of at most 9 products.
+    pub(crate) fn winograd_weights_into(&self, u: &mut Vec<f32>) {
         let (cin, cout) = (self.cin(), self.cout);
-        // Each global input channel's map offset and channel count in the concatenation.
-        let located: Vec<(usize, usize, usize)> = self
+        // The packed row of tap (ky, kx) of each global input channel is `ky * 3 cin +
+        // first[ci] + kx * width[ci]` (`first = 3 ci0 + ci`, the split's offset and width).
+        let located: Vec<(usize, usize)> = self
             .splits
             .iter()
             .scan(0, |ci0, &c| {
                 let at = *ci0;
                 *ci0 += c;
-                Some((0..c).map(move |ci| (at, c, ci)))
+                Some((0..c).map(move |ci| (3 * at + ci, c)))
             })
             .flatten()
             .collect();
-        // `[ci][xi][co]` first, one input channel per task.
-        let mut by_channel = vec![0.0f32; cin * 36 * cout];
-        by_channel
-            .par_chunks_mut(36 * cout)
-            .zip(&located)
-            .for_each(|(block, &(ci0, c, ci))| {
-                for co in 0..cout {
-                    // The packed weight of tap (ky, kx): row ky * 3 cin + 3 ci0 + kx c + ci.
-                    let g = |ky: usize, kx: usize| {
-                        f64::from(self.weight[(ky * 3 * cin + 3 * ci0 + kx * c + ci) * cout + co])
-                    };
-                    // `G g` (6x3), then times `G^T`.
-                    let gg: [[f64; 3]; 6] = std::array::from_fn(|a| {
-                        std::array::from_fn(|kx| (0..3).map(|ky| G[a][ky] * g(ky, kx)).sum())
-                    });
-                    for (a, row) in gg.iter().enumerate() {
-                        for (b, gb) in G.iter().enumerate() {
-                            let v: f64 = row.iter().zip(gb).map(|(x, y)| x * y).sum();
-                            block[(a * 6 + b) * cout + co] = v as f32;
+        u.resize(36 * cin * cout, 0.0);
+        let g32: [[f32; 3]; 6] = G.map(|row| row.map(|v| v as f32));
+        let isa = engine_isa();
+        let weight = &self.weight;
+        u.par_chunks_mut(6 * cin * cout)
+            .enumerate()
+            .for_each(|(a, block)| {
+                with_isa(isa, || {
+                    let mut gg = vec![0.0f32; 3 * cout];
+                    for (ci, &(first, c)) in located.iter().enumerate() {
+                        for (kx, dst) in gg.chunks_exact_mut(cout).enumerate() {
+                            dst.fill(0.0);
+                            for (ky, &k) in g32[a].iter().enumerate() {
+                                if k != 0.0 {
+                                    let row = ky * 3 * cin + first + kx * c;
+                                    let src = &weight[row * cout..][..cout];
+                                    dst.iter_mut().zip(src).for_each(|(d, &s)| *d += k * s);
+                                }
+                            }
+                        }
+                        let (g0, rest) = gg.split_at(cout);
+                        let (g1, g2) = rest.split_at(cout);
+                        for (b, k) in g32.iter().enumerate() {
+                            let dst = &mut block[(b * cin + ci) * cout..][..cout];
+                            for (((d, &x0), &x1), &x2) in dst.iter_mut().zip(g0).zip(g1).zip(g2) {
+                                *d = k[0] * x0 + k[1] * x1 + k[2] * x2;
+                            }
                         }
                     }
-                }
+                });
             });
-        let mut u = vec![0.0f32; 36 * cin * cout];
-        for (ci, block) in by_channel.chunks_exact(36 * cout).enumerate() {
-            for (xi, row) in block.chunks_exact(cout).enumerate() {
-                u[(xi * cin + ci) * cout..][..cout].copy_from_slice(row);
-            }
-        }
-        u
     }
 
     /// The Winograd path of [`forward`](Self::forward), into `out` (shaped already). Returns
