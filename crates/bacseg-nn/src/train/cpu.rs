@@ -7,9 +7,9 @@
 //! batches of 4 or fewer, BatchNorm and ReLU as separate passes with their own buffers). Here
 //! every convolution is one im2col + GEMM per gradient on the `gemm` crate (AVX-512 or AVX2
 //! kernels chosen at run time), the input gradient of a 3x3 convolution is the CPU engine's own
-//! forward convolution with the kernel flipped and transposed (both take the engine's Winograd
-//! path on the wide 3x3 layers, with the weights transformed again at every step, where the
-//! maps are large enough to pay for that), BatchNorm and ReLU are fused
+//! forward convolution with the kernel flipped and transposed (on the wide 3x3 layers, where
+//! the maps are large enough to pay for transforming the weights again at every step, the
+//! forward pass and both gradients take the engine's Winograd path), BatchNorm and ReLU are fused
 //! into one pass forward and one backward, the decoder's concatenation is read in place, and
 //! every activation buffer is reused from one step to the next.
 //!
@@ -505,7 +505,13 @@ impl ConvBnRelu {
         if let Some(bias) = &mut self.bias {
             channel_sums(&dz, &mut bias.grad);
         }
-        conv_weight_grad(&self.conv, inputs, &dz, &mut self.weight.grad);
+        let winograd = self.winograd.is_some_and(|min| {
+            self.conv
+                .weight_grad_winograd(inputs, &dz, min, &mut self.weight.grad)
+        });
+        if !winograd {
+            conv_weight_grad(&self.conv, inputs, &dz, &mut self.weight.grad);
+        }
         let dx = input_grad.then(|| {
             if dz.pixels() < 2 * c {
                 // Few pixels, many weights (the deep levels): dz W^T, then col2im, rather

@@ -27,7 +27,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::isa::{Isa, engine_isa};
-use super::kernels::{Conv, Nhwc, matmul};
+use super::kernels::{Conv, Nhwc, matmul, matmul_strided};
 
 #[cfg(target_arch = "x86_64")]
 use pulp::x86::{V3, V4};
@@ -35,6 +35,11 @@ use pulp::x86::{V3, V4};
 /// Channels transformed together (one AVX-512 vector, two AVX2 vectors).
 const L: usize = 16;
 type Lane = [f32; L];
+
+/// Tiles per chunk of the weight gradient, about: enough for its 36 products (each summing
+/// over the chunk's tiles) to run at speed, with its transformed inputs and output gradients
+/// (`36 x (cin + cout)` values a tile) not far beyond the caches.
+const GRAD_CHUNK_TILES: usize = 256;
 
 /// Tiles per task, about: enough rows for the 36 GEMMs to run at speed.
 const TASK_TILES: usize = 64;
@@ -60,10 +65,14 @@ thread_local! {
     static BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Output pixels of a training pass from which the training engine takes the Winograd path:
-/// its weights change every step, so each pass also transforms them (about 200 multiply-adds
-/// per channel pair, against 13.5 saved per pixel and pair).
-pub(crate) const TRAIN_MIN_PIXELS: usize = 4096;
+/// Output pixels of a training pass from which the training engine takes the Winograd path
+/// (forward, input gradient and weight gradient). Its weights change every step, so each
+/// pass also transforms them (about 200 multiply-adds per channel pair, against 13.5 saved
+/// per pixel and pair), and on few tiles the products read transformed weights 4 times the
+/// size of the direct ones. `bacseg bench --patch 256 --train-models unet` on a 2-core Zen 4,
+/// UNet step at 128x128: batch 4 1.70x the speed without Winograd from 1024 pixels, 1.41x from
+/// 4096; batch 8 slower from 256 pixels (its 1024-channel level at 8x8) than from 1024.
+pub(crate) const TRAIN_MIN_PIXELS: usize = 1024;
 
 /// Multiplications of one output pixel per channel pair on the Winograd path (36 per 16
 /// pixels) against 9 directly: its GEMMs' FLOPs are this share of the direct convolution's.
@@ -288,6 +297,129 @@ impl Conv {
         true
     }
 
+    /// The gradient of this convolution's weights (packed like [`Conv::weight`]) on the
+    /// Winograd path, for the training engine: `dz` is the gradient of its output for
+    /// `inputs`. Each tile's input block becomes `V = B^T d B` and its output gradient `dM = A
+    /// dY A^T`; the 36 products `dU[xi] = V[xi]^T dM[xi]`, summed over the tiles, go back
+    /// through `dg = G^T dU G`. The tiles are taken in chunks of fixed size (whatever the
+    /// thread count: a step's result does not depend on it) whose transforms run in parallel,
+    /// then the 36 products in parallel. Returns `false`, leaving `grad` untouched, where the
+    /// path does not run (as [`refresh_winograd`](Self::refresh_winograd) decides, from
+    /// `min_pixels` output pixels).
+    pub(crate) fn weight_grad_winograd(
+        &self,
+        inputs: &[&Nhwc],
+        dz: &Nhwc,
+        min_pixels: usize,
+        grad: &mut [f32],
+    ) -> bool {
+        let (n, h, w) = (dz.n, dz.h, dz.w);
+        let runs = !winograd_disabled()
+            && self.winograd_suits()
+            && n * h * w >= min_pixels.max(8 * 16)
+            && h.is_multiple_of(4)
+            && w.is_multiple_of(4);
+        if !runs {
+            return false;
+        }
+        let (cin, cout) = (self.cin(), self.cout);
+        let tx = w / 4;
+        let tile_rows = n * h / 4;
+        let chunk_rows = GRAD_CHUNK_TILES.div_ceil(tx).clamp(1, tile_rows);
+        let isa = engine_isa();
+        let mut du = vec![0.0f32; 36 * cin * cout];
+        let (mut v, mut m) = BUFFERS.with_borrow_mut(std::mem::take);
+        let mut row0 = 0;
+        while row0 < tile_rows {
+            let rows = chunk_rows.min(tile_rows - row0);
+            let tiles = rows * tx;
+            // Tile-major (`[tiles][36][channels]`): tile rows transformed in parallel.
+            v.resize(36 * tiles * cin, 0.0);
+            m.resize(36 * tiles * cout, 0.0);
+            v.par_chunks_mut(tx * 36 * cin)
+                .enumerate()
+                .for_each(|(r, vr)| {
+                    with_isa(isa, || {
+                        self.input_transform(inputs, row0 + r, 1, vr, (cin, 36 * cin));
+                    });
+                });
+            m.par_chunks_mut(tx * 36 * cout)
+                .enumerate()
+                .for_each(|(r, mr)| {
+                    with_isa(isa, || grad_output_transform(dz, row0 + r, mr));
+                });
+            let accumulate = row0 > 0;
+            du.par_chunks_mut(cin * cout)
+                .enumerate()
+                .for_each(|(xi, dst)| {
+                    matmul_strided(
+                        dst,
+                        cout,
+                        &v[xi * cin..],
+                        (1, 36 * cin),
+                        &m[xi * cout..],
+                        (36 * cout, 1),
+                        (cin, cout, tiles),
+                        accumulate,
+                        1,
+                    );
+                });
+            row0 += rows;
+        }
+        BUFFERS.with_borrow_mut(|b| *b = (v, m));
+        // `dg = G^T dU G` per input channel (`[ci][ky][kx][co]`), then into the packed rows.
+        let g32: [[f32; 3]; 6] = G.map(|row| row.map(|v| v as f32));
+        let mut by_channel = vec![0.0f32; cin * 9 * cout];
+        by_channel
+            .par_chunks_mut(9 * cout)
+            .enumerate()
+            .for_each(|(ci, out)| {
+                with_isa(isa, || {
+                    // `t[a][kx] = sum_b dU[a][b] G[b][kx]`, then `dg[ky][kx] = sum_a G[a][ky]
+                    // t[a][kx]`.
+                    let mut t = vec![0.0f32; 18 * cout];
+                    for (a, ta) in t.chunks_exact_mut(3 * cout).enumerate() {
+                        for (b, gb) in g32.iter().enumerate() {
+                            let src = &du[((a * 6 + b) * cin + ci) * cout..][..cout];
+                            for (kx, dst) in ta.chunks_exact_mut(cout).enumerate() {
+                                let k = gb[kx];
+                                if k != 0.0 {
+                                    dst.iter_mut().zip(src).for_each(|(d, &s)| *d += k * s);
+                                }
+                            }
+                        }
+                    }
+                    for (a, ga) in g32.iter().enumerate() {
+                        for (ky, &k) in ga.iter().enumerate() {
+                            if k == 0.0 {
+                                continue;
+                            }
+                            for kx in 0..3 {
+                                let src = &t[(a * 3 + kx) * cout..][..cout];
+                                let dst = &mut out[(ky * 3 + kx) * cout..][..cout];
+                                dst.iter_mut().zip(src).for_each(|(d, &s)| *d += k * s);
+                            }
+                        }
+                    }
+                });
+            });
+        let mut ci = 0;
+        let mut ci0 = 0;
+        for &c in &self.splits {
+            for local in 0..c {
+                for tap in 0..9 {
+                    let (ky, kx) = (tap / 3, tap % 3);
+                    let row = ky * 3 * cin + 3 * ci0 + kx * c + local;
+                    grad[row * cout..][..cout]
+                        .copy_from_slice(&by_channel[(ci * 9 + tap) * cout..][..cout]);
+                }
+                ci += 1;
+            }
+            ci0 += c;
+        }
+        true
+    }
+
     /// `V = B^T d B` of the tiles of tile rows `row0 .. row0 + rows` (image-major) into `v`:
     /// channel `ci` of element `xi` of the `t`-th of these tiles at `xi * strides.0 + t *
     /// strides.1 + ci`.
@@ -426,6 +558,60 @@ fn at(x: [&Lane; 6]) -> [Lane; 4] {
         r[3][l] = d12 + 8.0 * d34 + x5;
     }
     r
+}
+
+/// `A x` for one column or row of four channel vectors (`A^T`'s transpose, for gradients).
+#[inline(always)]
+fn a(y: [&Lane; 4]) -> [Lane; 6] {
+    let mut r = [[0.0f32; L]; 6];
+    for l in 0..L {
+        let (y0, y1, y2, y3) = (y[0][l], y[1][l], y[2][l], y[3][l]);
+        let (s02, s13) = (y0 + y2, y1 + y3);
+        let (e02, e13) = (y0 + 4.0 * y2, 2.0 * y1 + 8.0 * y3);
+        r[0][l] = y0;
+        r[1][l] = s02 + s13;
+        r[2][l] = s02 - s13;
+        r[3][l] = e02 + e13;
+        r[4][l] = e02 - e13;
+        r[5][l] = y3;
+    }
+    r
+}
+
+/// `dM = A dY A^T` of the tiles of tile row `row` of the output gradient `dz` into `dm`
+/// (tile-major: channel `co` of element `xi` of tile `t` at `(t * 36 + xi) * cout + co`).
+#[inline(always)]
+fn grad_output_transform(dz: &Nhwc, row: usize, dm: &mut [f32]) {
+    let (h, w, c) = (dz.h, dz.w, dz.c);
+    let (tx, th) = (w / 4, h / 4);
+    let (img, ty) = (row / th, row % th);
+    for t in 0..tx {
+        let mut cs = 0;
+        while cs < c {
+            let len = L.min(c - cs);
+            let mut y = [[0.0f32; L]; 16];
+            for (k, lane) in y.iter_mut().enumerate() {
+                let (yy, xx) = (ty * 4 + k / 4, t * 4 + k % 4);
+                lane[..len].copy_from_slice(&dz.data[((img * h + yy) * w + xx) * c + cs..][..len]);
+            }
+            // Columns, then rows.
+            let mut cols = [[0.0f32; L]; 24];
+            for j in 0..4 {
+                let r = a([&y[j], &y[4 + j], &y[8 + j], &y[12 + j]]);
+                for (i, lane) in r.into_iter().enumerate() {
+                    cols[i * 4 + j] = lane;
+                }
+            }
+            for i in 0..6 {
+                let q = &cols[i * 4..i * 4 + 4];
+                let r = a([&q[0], &q[1], &q[2], &q[3]]);
+                for (j, lane) in r.iter().enumerate() {
+                    dm[(t * 36 + i * 6 + j) * c + cs..][..len].copy_from_slice(&lane[..len]);
+                }
+            }
+            cs += len;
+        }
+    }
 }
 
 /// `B^T d B` of a 6x6 block of channel vectors (row-major).
