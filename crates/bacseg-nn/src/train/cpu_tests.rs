@@ -428,6 +428,45 @@ fn winograd_training_matches_burn() {
     );
 }
 
+/// The Winograd weight gradient against the im2col + GEMM one, on a convolution of two
+/// concatenated inputs with channel counts that are not multiples of 16, over enough tiles for
+/// several chunks (768 tiles), and under the pixel threshold (where it must not run).
+#[test]
+fn winograd_weight_gradient_matches_im2col() {
+    if winograd_disabled() {
+        eprintln!("SKIPPED: BACSEG_CPU_WINOGRAD=0");
+        return;
+    }
+    let mut draws = Draws::new(5);
+    let (splits, cout) = (vec![24, 21], 40);
+    let cin: usize = splits.iter().sum();
+    let bound = 1.0 / ((cin * 9) as f32).sqrt();
+    let weight = draws.values(cout * cin * 9, -bound, bound);
+    let conv = Conv::from_oihw(&weight, 3, splits.clone(), cout, None, None, false);
+    let (n, h, w) = (3, 64, 64);
+    let maps: Vec<Nhwc> = splits
+        .iter()
+        .map(|&c| Nhwc::new(n, h, w, c, draws.values(n * h * w * c, -1.0, 1.0)))
+        .collect();
+    let inputs: Vec<&Nhwc> = maps.iter().collect();
+    let dz = Nhwc::new(n, h, w, cout, draws.values(n * h * w * cout, -1.0, 1.0));
+    let mut want = vec![0.0f32; conv.weight.len()];
+    conv_weight_grad(&conv, &inputs, &dz, &mut want);
+    let mut got = vec![f32::NAN; conv.weight.len()];
+    assert!(conv.weight_grad_winograd(&inputs, &dz, TRAIN_MIN_PIXELS, &mut got));
+    let e = rel(&got, &want);
+    eprintln!("winograd weight gradient: {e:.1e} of the largest element");
+    assert!(e < 1e-4, "Winograd weight gradient differs by {e}");
+    // Below the threshold the gradient is left to the other paths.
+    let small = Nhwc::new(1, 16, 16, cout, vec![0.0; 16 * 16 * cout]);
+    let small_in: Vec<Nhwc> = splits
+        .iter()
+        .map(|&c| Nhwc::new(1, 16, 16, c, vec![0.0; 16 * 16 * c]))
+        .collect();
+    let refs: Vec<&Nhwc> = small_in.iter().collect();
+    assert!(!conv.weight_grad_winograd(&refs, &small, TRAIN_MIN_PIXELS, &mut got));
+}
+
 #[test]
 fn loss_gradient_matches_finite_differences() {
     let logits: Vec<f32> = (0..12).map(|i| (i as f32 - 6.0) * 0.4).collect();
