@@ -184,6 +184,37 @@ fn a_tiny_model_overfits_a_tiny_synthetic_dataset() {
 }
 
 #[test]
+fn validating_every_few_epochs_keeps_the_first_and_the_last() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let dataset = synth_dataset(&data);
+    let mut config = run_config(&data, &dataset, 6);
+    config.train.validate_every = 4;
+    let cache = caches(&dataset, &config, &tmp.path().join("cache"));
+    let out = go(
+        &config,
+        &cache,
+        &tmp.path().join("run"),
+        false,
+        Control::default(),
+    );
+    let validated: Vec<usize> = out
+        .history
+        .iter()
+        .filter(|r| r.val_loss.is_some())
+        .map(|r| r.epoch)
+        .collect();
+    assert_eq!(validated, [1, 4, 6]);
+    assert!(out.history[1].val_images.is_none() && out.history[1].val_units == 0);
+    let best = out.best.unwrap();
+    assert!(validated.contains(&best.epoch), "best epoch {}", best.epoch);
+    let csv = std::fs::read_to_string(tmp.path().join("run").join("metrics.csv")).unwrap();
+    // Epoch 2's validation columns are empty.
+    let row: Vec<&str> = csv.lines().nth(2).unwrap().split(',').collect();
+    assert_eq!((row[0], row[2]), ("2", ""));
+}
+
+#[test]
 fn an_interrupted_run_resumes_to_the_same_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

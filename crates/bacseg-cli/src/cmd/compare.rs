@@ -54,6 +54,9 @@ pub struct Args {
     /// AdamW learning rate [default: train's].
     #[arg(long)]
     lr: Option<f64>,
+    /// Validate every K epochs [default: train's, every epoch].
+    #[arg(long, value_name = "K")]
+    validate_every: Option<usize>,
     /// Width of the first level of every model instead of the reference.
     #[arg(long)]
     width: Option<usize>,
@@ -141,6 +144,7 @@ pub fn run(args: Args) -> Result<()> {
         opt("--batch", text(args.batch));
         opt("--patches-per-epoch", text(args.patches_per_epoch));
         opt("--lr", args.lr.map(|v| v.to_string()));
+        opt("--validate-every", text(args.validate_every));
         // SCU-Net's shape is fixed; ContextNet takes only a width.
         if arch != Architecture::ScuNet {
             opt("--width", text(args.width));

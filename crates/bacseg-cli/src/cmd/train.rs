@@ -105,6 +105,10 @@ pub struct Args {
     /// validation pixel) or mean-f1 (F1 per patch, averaged).
     #[arg(long, default_value = "pooled-f1")]
     select: String,
+    /// Validate every K epochs (and the first, the last and the last the time budget leaves
+    /// room for); only validated epochs can be the best one.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    validate_every: usize,
     /// Patches with less than this fraction of breast are not used.
     #[arg(long, default_value_t = 0.05)]
     min_breast_fraction: f64,
@@ -169,6 +173,7 @@ fn new_run(args: &Args, data: &Path, out: &Path) -> Result<NewRun> {
             .parse::<PatchSet>()
             .map_err(|e| usage(e.to_string()))?,
         selection: args.select.parse().map_err(usage)?,
+        validate_every: args.validate_every,
         ..TrainConfig::default()
     };
     run.patches = CacheSpec {

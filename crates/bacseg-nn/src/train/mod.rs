@@ -106,6 +106,10 @@ fn mean_f1() -> Selection {
     Selection::MeanF1
 }
 
+fn one() -> usize {
+    1
+}
+
 /// Hyper-parameters of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +144,11 @@ pub struct TrainConfig {
     /// existed reads as `mean-f1`, what it used).
     #[serde(default = "mean_f1")]
     pub selection: Selection,
+    /// Validate every this many epochs (and the first, the last, and the last one the time
+    /// budget leaves room for): validation of a large network on whole validation images can
+    /// take a third of an epoch. Only validated epochs can become the best one.
+    #[serde(default = "one")]
+    pub validate_every: usize,
 }
 
 impl Default for TrainConfig {
@@ -162,6 +171,7 @@ impl Default for TrainConfig {
             val_patches: PatchSet::Positive,
             empty_policy: EmptyPolicy::Skip,
             selection: Selection::PooledF1,
+            validate_every: 1,
         }
     }
 }
@@ -173,8 +183,8 @@ impl TrainConfig {
         reason = "negated comparisons also reject NaN"
     )]
     pub fn validate(&self) -> Result<(), String> {
-        if self.epochs == 0 || self.batch == 0 {
-            return Err("epochs and batch must be at least 1".into());
+        if self.epochs == 0 || self.batch == 0 || self.validate_every == 0 {
+            return Err("epochs, batch and validate-every must be at least 1".into());
         }
         if self.patches_per_epoch == Some(0) {
             return Err("patches per epoch must be at least 1".into());
@@ -752,7 +762,19 @@ pub fn train<M: SegmentationModel>(
             break;
         }
         let train_seconds = t0.elapsed().as_secs_f64();
-        let (val_loss, units, images) = match data.val {
+        // Whether this epoch is validated: every `validate_every`-th, the first (so that a
+        // run always has a best epoch), the last, and the last the time budget leaves room for
+        // (judged with this epoch's training time: validation comes on top).
+        let last_in_budget = control.max_minutes.is_some_and(|minutes| {
+            started.elapsed().as_secs_f64() + slowest_epoch.max(train_seconds) > minutes * 60.0
+        });
+        let validated = cfg.validate_every <= 1
+            || state.best.is_none()
+            || epoch % cfg.validate_every == 0
+            || epoch == cfg.epochs
+            || last_in_budget
+            || control.stop_after_epochs.is_some_and(|s| epoch >= s);
+        let (val_loss, units, images) = match data.val.filter(|_| validated) {
             // On the CPU, validation runs on the CPU inference engine whichever engine trains
             // (it runs every architecture, 2-5x faster than burn's forward pass).
             Some(val) => validate(
@@ -790,10 +812,11 @@ pub fn train<M: SegmentationModel>(
         state.seconds += record.seconds;
         state.history.push(record.clone());
 
-        let better = match &state.best {
-            None => true,
-            Some(b) => is_better(cfg.selection.score(&record), &record, b),
-        };
+        let better = validated
+            && match &state.best {
+                None => true,
+                Some(b) => is_better(cfg.selection.score(&record), &record, b),
+            };
         if better {
             let path = run.best_weights();
             save_pytorch_safetensors(&model.valid(), &path)?;
@@ -1234,6 +1257,10 @@ mod tests {
             },
             TrainConfig {
                 threshold: 1.0,
+                ..TrainConfig::default()
+            },
+            TrainConfig {
+                validate_every: 0,
                 ..TrainConfig::default()
             },
         ] {
