@@ -292,10 +292,27 @@ fn a_budget_shorter_than_one_epoch_still_leaves_weights() {
 /// agree to about 1e-5 per step, see bacseg_nn::train::cpu's tests).
 #[test]
 fn a_run_resumes_on_the_other_engine() {
+    resumes_on_the_other_engine(None);
+}
+
+/// The same with SegNet, which the CPU training engine trains too.
+#[test]
+fn a_segnet_run_resumes_on_the_other_engine() {
+    resumes_on_the_other_engine(Some(
+        ModelSpec::reference(Architecture::SegNet)
+            .with_overrides(Some(4), Some(3))
+            .unwrap(),
+    ));
+}
+
+fn resumes_on_the_other_engine(model: Option<ModelSpec>) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let dataset = synth_dataset(&data);
-    let config = run_config(&data, &dataset, 3);
+    let mut config = run_config(&data, &dataset, 3);
+    if let Some(model) = model {
+        config.model = model;
+    }
     let cache = caches(&dataset, &config, &tmp.path().join("cache"));
     let on = |engine, stop_after_epochs| Control {
         engine,
@@ -342,8 +359,8 @@ fn the_cpu_engine_names_what_it_trains() {
     let data = tmp.path().join("data");
     let dataset = synth_dataset(&data);
     let mut config = run_config(&data, &dataset, 1);
-    config.model = ModelSpec::reference(Architecture::SegNet)
-        .with_overrides(Some(4), Some(3))
+    config.model = ModelSpec::reference(Architecture::ContextNet)
+        .with_overrides(Some(4), None)
         .unwrap();
     let cache = caches(&dataset, &config, &tmp.path().join("cache"));
     let run = RunDir::new(&tmp.path().join("run"));

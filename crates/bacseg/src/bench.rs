@@ -936,8 +936,8 @@ fn time_train(
     network.check_input([batch, network.in_channels(), side, side])?;
     let gflop = 3.0 * batch as f64 * network.forward_flops([side, side]) as f64 / 1e9;
     let (mut cpu, mut cpu_direct) = (None, None);
-    if let Some(parts) = network.unet_parts() {
-        let net = TrainNet::from_parts(&parts)?;
+    if let Some(net) = TrainNet::for_model(&network) {
+        let net = net?;
         if with_burn {
             let mut direct = net.clone();
             if direct.set_winograd(false) > 0 {

@@ -30,6 +30,7 @@ use bacseg_core::dataset::{Dataset, Split, strata};
 use bacseg_core::preprocess::Preprocess;
 use bacseg_nn::networks::{ModelSpec, Network};
 use bacseg_nn::train::TrainData;
+use bacseg_nn::train::cpu::TrainNet;
 use bacseg_nn::{Architecture, Device, SegmentationModel};
 
 pub use bacseg_nn::loss::LossKind;
@@ -360,9 +361,9 @@ impl Trainer {
                 self.config.data.display()
             )));
         }
-        if control.engine == TrainEngine::Cpu && self.network.unet_parts().is_none() {
+        if control.engine == TrainEngine::Cpu && !TrainNet::trains(&self.network) {
             return Err(Error::config(format!(
-                "the CPU training engine trains DT-UNet and UNet, not {}",
+                "the CPU training engine trains DT-UNet, UNet and SegNet, not {}",
                 self.network.name()
             )));
         }

@@ -84,16 +84,18 @@ fn overwrite_replaces_an_old_run_only_after_every_check_passed() {
     assert!(old_files_kept());
 
     // A network the CPU training engine does not train: refused before anything goes.
-    let mut segnet = small(&data, &out);
-    segnet.overwrite = true;
-    segnet.model = bacseg_nn::ModelSpec::reference(Architecture::SegNet)
-        .with_overrides(Some(2), Some(2))
+    let mut contextnet = small(&data, &out);
+    contextnet.overwrite = true;
+    contextnet.model = bacseg_nn::ModelSpec::reference(Architecture::ContextNet)
+        .with_overrides(Some(2), None)
         .unwrap();
     let cpu = Control {
         engine: TrainEngine::Cpu,
         ..Control::default()
     };
-    let err = Trainer::create(&segnet).unwrap().train(&cpu, &mut Quiet);
+    let err = Trainer::create(&contextnet)
+        .unwrap()
+        .train(&cpu, &mut Quiet);
     assert_eq!(err.unwrap_err().kind(), ErrorKind::Config);
     assert!(old_files_kept());
 

@@ -65,8 +65,8 @@ pub struct Args {
     /// Clip the gradient norm of each parameter tensor to this value (burn's convention).
     #[arg(long)]
     grad_clip: Option<f32>,
-    /// What runs the training steps: auto (bacseg's CPU engine for DT-UNet and UNet on a CPU
-    /// build, burn otherwise), cpu or burn. A run may resume on another engine.
+    /// What runs the training steps: auto (bacseg's CPU engine for DT-UNet, UNet and SegNet on
+    /// a CPU build, burn otherwise), cpu or burn. A run may resume on another engine.
     #[arg(long, default_value = "auto")]
     engine: String,
     /// Probability that a training patch is drawn among those that contain BAC.

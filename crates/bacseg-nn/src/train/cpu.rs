@@ -1,5 +1,6 @@
-//! The CPU training engine: a U-Net-shaped network (DT-UNet, UNet, any width and depth) trained
-//! on the CPU engine's channels-last kernels, with its own backward passes and AdamW.
+//! The CPU training engine: a U-Net-shaped network (DT-UNet, UNet, any width and depth) or a
+//! SegNet (any widths and stage lengths) trained on the CPU engine's channels-last kernels, with
+//! its own backward passes and AdamW.
 //!
 //! Why an engine of our own rather than burn's autodiff on its CPU backend: a DT-UNet training
 //! step there spends three quarters of its time in the backward pass (general NCHW im2col for
@@ -37,7 +38,8 @@ use crate::engine::cpu::winograd::{TRAIN_MIN_PIXELS, winograd_disabled};
 use crate::engine::cpu::{compile_conv, compile_transposed, unsupported, values};
 use crate::error::NnError;
 use crate::loss::LossKind;
-use crate::networks::blocks::{DoubleConv, UnetParts};
+use crate::networks::blocks::{ConvBn, DoubleConv, UnetParts};
+use crate::networks::segnet::SegNet;
 
 /// The instruction set of the engine's matrix products on this CPU (the `gemm` crate picks its
 /// kernels at run time: AVX-512 where the CPU has it, else AVX2 with FMA, else portable code).
@@ -570,6 +572,8 @@ impl ConvBnRelu {
 /// number, so that the sums do not depend on the thread count.
 const PARTIAL_GROUPS: usize = 8;
 
+const SEGNET: &str = "segnet";
+
 /// `a + b`. Per-block partial sums are collected in block order and added in that order, so
 /// that a step's result does not depend on how rayon split the work (runs are reproducible,
 /// and a resumed run repeats an uninterrupted one).
@@ -1045,6 +1049,284 @@ struct Head {
     bias: Option<Slot>,
 }
 
+/// SegNet's layers in training ([`crate::networks::segnet`]): encoder stages of convolution
+/// units, each ending in a 2x2 max-pooling that records which of its four inputs won, and
+/// decoder stages (deepest first) that max-unpool with those records and convolve; the head is
+/// [`TrainNet`]'s, a 3x3 convolution to one logit here.
+#[derive(Debug, Clone)]
+struct SegBody {
+    enc: Vec<Vec<ConvBnRelu>>,
+    /// Deepest first.
+    dec: Vec<Vec<ConvBnRelu>>,
+    /// Each encoder stage's pooled output and, per pooled value, the window position (0-3,
+    /// row order; the first on ties) it came from.
+    pooled: Vec<Nhwc>,
+    argmax: Vec<Vec<u8>>,
+    /// Each decoder stage's unpooled input.
+    unpooled: Vec<Nhwc>,
+}
+
+/// The input pixel `(y, x)` of window position `k` of pooled pixel `(oy, ox)`.
+fn window(oy: usize, ox: usize, k: u8) -> (usize, usize) {
+    (2 * oy + usize::from(k / 2), 2 * ox + usize::from(k % 2))
+}
+
+/// 2x2 max-pooling of `x` into `out` that records each maximum's window position in `arg`.
+fn max_pool2x2_argmax(x: &Nhwc, out: Vec<f32>, arg: &mut Vec<u8>) -> Nhwc {
+    let (oh, ow, c) = (x.h / 2, x.w / 2, x.c);
+    let mut y = Nhwc::with_buffer(x.n, oh, ow, c, out);
+    arg.resize(y.data.len(), 0);
+    y.data
+        .par_chunks_mut(ow * c)
+        .zip(arg.par_chunks_mut(ow * c))
+        .enumerate()
+        .for_each(|(row, (yr, ar))| {
+            let (img, oy) = (row / oh, row % oh);
+            for ox in 0..ow {
+                for ch in 0..c {
+                    let at = |k: u8| {
+                        let (yy, xx) = window(oy, ox, k);
+                        x.data[((img * x.h + yy) * x.w + xx) * c + ch]
+                    };
+                    let (mut best, mut v) = (0u8, at(0));
+                    for k in 1..4 {
+                        let u = at(k);
+                        if u > v {
+                            (best, v) = (k, u);
+                        }
+                    }
+                    yr[ox * c + ch] = v;
+                    ar[ox * c + ch] = best;
+                }
+            }
+        });
+    y
+}
+
+/// Max-unpooling (`scatter`) or its adjoint (`gather`): `small` is the pooled-size map, `big`
+/// the full-size one; `scatter` writes each value of `small` to its recorded position in
+/// `big` (every other position zero), the gather reads `small` from those positions. The
+/// max-pooling's backward pass is the scatter, max-unpooling's the gather.
+fn unpool(small: &mut Nhwc, arg: &[u8], big: &mut Nhwc, scatter: bool) {
+    let (ow, c) = (small.w, small.c);
+    let w = big.w;
+    if scatter {
+        big.data.fill(0.0);
+    }
+    // Two full-size rows per pooled row: disjoint chunks on both sides.
+    small
+        .data
+        .par_chunks_mut(ow * c)
+        .zip(big.data.par_chunks_mut(2 * w * c))
+        .zip(arg.par_chunks(ow * c))
+        .for_each(|((sr, br), ar)| {
+            for ox in 0..ow {
+                for ch in 0..c {
+                    let i = ox * c + ch;
+                    let (dy, xx) = window(0, ox, ar[i]);
+                    let j = (dy * w + xx) * c + ch;
+                    if scatter {
+                        br[j] = sr[i];
+                    } else {
+                        sr[i] = br[j];
+                    }
+                }
+            }
+        });
+}
+
+impl SegBody {
+    fn new(model: &SegNet) -> Result<Self, NnError> {
+        let stage = |layers: &[ConvBn]| {
+            layers
+                .iter()
+                .map(|l| {
+                    if !l.relu {
+                        return Err(unsupported(SEGNET, "a unit without ReLU".into()));
+                    }
+                    let cin = l.conv.weight.dims()[1];
+                    ConvBnRelu::new(SEGNET, &l.conv, &l.bn, vec![cin])
+                })
+                .collect::<Result<Vec<_>, NnError>>()
+        };
+        let enc = model
+            .enc
+            .iter()
+            .map(|s| stage(&s.layers))
+            .collect::<Result<Vec<_>, _>>()?;
+        let dec = model
+            .dec
+            .iter()
+            .map(|s| stage(&s.layers))
+            .collect::<Result<Vec<_>, _>>()?;
+        if enc.is_empty() || enc.len() != dec.len() || enc.iter().chain(&dec).any(Vec::is_empty) {
+            return Err(unsupported(
+                SEGNET,
+                "stages without a convolution, or unlike numbers of encoder and decoder stages"
+                    .into(),
+            ));
+        }
+        let levels = enc.len();
+        Ok(Self {
+            enc,
+            dec,
+            pooled: vec![Nhwc::default(); levels],
+            argmax: vec![Vec::new(); levels],
+            unpooled: vec![Nhwc::default(); levels],
+        })
+    }
+
+    fn in_channels(&self) -> usize {
+        self.enc[0][0].conv.cin()
+    }
+
+    fn last_channels(&self) -> usize {
+        self.dec[self.dec.len() - 1]
+            .last()
+            .expect("checked at construction")
+            .cout()
+    }
+
+    /// The last decoder stage's output (the head's input).
+    fn last(&self) -> &Nhwc {
+        &self.dec[self.dec.len() - 1]
+            .last()
+            .expect("checked at construction")
+            .y
+    }
+
+    /// Units in order (encoder, then decoder).
+    fn units_mut(&mut self) -> impl Iterator<Item = &mut ConvBnRelu> {
+        self.enc.iter_mut().chain(self.dec.iter_mut()).flatten()
+    }
+
+    fn units(&self) -> impl Iterator<Item = &ConvBnRelu> {
+        self.enc.iter().chain(self.dec.iter()).flatten()
+    }
+
+    /// Training-mode forward pass from `input` up to the head's input.
+    fn forward(&mut self, input: &Nhwc, pool: &mut Pool) {
+        let levels = self.enc.len();
+        for s in 0..levels {
+            let (before, _) = self.pooled.split_at_mut(s);
+            let first: &Nhwc = match before.last() {
+                None => input,
+                Some(p) => p,
+            };
+            run_stage(&mut self.enc[s], first, pool);
+            let y = &self.enc[s].last().expect("checked at construction").y;
+            let buf = pool.take(std::mem::take(&mut self.pooled[s].data), y.data.len() / 4);
+            self.pooled[s] = max_pool2x2_argmax(y, buf, &mut self.argmax[s]);
+        }
+        for j in 0..levels {
+            let s = levels - 1 - j;
+            let (h, w) = {
+                let y = &self.enc[s].last().expect("checked at construction").y;
+                (y.h, y.w)
+            };
+            let mut small = match j {
+                0 => std::mem::take(&mut self.pooled[levels - 1]),
+                _ => std::mem::take(&mut self.dec[j - 1].last_mut().expect("checked").y),
+            };
+            let c = small.c;
+            let buf = pool.take(
+                std::mem::take(&mut self.unpooled[j].data),
+                small.n * h * w * c,
+            );
+            let mut big = Nhwc::with_buffer(small.n, h, w, c, buf);
+            unpool(&mut small, &self.argmax[s], &mut big, true);
+            match j {
+                0 => self.pooled[levels - 1] = small,
+                _ => self.dec[j - 1].last_mut().expect("checked").y = small,
+            }
+            self.unpooled[j] = big;
+            run_stage(&mut self.dec[j], &self.unpooled[j], pool);
+        }
+    }
+
+    /// Backward pass from the gradient of the head's input, consumed.
+    fn backward(&mut self, mut d: Nhwc, input: &Nhwc, pool: &mut Pool) {
+        let levels = self.enc.len();
+        for j in (0..levels).rev() {
+            let s = levels - 1 - j;
+            let du = stage_backward(&mut self.dec[j], &self.unpooled[j], d, true, pool)
+                .expect("input gradient requested");
+            // Unpooling's adjoint: each pooled value's gradient is read at its position.
+            let small_shape = match j {
+                0 => &self.pooled[levels - 1],
+                _ => &self.dec[j - 1].last().expect("checked").y,
+            };
+            let (n, h, w, c) = (small_shape.n, small_shape.h, small_shape.w, small_shape.c);
+            let mut dsmall = Nhwc::with_buffer(n, h, w, c, pool.take(Vec::new(), n * h * w * c));
+            let mut du = du;
+            unpool(&mut dsmall, &self.argmax[s], &mut du, false);
+            pool.give(du.data);
+            d = dsmall;
+        }
+        // `d` is the gradient of the deepest pooled map.
+        for s in (0..levels).rev() {
+            let y = &self.enc[s].last().expect("checked").y;
+            let mut dy = Nhwc::with_buffer(y.n, y.h, y.w, y.c, pool.take(Vec::new(), y.data.len()));
+            unpool(&mut d, &self.argmax[s], &mut dy, true);
+            pool.give(d.data);
+            let (before, _) = self.pooled.split_at(s);
+            let first: &Nhwc = match before.last() {
+                None => input,
+                Some(p) => p,
+            };
+            match stage_backward(&mut self.enc[s], first, dy, s > 0, pool) {
+                Some(dx) => d = dx,
+                None => return,
+            }
+        }
+    }
+
+    fn write_running(&self, model: &SegNet, device: &burn::tensor::Device) {
+        let burn_units = model
+            .enc
+            .iter()
+            .chain(&model.dec)
+            .flat_map(|s| s.layers.iter());
+        for (unit, layer) in self.units().zip(burn_units) {
+            unit.write_running(&layer.bn, device);
+        }
+    }
+}
+
+/// A stage's units in training mode, the first on `first`.
+fn run_stage(units: &mut [ConvBnRelu], first: &Nhwc, pool: &mut Pool) {
+    for k in 0..units.len() {
+        let (before, rest) = units.split_at_mut(k);
+        match before.last() {
+            None => rest[0].forward(&[first], pool),
+            Some(prev) => rest[0].forward(&[&prev.y], pool),
+        }
+    }
+}
+
+/// A stage's backward pass from the gradient of its output; returns the gradient of `first`
+/// when `input_grad`.
+fn stage_backward(
+    units: &mut [ConvBnRelu],
+    first: &Nhwc,
+    mut d: Nhwc,
+    input_grad: bool,
+    pool: &mut Pool,
+) -> Option<Nhwc> {
+    for k in (0..units.len()).rev() {
+        let (before, rest) = units.split_at_mut(k);
+        let (input, wants): (&Nhwc, bool) = match before.last() {
+            None => (first, input_grad),
+            Some(prev) => (&prev.y, true),
+        };
+        match rest[0].backward(d, &[input], wants, pool) {
+            Some(dx) => d = dx,
+            None => return None,
+        }
+    }
+    Some(d)
+}
+
 /// Buffers reused between passes and steps.
 #[derive(Debug, Default, Clone)]
 struct Pool(Vec<Vec<f32>>);
@@ -1127,6 +1409,8 @@ pub struct TrainNet {
     /// Deepest first.
     up: Vec<DecoderLevel>,
     head: Head,
+    /// SegNet's layers (then `down` and `up` are empty and the head is a 3x3 convolution).
+    segnet: Option<Box<SegBody>>,
     input: Nhwc,
     logits: Vec<f32>,
     dlogits: Vec<f32>,
@@ -1207,11 +1491,95 @@ impl TrainNet {
                     .map(|b| Slot::new(b.id, Layout::Plain(vec![1]))),
                 conv,
             },
+            segnet: None,
             input: Nhwc::default(),
             logits: Vec::new(),
             dlogits: Vec::new(),
             pool: Pool::default(),
         })
+    }
+
+    /// The engine for `model` where it trains the architecture (DT-UNet, UNet and SegNet, any
+    /// width and depth), with no optimiser state; `None` for the others.
+    pub fn for_model<M: crate::SegmentationModel>(model: &M) -> Option<Result<Self, NnError>> {
+        if let Some(parts) = model.unet_parts() {
+            return Some(Self::from_parts(&parts));
+        }
+        let segnet = model.as_any()?.downcast_ref::<SegNet>()?;
+        Some(Self::from_segnet(segnet))
+    }
+
+    /// Whether [`for_model`](Self::for_model) takes `model`'s architecture.
+    pub fn trains<M: crate::SegmentationModel>(model: &M) -> bool {
+        model.unet_parts().is_some()
+            || model
+                .as_any()
+                .is_some_and(|a| a.downcast_ref::<SegNet>().is_some())
+    }
+
+    /// The engine for a SegNet.
+    fn from_segnet(model: &SegNet) -> Result<Self, NnError> {
+        let body = SegBody::new(model)?;
+        let head = &model.head;
+        let [hout, hin, hk, _] = head.weight.dims();
+        let channels = body.last_channels();
+        if hk != 3 || hout != 1 || hin != channels {
+            return Err(unsupported(
+                SEGNET,
+                format!("head {hout}x{hin}x{hk}: a 3x3 convolution to one channel is needed"),
+            ));
+        }
+        let conv = compile_conv(SEGNET, head, None, vec![channels], false)?;
+        Ok(Self {
+            name: SEGNET,
+            in_channels: body.in_channels(),
+            down: Vec::new(),
+            pooled: Vec::new(),
+            up: Vec::new(),
+            head: Head {
+                weight: Slot::new(
+                    head.weight.id,
+                    Layout::Conv {
+                        kernel: 3,
+                        splits: vec![channels],
+                        cout: 1,
+                    },
+                ),
+                bias: head
+                    .bias
+                    .as_ref()
+                    .map(|b| Slot::new(b.id, Layout::Plain(vec![1]))),
+                conv,
+            },
+            segnet: Some(Box::new(body)),
+            input: Nhwc::default(),
+            logits: Vec::new(),
+            dlogits: Vec::new(),
+            pool: Pool::default(),
+        })
+    }
+
+    /// [`backward`](Self::backward) of a SegNet: the 3x3 head's gradients (weights as im2col x
+    /// GEMM, input as the flipped convolution), then the body's.
+    fn segnet_backward(&mut self, dlogits: &[f32]) {
+        let Some(body) = self.segnet.as_mut() else {
+            return;
+        };
+        let pool = &mut self.pool;
+        let last = body.last();
+        let (n, h, w) = (last.n, last.h, last.w);
+        let mut dl = Nhwc::with_buffer(n, h, w, 1, pool.take(Vec::new(), dlogits.len()));
+        dl.data.copy_from_slice(dlogits);
+        conv_weight_grad(&self.head.conv, &[last], &dl, &mut self.head.weight.grad);
+        if let Some(b) = &mut self.head.bias {
+            let mut sum = [0.0f32];
+            channel_sums(&dl, &mut sum);
+            b.grad[0] = sum[0];
+        }
+        let flipped = flipped_conv(&self.head.conv, Vec::new());
+        let dlast = flipped.forward(&[&dl], pool.take(Vec::new(), last.data.len()));
+        pool.give(dl.data);
+        body.backward(dlast, &self.input, pool);
     }
 
     /// Let the wide 3x3 convolutions take the Winograd path (the default; `BACSEG_CPU_WINOGRAD=0`
@@ -1225,16 +1593,16 @@ impl TrainNet {
     /// [`set_winograd`](Self::set_winograd) from `min_pixels` output pixels (tests take the
     /// path on small maps).
     pub(crate) fn set_winograd_from(&mut self, min_pixels: Option<usize>) -> usize {
-        let mut count = 0;
-        for level in self
+        let units = self
             .down
             .iter_mut()
             .chain(self.up.iter_mut().map(|l| &mut l.convs))
-        {
-            for block in level {
-                block.winograd = min_pixels;
-                count += usize::from(block.conv.winograd_suits() && !winograd_disabled());
-            }
+            .flat_map(|level| level.iter_mut())
+            .chain(self.segnet.iter_mut().flat_map(|body| body.units_mut()));
+        let mut count = 0;
+        for unit in units {
+            unit.winograd = min_pixels;
+            count += usize::from(unit.conv.winograd_suits() && !winograd_disabled());
         }
         count
     }
@@ -1251,7 +1619,10 @@ impl TrainNet {
 
     /// Sides must be non-zero multiples of this.
     pub fn input_multiple(&self) -> usize {
-        1 << self.up.len()
+        match &self.segnet {
+            Some(body) => 1 << body.enc.len(),
+            None => 1 << self.up.len(),
+        }
     }
 
     /// Logits `[n, h, w]` of the last forward pass.
@@ -1281,6 +1652,15 @@ impl TrainNet {
         let old = std::mem::replace(&mut self.input, x);
         self.pool.give(old.data);
         let pool = &mut self.pool;
+        if let Some(body) = self.segnet.as_mut() {
+            body.forward(&self.input, pool);
+            let out = self
+                .head
+                .conv
+                .forward(&[body.last()], std::mem::take(&mut self.logits));
+            self.logits = out.data;
+            return Ok(&self.logits);
+        }
         for i in 0..self.down.len() {
             let (before, rest) = self.down.split_at_mut(i);
             let [c1, c2] = &mut rest[0];
@@ -1332,6 +1712,10 @@ impl TrainNet {
     /// logits: every parameter's gradient.
     pub fn backward(&mut self, dlogits: &[f32]) {
         assert_eq!(dlogits.len(), self.logits.len(), "one gradient per logit");
+        if self.segnet.is_some() {
+            self.segnet_backward(dlogits);
+            return;
+        }
         let levels = self.down.len();
         let pool = &mut self.pool;
         // Head: d(last) = dlogits w^T, dw = last^T dlogits, db = sum(dlogits).
@@ -1500,6 +1884,11 @@ impl TrainNet {
             a.slots(&mut step);
             b.slots(&mut step);
         }
+        if let Some(body) = self.segnet.as_mut() {
+            for unit in body.units_mut() {
+                unit.slots(&mut step);
+            }
+        }
         let head = &mut self.head;
         step(&mut head.conv.weight, &mut head.weight);
         if let Some(b) = &mut head.bias {
@@ -1539,6 +1928,11 @@ impl TrainNet {
             level.convs[0].each_slot(f);
             level.convs[1].each_slot(f);
         }
+        if let Some(body) = &self.segnet {
+            for unit in body.units() {
+                unit.each_slot(f);
+            }
+        }
         f(&self.head.weight, &self.head.conv.weight);
         if let Some(b) = &self.head.bias {
             f(b, &self.head.conv.bias);
@@ -1562,6 +1956,11 @@ impl TrainNet {
             let [a, b] = &mut level.convs;
             a.slots(&mut g);
             b.slots(&mut g);
+        }
+        if let Some(body) = self.segnet.as_mut() {
+            for unit in body.units_mut() {
+                unit.slots(&mut g);
+            }
         }
         g(&mut [], &mut self.head.weight);
         if let Some(b) = &mut self.head.bias {
@@ -1699,6 +2098,12 @@ impl TrainNet {
                 level.convs[0].write_running(&block.bn1, &device);
                 level.convs[1].write_running(&block.bn2, &device);
             }
+        }
+        if let Some(body) = &self.segnet
+            && let Some(segnet) = model.as_any().and_then(|a| a.downcast_ref::<SegNet>())
+        {
+            let device = model.devices().first().cloned().unwrap_or_default();
+            body.write_running(segnet, &device);
         }
         model
     }

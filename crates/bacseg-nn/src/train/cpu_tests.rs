@@ -131,14 +131,30 @@ fn rel(got: &[f32], want: &[f32]) -> f32 {
 
 /// Every BatchNorm's running mean and variance, synchronised.
 fn running_stats<M: SegmentationModel>(model: &M) -> Vec<Vec<f32>> {
-    let parts = model.unet_parts().unwrap();
-    let blocks = parts.down.iter().chain(parts.up.iter().map(|(_, b)| *b));
+    let bns: Vec<&burn::nn::BatchNorm> = match model.unet_parts() {
+        Some(parts) => parts
+            .down
+            .iter()
+            .chain(parts.up.iter().map(|(_, b)| *b))
+            .flat_map(|b| [&b.bn1, &b.bn2])
+            .collect(),
+        None => {
+            let segnet = model
+                .as_any()
+                .and_then(|a| a.downcast_ref::<crate::SegNet>())
+                .unwrap();
+            segnet
+                .enc
+                .iter()
+                .chain(&segnet.dec)
+                .flat_map(|s| s.layers.iter().map(|l| &l.bn))
+                .collect()
+        }
+    };
     let mut out = Vec::new();
-    for b in blocks {
-        for bn in [&b.bn1, &b.bn2] {
-            for t in [bn.running_mean.value_sync(), bn.running_var.value_sync()] {
-                out.push(t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
-            }
+    for bn in bns {
+        for t in [bn.running_mean.value_sync(), bn.running_var.value_sync()] {
+            out.push(t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
         }
     }
     out
@@ -184,7 +200,7 @@ fn compare<M: SegmentationModel>(
     // looks for are measured in units of the step, so they show the same.
     let lr = 1e-4;
 
-    let mut net = TrainNet::from_parts(&model.unet_parts().unwrap()).unwrap();
+    let mut net = TrainNet::for_model(&model).unwrap().unwrap();
     let suited = net.set_winograd_from(Some(winograd_from));
     if winograd_from == 0 && !winograd_disabled() {
         assert!(suited > 0, "no convolution takes the Winograd path");
@@ -353,6 +369,7 @@ const SEED_DT_UNET: u64 = 8;
 const SEED_UNET: u64 = 11;
 const SEED_OPTIMIZER: u64 = 2;
 const SEED_WINOGRAD: u64 = 11;
+const SEED_SEGNET: u64 = 1;
 
 #[test]
 fn dt_unet_gradients_and_updates_match_burn() {
@@ -408,6 +425,47 @@ fn unet_gradients_and_updates_match_burn() {
             TRAIN_MIN_PIXELS,
         ),
         "unet dice",
+    );
+}
+
+/// SegNet: encoder stages ending in max-pooling with recorded positions, decoder stages
+/// max-unpooling with them, a 3x3 head with bias; two and three levels, one and two units a
+/// stage.
+#[test]
+fn segnet_gradients_and_updates_match_burn() {
+    let device = Device::default();
+    let mut draws = Draws::new(SEED_SEGNET);
+    let model = crate::SegNetConfig::new()
+        .with_widths(vec![4, 8])
+        .with_convs(vec![2, 2])
+        .init(&device)
+        .unwrap();
+    check(
+        compare(
+            model,
+            &mut draws,
+            [2, 1, 16, 16],
+            LossKind::Dice,
+            3,
+            TRAIN_MIN_PIXELS,
+        ),
+        "segnet dice",
+    );
+    let model = crate::SegNetConfig::new()
+        .with_widths(vec![4, 8, 8])
+        .with_convs(vec![2, 1, 2])
+        .init(&device)
+        .unwrap();
+    check(
+        compare(
+            model,
+            &mut draws,
+            [2, 1, 16, 24],
+            LossKind::DiceBce,
+            2,
+            TRAIN_MIN_PIXELS,
+        ),
+        "segnet dice+bce",
     );
 }
 

@@ -355,10 +355,11 @@ pub enum Stop {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TrainEngine {
-    /// bacseg's CPU training engine for DT-UNet and UNet on burn's CPU backend, burn otherwise.
+    /// bacseg's CPU training engine for DT-UNet, UNet and SegNet on burn's CPU backend, burn
+    /// otherwise.
     #[default]
     Auto,
-    /// bacseg's CPU training engine (DT-UNet and UNet only).
+    /// bacseg's CPU training engine (DT-UNet, UNet and SegNet only).
     Cpu,
     /// burn's autodiff and optimiser on the model's device.
     Burn,
@@ -576,11 +577,11 @@ pub fn train<M: SegmentationModel>(
     let channels = model.in_channels();
     let use_cpu = match control.engine {
         TrainEngine::Burn => false,
-        TrainEngine::Auto => model.unet_parts().is_some() && crate::engine::on_flex(&device),
+        TrainEngine::Auto => TrainNet::trains(&model) && crate::engine::on_flex(&device),
         TrainEngine::Cpu => {
-            if model.unet_parts().is_none() {
+            if !TrainNet::trains(&model) {
                 return Err(TrainError::Config(format!(
-                    "the CPU training engine trains DT-UNet and UNet, not {}; the burn engine trains it",
+                    "the CPU training engine trains DT-UNet, UNet and SegNet, not {}; the burn engine trains it",
                     model.name()
                 )));
             }
@@ -626,8 +627,7 @@ pub fn train<M: SegmentationModel>(
     // back into `model` before every validation and checkpoint.
     let mut engine = match use_cpu {
         true => {
-            let parts = model.unet_parts().expect("checked above");
-            let mut net = TrainNet::from_parts(&parts)?;
+            let mut net = TrainNet::for_model(&model).expect("checked above")?;
             if let Some(bytes) = optim_bytes {
                 net.load_optimizer_record(bytes)?;
             }
