@@ -113,6 +113,29 @@ pub struct SegNet {
     pub head: Conv2d,
 }
 
+impl SegNet {
+    /// Each unit of the encoder stages and of the decoder stages (deepest first) through `f`,
+    /// stage by stage: how the CPU engines compile the network.
+    pub(crate) fn map_stages<T, E>(
+        &self,
+        mut f: impl FnMut(&ConvBn) -> Result<T, E>,
+    ) -> Result<[Vec<Vec<T>>; 2], E> {
+        let mut out = [Vec::new(), Vec::new()];
+        for (stages, dst) in [&self.enc, &self.dec].into_iter().zip(&mut out) {
+            for stage in stages {
+                dst.push(
+                    stage
+                        .layers
+                        .iter()
+                        .map(&mut f)
+                        .collect::<Result<Vec<_>, E>>()?,
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl SegmentationModel for SegNet {
     fn name(&self) -> &'static str {
         "segnet"

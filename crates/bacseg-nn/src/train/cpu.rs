@@ -38,7 +38,7 @@ use crate::engine::cpu::winograd::{TRAIN_MIN_PIXELS, winograd_disabled};
 use crate::engine::cpu::{compile_conv, compile_transposed, unsupported, values};
 use crate::error::NnError;
 use crate::loss::LossKind;
-use crate::networks::blocks::{ConvBn, DoubleConv, UnetParts};
+use crate::networks::blocks::{DoubleConv, UnetParts};
 use crate::networks::segnet::SegNet;
 
 /// The instruction set of the engine's matrix products on this CPU (the `gemm` crate picks its
@@ -1137,28 +1137,13 @@ fn unpool(small: &mut Nhwc, arg: &[u8], big: &mut Nhwc, scatter: bool) {
 
 impl SegBody {
     fn new(model: &SegNet) -> Result<Self, NnError> {
-        let stage = |layers: &[ConvBn]| {
-            layers
-                .iter()
-                .map(|l| {
-                    if !l.relu {
-                        return Err(unsupported(SEGNET, "a unit without ReLU".into()));
-                    }
-                    let cin = l.conv.weight.dims()[1];
-                    ConvBnRelu::new(SEGNET, &l.conv, &l.bn, vec![cin])
-                })
-                .collect::<Result<Vec<_>, NnError>>()
-        };
-        let enc = model
-            .enc
-            .iter()
-            .map(|s| stage(&s.layers))
-            .collect::<Result<Vec<_>, _>>()?;
-        let dec = model
-            .dec
-            .iter()
-            .map(|s| stage(&s.layers))
-            .collect::<Result<Vec<_>, _>>()?;
+        let [enc, dec] = model.map_stages(|l| {
+            if !l.relu {
+                return Err(unsupported(SEGNET, "a unit without ReLU".into()));
+            }
+            let cin = l.conv.weight.dims()[1];
+            ConvBnRelu::new(SEGNET, &l.conv, &l.bn, vec![cin])
+        })?;
         if enc.is_empty() || enc.len() != dec.len() || enc.iter().chain(&dec).any(Vec::is_empty) {
             return Err(unsupported(
                 SEGNET,

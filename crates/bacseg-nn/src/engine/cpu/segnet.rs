@@ -33,25 +33,10 @@ pub struct SegNetNet {
 impl SegNetNet {
     /// Compile `model` (its BatchNorm layers with their running statistics).
     pub fn compile(model: &SegNet) -> Result<Self, NnError> {
-        let stage = |layers: &[crate::networks::blocks::ConvBn]| {
-            layers
-                .iter()
-                .map(|l| {
-                    let cin = l.conv.weight.dims()[1];
-                    compile_conv(NAME, &l.conv, Some(&l.bn), vec![cin], l.relu)
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let enc = model
-            .enc
-            .iter()
-            .map(|s| stage(&s.layers))
-            .collect::<Result<Vec<_>, _>>()?;
-        let dec = model
-            .dec
-            .iter()
-            .map(|s| stage(&s.layers))
-            .collect::<Result<Vec<_>, _>>()?;
+        let [enc, dec] = model.map_stages(|l| {
+            let cin = l.conv.weight.dims()[1];
+            compile_conv(NAME, &l.conv, Some(&l.bn), vec![cin], l.relu)
+        })?;
         if enc.len() != dec.len() || enc.iter().any(Vec::is_empty) {
             return Err(unsupported(
                 NAME,
