@@ -34,6 +34,7 @@ use crate::engine::cpu::kernels::{
     BLOCK_VALUES, COLUMNS, Conv, ConvTranspose2x2, Nhwc, aligned_coord as coord, matmul_strided,
     max_pool2x2, resize_bilinear_aligned,
 };
+use crate::engine::cpu::segnet::{max_pool2x2_argmax, max_unpool2x2};
 use crate::engine::cpu::winograd::{TRAIN_MIN_PIXELS, winograd_disabled};
 use crate::engine::cpu::{compile_conv, compile_transposed, unsupported, values};
 use crate::error::NnError;
@@ -1059,77 +1060,32 @@ struct SegBody {
     /// Deepest first.
     dec: Vec<Vec<ConvBnRelu>>,
     /// Each encoder stage's pooled output and, per pooled value, the window position (0-3,
-    /// row order; the first on ties) it came from.
+    /// row order; the first on ties) it came from (the inference engine's pooling).
     pooled: Vec<Nhwc>,
     argmax: Vec<Vec<u8>>,
     /// Each decoder stage's unpooled input.
     unpooled: Vec<Nhwc>,
 }
 
-/// The input pixel `(y, x)` of window position `k` of pooled pixel `(oy, ox)`.
-fn window(oy: usize, ox: usize, k: u8) -> (usize, usize) {
-    (2 * oy + usize::from(k / 2), 2 * ox + usize::from(k % 2))
-}
-
-/// 2x2 max-pooling of `x` into `out` that records each maximum's window position in `arg`.
-fn max_pool2x2_argmax(x: &Nhwc, out: Vec<f32>, arg: &mut Vec<u8>) -> Nhwc {
-    let (oh, ow, c) = (x.h / 2, x.w / 2, x.c);
-    let mut y = Nhwc::with_buffer(x.n, oh, ow, c, out);
-    arg.resize(y.data.len(), 0);
-    y.data
-        .par_chunks_mut(ow * c)
-        .zip(arg.par_chunks_mut(ow * c))
-        .enumerate()
-        .for_each(|(row, (yr, ar))| {
-            let (img, oy) = (row / oh, row % oh);
-            for ox in 0..ow {
-                for ch in 0..c {
-                    let at = |k: u8| {
-                        let (yy, xx) = window(oy, ox, k);
-                        x.data[((img * x.h + yy) * x.w + xx) * c + ch]
-                    };
-                    let (mut best, mut v) = (0u8, at(0));
-                    for k in 1..4 {
-                        let u = at(k);
-                        if u > v {
-                            (best, v) = (k, u);
-                        }
-                    }
-                    yr[ox * c + ch] = v;
-                    ar[ox * c + ch] = best;
-                }
-            }
-        });
-    y
-}
-
-/// Max-unpooling (`scatter`) or its adjoint (`gather`): `small` is the pooled-size map, `big`
-/// the full-size one; `scatter` writes each value of `small` to its recorded position in
-/// `big` (every other position zero), the gather reads `small` from those positions. The
-/// max-pooling's backward pass is the scatter, max-unpooling's the gather.
-fn unpool(small: &mut Nhwc, arg: &[u8], big: &mut Nhwc, scatter: bool) {
-    let (ow, c) = (small.w, small.c);
+/// The adjoint of max-unpooling ([`max_unpool2x2`]): each pooled value's gradient read from
+/// `big` (the unpooled map's gradient) at the position of its window that `which` names.
+fn unpool_gather(big: &Nhwc, which: &[u8], small: &mut Nhwc) {
+    let (w2, c) = (small.w, small.c);
     let w = big.w;
-    if scatter {
-        big.data.fill(0.0);
+    if small.data.is_empty() {
+        return;
     }
-    // Two full-size rows per pooled row: disjoint chunks on both sides.
+    // Pooled row r (over the whole batch) reads full-size rows 2r and 2r + 1: one chunk.
     small
         .data
-        .par_chunks_mut(ow * c)
-        .zip(big.data.par_chunks_mut(2 * w * c))
-        .zip(arg.par_chunks(ow * c))
-        .for_each(|((sr, br), ar)| {
-            for ox in 0..ow {
+        .par_chunks_mut(w2 * c)
+        .zip(big.data.par_chunks(2 * w * c))
+        .zip(which.par_chunks(w2 * c))
+        .for_each(|((dst, src), idx)| {
+            for xo in 0..w2 {
                 for ch in 0..c {
-                    let i = ox * c + ch;
-                    let (dy, xx) = window(0, ox, ar[i]);
-                    let j = (dy * w + xx) * c + ch;
-                    if scatter {
-                        br[j] = sr[i];
-                    } else {
-                        sr[i] = br[j];
-                    }
+                    let k = usize::from(idx[xo * c + ch]);
+                    dst[xo * c + ch] = src[((k / 2) * w + 2 * xo + k % 2) * c + ch];
                 }
             }
         });
@@ -1201,30 +1157,20 @@ impl SegBody {
             run_stage(&mut self.enc[s], first, pool);
             let y = &self.enc[s].last().expect("checked at construction").y;
             let buf = pool.take(std::mem::take(&mut self.pooled[s].data), y.data.len() / 4);
+            self.argmax[s].resize(y.data.len() / 4, 0);
             self.pooled[s] = max_pool2x2_argmax(y, buf, &mut self.argmax[s]);
         }
         for j in 0..levels {
             let s = levels - 1 - j;
-            let (h, w) = {
-                let y = &self.enc[s].last().expect("checked at construction").y;
-                (y.h, y.w)
+            let small = match j {
+                0 => &self.pooled[levels - 1],
+                _ => &self.dec[j - 1].last().expect("checked").y,
             };
-            let mut small = match j {
-                0 => std::mem::take(&mut self.pooled[levels - 1]),
-                _ => std::mem::take(&mut self.dec[j - 1].last_mut().expect("checked").y),
-            };
-            let c = small.c;
             let buf = pool.take(
                 std::mem::take(&mut self.unpooled[j].data),
-                small.n * h * w * c,
+                4 * small.data.len(),
             );
-            let mut big = Nhwc::with_buffer(small.n, h, w, c, buf);
-            unpool(&mut small, &self.argmax[s], &mut big, true);
-            match j {
-                0 => self.pooled[levels - 1] = small,
-                _ => self.dec[j - 1].last_mut().expect("checked").y = small,
-            }
-            self.unpooled[j] = big;
+            self.unpooled[j] = max_unpool2x2(small, &self.argmax[s], buf);
             run_stage(&mut self.dec[j], &self.unpooled[j], pool);
         }
     }
@@ -1243,16 +1189,14 @@ impl SegBody {
             };
             let (n, h, w, c) = (small_shape.n, small_shape.h, small_shape.w, small_shape.c);
             let mut dsmall = Nhwc::with_buffer(n, h, w, c, pool.take(Vec::new(), n * h * w * c));
-            let mut du = du;
-            unpool(&mut dsmall, &self.argmax[s], &mut du, false);
+            unpool_gather(&du, &self.argmax[s], &mut dsmall);
             pool.give(du.data);
             d = dsmall;
         }
         // `d` is the gradient of the deepest pooled map.
         for s in (0..levels).rev() {
-            let y = &self.enc[s].last().expect("checked").y;
-            let mut dy = Nhwc::with_buffer(y.n, y.h, y.w, y.c, pool.take(Vec::new(), y.data.len()));
-            unpool(&mut d, &self.argmax[s], &mut dy, true);
+            // Max-pooling's backward pass: each gradient to the position its maximum came from.
+            let dy = max_unpool2x2(&d, &self.argmax[s], pool.take(Vec::new(), 4 * d.data.len()));
             pool.give(d.data);
             let (before, _) = self.pooled.split_at(s);
             let first: &Nhwc = match before.last() {

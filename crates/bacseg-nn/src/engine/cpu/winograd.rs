@@ -63,6 +63,8 @@ pub(crate) fn winograd_disabled() -> bool {
 thread_local! {
     /// Per-thread transformed inputs and products of a task, reused between tasks.
     static BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// The weight gradient's transformed sums and per-channel results, reused between calls.
+    static GRAD_BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Output pixels of a training pass from which the training engine takes the Winograd path
@@ -114,11 +116,7 @@ impl Conv {
         w: usize,
         min_pixels: usize,
     ) -> bool {
-        let wanted = !winograd_disabled()
-            && self.winograd_suits()
-            && n * h * w >= min_pixels
-            && h.is_multiple_of(4)
-            && w.is_multiple_of(4);
+        let wanted = self.winograd_trains(n, h, w, min_pixels);
         if wanted {
             let mut u = self.winograd.take().unwrap_or_default();
             self.winograd_weights_into(&mut u);
@@ -126,7 +124,18 @@ impl Conv {
         } else {
             self.winograd = None;
         }
-        wanted && self.winograd_runs(n, h, w)
+        wanted
+    }
+
+    /// Whether a training pass on `n` maps of `h x w` takes the Winograd path (forward and
+    /// both gradients alike): the layer suits it, sides multiples of 4, at least `min_pixels`
+    /// output pixels and at least the 8 tiles of [`winograd_runs`](Self::winograd_runs).
+    fn winograd_trains(&self, n: usize, h: usize, w: usize, min_pixels: usize) -> bool {
+        !winograd_disabled()
+            && self.winograd_suits()
+            && n * h * w >= min_pixels.max(8 * 16)
+            && h.is_multiple_of(4)
+            && w.is_multiple_of(4)
     }
 
     /// Whether a forward pass on `n` maps of `h x w` takes the Winograd path: sides multiples
@@ -314,12 +323,7 @@ impl Conv {
         grad: &mut [f32],
     ) -> bool {
         let (n, h, w) = (dz.n, dz.h, dz.w);
-        let runs = !winograd_disabled()
-            && self.winograd_suits()
-            && n * h * w >= min_pixels.max(8 * 16)
-            && h.is_multiple_of(4)
-            && w.is_multiple_of(4);
-        if !runs {
+        if !self.winograd_trains(n, h, w, min_pixels) {
             return false;
         }
         let (cin, cout) = (self.cin(), self.cout);
@@ -327,7 +331,10 @@ impl Conv {
         let tile_rows = n * h / 4;
         let chunk_rows = GRAD_CHUNK_TILES.div_ceil(tx).clamp(1, tile_rows);
         let isa = engine_isa();
-        let mut du = vec![0.0f32; 36 * cin * cout];
+        // `dU` and the per-channel `dg` in buffers reused between calls (taken out of the
+        // thread's slot while rayon runs). The first chunk's products overwrite `dU`.
+        let (mut du, mut by_channel) = GRAD_BUFFERS.with_borrow_mut(std::mem::take);
+        du.resize(36 * cin * cout, 0.0);
         let (mut v, mut m) = BUFFERS.with_borrow_mut(std::mem::take);
         let mut row0 = 0;
         while row0 < tile_rows {
@@ -369,15 +376,17 @@ impl Conv {
         BUFFERS.with_borrow_mut(|b| *b = (v, m));
         // `dg = G^T dU G` per input channel (`[ci][ky][kx][co]`), then into the packed rows.
         let g32: [[f32; 3]; 6] = G.map(|row| row.map(|v| v as f32));
-        let mut by_channel = vec![0.0f32; cin * 9 * cout];
+        by_channel.clear();
+        by_channel.resize(cin * 9 * cout, 0.0);
         by_channel
             .par_chunks_mut(9 * cout)
             .enumerate()
-            .for_each(|(ci, out)| {
+            .for_each_init(Vec::new, |t, (ci, out)| {
                 with_isa(isa, || {
                     // `t[a][kx] = sum_b dU[a][b] G[b][kx]`, then `dg[ky][kx] = sum_a G[a][ky]
                     // t[a][kx]`.
-                    let mut t = vec![0.0f32; 18 * cout];
+                    t.clear();
+                    t.resize(18 * cout, 0.0);
                     for (a, ta) in t.chunks_exact_mut(3 * cout).enumerate() {
                         for (b, gb) in g32.iter().enumerate() {
                             let src = &du[((a * 6 + b) * cin + ci) * cout..][..cout];
@@ -417,6 +426,7 @@ impl Conv {
             }
             ci0 += c;
         }
+        GRAD_BUFFERS.with_borrow_mut(|b| *b = (du, by_channel));
         true
     }
 
